@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make demo` and `make test`. Everything else is for maintainers.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: demo test lint typecheck unit chaos bench venv ensure-redis clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: Python >= 3.11 is required (none found on PATH)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+ensure-redis: $(STAMP)
+	@$(BIN)/python scripts/ensure_redis.py
+
+demo: $(STAMP)
+	$(BIN)/bitrix-worker demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) ensure-redis lint typecheck
+	$(BIN)/pytest -m "not slow" -p no:cacheprovider
+
+chaos: $(STAMP) ensure-redis
+	$(BIN)/pytest -m slow -p no:cacheprovider -s tests/chaos
+
+bench: $(STAMP) ensure-redis
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
