@@ -1,0 +1,195 @@
+"""The one configuration object: frozen, validated at start, read from env / ``.env`` / CLI flags.
+
+Environment names: ``BITRIX_WEBHOOK_URL``, ``REDIS_URL`` and ``DATABASE_URL`` as they are; everything
+else ``BITRIX_WORKER_<FIELD>``. A bad value stops the start with a ``ConfigError`` that names the
+environment variable, so the operator knows what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from . import defaults as d
+from .errors import ConfigError
+from .redaction import WebhookUrl
+from .taxonomy import ErrorClass
+
+ENV_PREFIX = "BITRIX_WORKER_"
+_PLAIN_ENV = {
+    "webhook_url": "BITRIX_WEBHOOK_URL",
+    "redis_url": "REDIS_URL",
+    "database_url": "DATABASE_URL",
+}
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    webhook_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("BITRIX_WEBHOOK_URL", "webhook_url")
+    )
+    redis_url: str = Field(
+        default=d.REDIS_URL, validation_alias=AliasChoices("REDIS_URL", "redis_url")
+    )
+    database_url: str = Field(
+        default=d.DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL", "database_url")
+    )
+
+    stream: str = Field(default=d.STREAM, min_length=1)
+    group: str = Field(default=d.GROUP, min_length=1)
+    dead_stream: str = Field(default=d.DEAD_STREAM, min_length=1)
+    consumer: str = Field(default_factory=_default_consumer, min_length=1)
+    originator_id: str = Field(default=d.ORIGINATOR_ID, min_length=1, max_length=100)
+    recreate_deleted: bool = False
+
+    backoff_base_s: float = Field(default=d.BACKOFF_BASE_S, gt=0)
+    backoff_max_s: float = Field(default=d.BACKOFF_MAX_S, gt=0)
+    rate_limit_backoff_base_s: float = Field(default=d.RATE_LIMIT_BACKOFF_BASE_S, gt=0)
+
+    retries_not_found_update: int = Field(default=d.RETRIES_NOT_FOUND_UPDATE, ge=0, le=100)
+    retries_not_found_create: int = Field(default=d.RETRIES_NOT_FOUND_CREATE, ge=0, le=100)
+    retries_invalid_data: int = Field(default=d.RETRIES_INVALID_DATA, ge=0, le=100)
+    retries_auth: int = Field(default=d.RETRIES_AUTH, ge=0, le=100)
+    retries_server_error: int = Field(default=d.RETRIES_SERVER_ERROR, ge=0, le=100)
+    retries_network: int = Field(default=d.RETRIES_NETWORK, ge=0, le=100)
+    retries_rate_limited: int = Field(default=d.RETRIES_RATE_LIMITED, ge=0, le=1000)
+    retries_method_limited: int = Field(default=d.RETRIES_METHOD_LIMITED, ge=0, le=1000)
+
+    concurrency: int = Field(default=d.CONCURRENCY, ge=1, le=256)
+    batch_size: int = Field(default=d.BATCH_SIZE, ge=1, le=50)
+    read_count: int = Field(default=d.READ_COUNT, ge=1, le=10_000)
+    block_ms: int = Field(default=d.BLOCK_MS, ge=10, le=60_000)
+    claim_idle_ms: int = Field(default=d.CLAIM_IDLE_MS, ge=100)
+    max_deliveries: int = Field(default=d.MAX_DELIVERIES, ge=1, le=1000)
+    lease_ttl_ms: int = Field(default=d.LEASE_TTL_MS, ge=100)
+
+    rate_burst: int = Field(default=d.RATE_BURST, ge=1)
+    rate_per_s: float = Field(default=d.RATE_PER_S, gt=0)
+    rate_safety: float = Field(default=d.RATE_SAFETY, gt=0, le=1)
+    operating_budget_s: float = Field(default=d.OPERATING_BUDGET_S, gt=0)
+    operating_window_s: float = Field(default=d.OPERATING_WINDOW_S, gt=0)
+    operating_safety: float = Field(default=d.OPERATING_SAFETY, gt=0, le=1)
+
+    breaker_cooldown_s: float = Field(default=d.BREAKER_COOLDOWN_S, gt=0)
+    breaker_max_cooldown_s: float = Field(default=d.BREAKER_MAX_COOLDOWN_S, gt=0)
+    blocked_cooldown_s: float = Field(default=d.BLOCKED_COOLDOWN_S, gt=0)
+
+    connect_timeout_s: float = Field(default=d.CONNECT_TIMEOUT_S, gt=0)
+    read_timeout_s: float = Field(default=d.READ_TIMEOUT_S, gt=0)
+    shutdown_grace_s: float = Field(default=d.SHUTDOWN_GRACE_S, ge=0)
+    http_port: int = Field(default=d.HTTP_PORT, ge=0, le=65535)
+    http_host: str = "127.0.0.1"
+    outcomes_maxlen: int = Field(default=d.OUTCOMES_MAXLEN, ge=0)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            WebhookUrl.parse(value.get_secret_value())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value.split(":///", 1)[1]
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:///path or postgresql://user@host/db")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError("backoff_max_s must be >= backoff_base_s")
+        if self.stream == self.dead_stream:
+            raise ValueError("dead_stream must differ from stream")
+        return self
+
+    @property
+    def webhook(self) -> WebhookUrl:
+        if self.webhook_url is None or not self.webhook_url.get_secret_value():
+            raise ConfigError(
+                "BITRIX_WEBHOOK_URL", "is required (https://<portal>/rest/<user>/<secret>/)"
+            )
+        return WebhookUrl.parse(self.webhook_url.get_secret_value())
+
+    @property
+    def keys(self) -> d.StreamKeys:
+        return d.StreamKeys(stream=self.stream, dead=self.dead_stream)
+
+    def retry_budget(self, error_class: ErrorClass, *, creating: bool) -> int:
+        """Retries allowed after the first attempt for one class (docs/error-taxonomy.md)."""
+        budgets = {
+            ErrorClass.NOT_FOUND: (
+                self.retries_not_found_create if creating else self.retries_not_found_update
+            ),
+            ErrorClass.INVALID_DATA: self.retries_invalid_data,
+            ErrorClass.AUTH: self.retries_auth,
+            ErrorClass.SERVER_ERROR: self.retries_server_error,
+            ErrorClass.NETWORK: self.retries_network,
+            ErrorClass.RATE_LIMITED: self.retries_rate_limited,
+            ErrorClass.METHOD_LIMITED: self.retries_method_limited,
+            ErrorClass.BLOCKED: self.retries_rate_limited,
+            ErrorClass.POISON: 0,
+        }
+        return budgets[error_class]
+
+    def redacted(self) -> dict[str, Any]:
+        """Effective settings for display: the webhook secret is hidden."""
+        data = self.model_dump()
+        data["webhook_url"] = str(self.webhook) if self.webhook_url else None
+        return data
+
+
+def env_name(field: str) -> str:
+    return _PLAIN_ENV.get(field, ENV_PREFIX + field.upper())
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from env/.env plus explicit overrides; ConfigError names the bad setting."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        loc = [str(p) for p in err["loc"]]
+        field = loc[0] if loc else "settings"
+        for name, env in _PLAIN_ENV.items():
+            if field == env:
+                field = name
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(env_name(field) if loc else "settings", message) from None

@@ -1,0 +1,118 @@
+"""Every default in one place, with its unit in the name, and the Redis key layout.
+
+Budgets are retries *after* the first attempt (docs/error-taxonomy.md). Key names derive from the stream
+name as ``{<stream>}:<suffix>`` so that every key one Lua script touches sits in the stream's Redis Cluster
+slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STREAM = "bitrix:operations"
+GROUP = "bitrix-worker"
+DEAD_STREAM = "bitrix:operations:dead"
+REDIS_URL = "redis://localhost:6379/0"
+DATABASE_URL = "sqlite+aiosqlite:///bitrix-worker.sqlite3"
+ORIGINATOR_ID = "bitrix-worker"
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 300.0
+RATE_LIMIT_BACKOFF_BASE_S = 1.0
+
+RETRIES_NOT_FOUND_UPDATE = 0
+RETRIES_NOT_FOUND_CREATE = 1
+RETRIES_INVALID_DATA = 1
+RETRIES_AUTH = 1
+RETRIES_SERVER_ERROR = 5
+RETRIES_NETWORK = 5
+RETRIES_RATE_LIMITED = 20
+RETRIES_METHOD_LIMITED = 20
+
+CONCURRENCY = 4  # batch calls in flight per worker process
+BATCH_SIZE = 50  # commands per `batch` call; Bitrix24 allows at most 50
+READ_COUNT = 200  # entries per XREADGROUP
+BLOCK_MS = 1000
+CLAIM_IDLE_MS = 60_000
+MAX_DELIVERIES = 5
+LEASE_TTL_MS = 90_000
+
+RATE_BURST = 50
+RATE_PER_S = 2.0
+RATE_SAFETY = 0.95  # fraction of the portal's drain rate and burst we allow ourselves
+OPERATING_BUDGET_S = 480.0
+OPERATING_WINDOW_S = 600.0
+OPERATING_SAFETY = 0.9
+
+BREAKER_COOLDOWN_S = 30.0
+BREAKER_MAX_COOLDOWN_S = 600.0
+BLOCKED_COOLDOWN_S = 600.0
+
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 65.0  # the cloud cuts a request at 60 s: never give up before the portal does
+SHUTDOWN_GRACE_S = 30.0
+HTTP_PORT = 9400
+OUTCOMES_MAXLEN = 100_000
+DESCRIPTION_MAX_CHARS = 200
+HISTORY_MAX_ENTRIES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKeys:
+    """Names of every Redis key derived from one stream."""
+
+    stream: str
+    dead: str
+
+    def _k(self, suffix: str) -> str:
+        return f"{{{self.stream}}}:{suffix}"
+
+    @property
+    def schedule(self) -> str:
+        """Sorted set: origin id -> due time (ms)."""
+        return self._k("schedule")
+
+    @property
+    def schedule_data(self) -> str:
+        """Hash: origin id -> retry envelope (JSON)."""
+        return self._k("schedule:data")
+
+    @property
+    def holds(self) -> str:
+        """Hash: entity:key -> number of live operations that own the key's turn."""
+        return self._k("holds")
+
+    def parked(self, ident: str) -> str:
+        """List of entries waiting for the key's turn, in stream order."""
+        return self._k(f"parked:{ident}")
+
+    @property
+    def outcomes(self) -> str:
+        """Capped stream of final outcomes (applied / skipped / dead-lettered), for audit."""
+        return self._k("outcomes")
+
+    @property
+    def counters(self) -> str:
+        """Hash of lifetime counters (outcome:<kind>, calls) shared by all workers."""
+        return self._k("counters")
+
+    def lease(self, ident: str) -> str:
+        return self._k(f"lease:{ident}")
+
+    @property
+    def fence(self) -> str:
+        return self._k("fence")
+
+    def limiter(self, portal: str) -> str:
+        return self._k(f"limiter:{portal}")
+
+    def method_pause(self, portal: str) -> str:
+        return self._k(f"method-pause:{portal}")
+
+    def breaker(self, portal: str) -> str:
+        return self._k(f"breaker:{portal}")
+
+    @property
+    def workers(self) -> str:
+        """Hash: consumer name -> last heartbeat (ms)."""
+        return self._k("workers")

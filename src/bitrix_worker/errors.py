@@ -1,0 +1,93 @@
+"""One exception tree for the whole package, split by how the caller handles each branch.
+
+    BitrixWorkerError                  root: `except BitrixWorkerError` catches everything we raise
+    ├── ConfigError                    bad setting; names the setting; fatal at start
+    ├── PoisonMessage                  a stream entry that can never be processed; dead-lettered
+    ├── BitrixError                    one classified Bitrix24 failure (carries a Classification)
+    │   ├── PermanentBitrixError       not_found, invalid_data: retrying cannot help
+    │   ├── AuthError                  auth: a configuration problem; opens the breaker
+    │   ├── LimitError                 rate_limited, method_limited, blocked: wait, never spend budget
+    │   └── TransientBitrixError       server_error, network: retry with backoff
+    ├── StoreError                     Redis or the mapping store failed (I/O, retry the loop)
+    └── EmulatorError                  misuse of the Bitrix24 emulator's admin API
+
+Messages never contain the webhook secret: they are built from redacted parts only.
+"""
+
+from __future__ import annotations
+
+from .taxonomy import Classification, ErrorClass
+
+
+class BitrixWorkerError(Exception):
+    """Root of every exception raised by bitrix_worker."""
+
+
+class ConfigError(BitrixWorkerError):
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"{setting}: {problem}")
+
+
+class PoisonMessage(BitrixWorkerError):
+    """The payload is malformed; ``reason`` is what a producer needs to fix it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class BitrixError(BitrixWorkerError):
+    def __init__(self, classification: Classification, method: str) -> None:
+        self.classification = classification
+        self.method = method
+        c = classification
+        detail = f"{c.error_class.value} ({c.execution.value})"
+        status = f" HTTP {c.http_status}" if c.http_status is not None else ""
+        code = f" {c.bitrix_code}" if c.bitrix_code else ""
+        desc = f": {c.description}" if c.description else ""
+        super().__init__(f"{method}: {detail}{status}{code}{desc}")
+
+    @staticmethod
+    def for_classification(classification: Classification, method: str) -> BitrixError:
+        """The subclass that matches how this class is handled."""
+        kind = _BY_CLASS.get(classification.error_class, TransientBitrixError)
+        return kind(classification, method)
+
+
+class PermanentBitrixError(BitrixError):
+    pass
+
+
+class AuthError(BitrixError):
+    pass
+
+
+class LimitError(BitrixError):
+    pass
+
+
+class TransientBitrixError(BitrixError):
+    pass
+
+
+class StoreError(BitrixWorkerError):
+    pass
+
+
+class EmulatorError(BitrixWorkerError):
+    pass
+
+
+_BY_CLASS: dict[ErrorClass, type[BitrixError]] = {
+    ErrorClass.NOT_FOUND: PermanentBitrixError,
+    ErrorClass.INVALID_DATA: PermanentBitrixError,
+    ErrorClass.POISON: PermanentBitrixError,
+    ErrorClass.AUTH: AuthError,
+    ErrorClass.RATE_LIMITED: LimitError,
+    ErrorClass.METHOD_LIMITED: LimitError,
+    ErrorClass.BLOCKED: LimitError,
+    ErrorClass.SERVER_ERROR: TransientBitrixError,
+    ErrorClass.NETWORK: TransientBitrixError,
+}

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bitrix_worker.errors import PoisonMessage
+from bitrix_worker.operations import Entity, Operation, OpKind, decode_payload, encode_operation
+
+
+def test_round_trip() -> None:
+    op = Operation(
+        op=OpKind.UPDATE, entity=Entity.DEAL, key="order-42", fields={"TITLE": "x"}, version=3
+    )
+    assert decode_payload(encode_operation(op)) == op
+    assert decode_payload(encode_operation(op).encode()) == op
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, "no 'payload' field"),
+        (b"\xff\xfe", "not UTF-8"),
+        ("{not json", "not JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"op": "merge", "entity": "deal", "key": "k"}', "op:"),
+        ('{"op": "create", "entity": "invoice", "key": "k"}', "entity:"),
+        ('{"op": "create", "entity": "deal"}', "key: Field required"),
+        ('{"op": "create", "entity": "deal", "key": ""}', "key:"),
+        ('{"op": "create", "entity": "deal", "key": "k", "fields": [1]}', "fields:"),
+        ('{"op": "create", "entity": "deal", "key": "k", "fields": "x"}', "fields:"),
+        ('{"op": "create", "entity": "deal", "key": "k", "version": -1}', "version:"),
+        ('{"op": "create", "entity": "deal", "key": "k", "extra": 1}', "extra:"),
+        ('{"op": "create", "entity": "deal", "key": " k"}', "key:"),
+    ],
+)
+def test_malformed_payloads_are_poison_with_reason(raw: str | bytes | None, reason: str) -> None:
+    with pytest.raises(PoisonMessage) as info:
+        decode_payload(raw)
+    assert reason in info.value.reason
+
+
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200)))
+def test_decode_never_raises_anything_but_poison(raw: bytes | str) -> None:
+    try:
+        decode_payload(raw)
+    except PoisonMessage:
+        pass
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+        max_leaves=10,
+    )
+)
+def test_decode_arbitrary_json(value: object) -> None:
+    try:
+        decode_payload(json.dumps(value))
+    except PoisonMessage:
+        pass
