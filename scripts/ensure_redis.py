@@ -49,9 +49,7 @@ def main() -> int:
     parsed = urlparse(url)
     host = parsed.hostname or "127.0.0.1"
     if host not in {"127.0.0.1", "localhost", "::1"}:
-        print(
-            f"error: REDIS_URL points at {host}, which does not answer; not starting a server for it"
-        )
+        print(f"error: REDIS_URL points at {host}, which does not answer; not starting a server for it")
         return 1
     binary = server_binary()
     if binary is None:
@@ -82,9 +80,7 @@ def main() -> int:
     subprocess.run(cmd, check=True)  # noqa: S603 - fixed argv, no shell
     for _ in range(50):
         if answers(url):
-            print(
-                f"redis: started {Path(binary).name} on 127.0.0.1:{port} (pid file .run/redis.pid)"
-            )
+            print(f"redis: started {Path(binary).name} on 127.0.0.1:{port} (pid file .run/redis.pid)")
             return 0
         time.sleep(0.1)
     print(f"error: started {binary} on port {port} but it does not answer; see .run/redis.log")

@@ -51,9 +51,7 @@ class Settings(BaseSettings):
     webhook_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("BITRIX_WEBHOOK_URL", "webhook_url")
     )
-    redis_url: str = Field(
-        default=d.REDIS_URL, validation_alias=AliasChoices("REDIS_URL", "redis_url")
-    )
+    redis_url: str = Field(default=d.REDIS_URL, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
     database_url: str = Field(
         default=d.DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL", "database_url")
     )
@@ -142,9 +140,7 @@ class Settings(BaseSettings):
     @property
     def webhook(self) -> WebhookUrl:
         if self.webhook_url is None or not self.webhook_url.get_secret_value():
-            raise ConfigError(
-                "BITRIX_WEBHOOK_URL", "is required (https://<portal>/rest/<user>/<secret>/)"
-            )
+            raise ConfigError("BITRIX_WEBHOOK_URL", "is required (https://<portal>/rest/<user>/<secret>/)")
         return WebhookUrl.parse(self.webhook_url.get_secret_value())
 
     @property

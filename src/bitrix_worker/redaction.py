@@ -44,9 +44,7 @@ class WebhookUrl:
         if segments[:1] == ["rest"] and segments[1:2] == ["api"]:
             segments = ["rest", *segments[2:]]
         if len(segments) != 3 or segments[0] != "rest" or not segments[1].isdigit():
-            raise ValueError(
-                "expected https://<portal>/rest/<user_id>/<secret>/, got " + redact(url)
-            )
+            raise ValueError("expected https://<portal>/rest/<user_id>/<secret>/, got " + redact(url))
         return cls(f"{parts.scheme}://{parts.netloc}{parts.path}")
 
     @property

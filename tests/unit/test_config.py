@@ -35,9 +35,7 @@ def test_defaults_match_taxonomy() -> None:
         ("BITRIX_WEBHOOK_URL", "https://portal/rest/abc/", "BITRIX_WEBHOOK_URL"),
     ],
 )
-def test_bad_setting_names_itself(
-    monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
-) -> None:
+def test_bad_setting_names_itself(monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str) -> None:
     monkeypatch.setenv(env, value)
     with pytest.raises(ConfigError) as info:
         load_settings()

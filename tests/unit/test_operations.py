@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -11,9 +12,7 @@ from bitrix_worker.operations import Entity, Operation, OpKind, decode_payload, 
 
 
 def test_round_trip() -> None:
-    op = Operation(
-        op=OpKind.UPDATE, entity=Entity.DEAL, key="order-42", fields={"TITLE": "x"}, version=3
-    )
+    op = Operation(op=OpKind.UPDATE, entity=Entity.DEAL, key="order-42", fields={"TITLE": "x"}, version=3)
     assert decode_payload(encode_operation(op)) == op
     assert decode_payload(encode_operation(op).encode()) == op
 
@@ -44,10 +43,8 @@ def test_malformed_payloads_are_poison_with_reason(raw: str | bytes | None, reas
 
 @given(st.one_of(st.binary(max_size=200), st.text(max_size=200)))
 def test_decode_never_raises_anything_but_poison(raw: bytes | str) -> None:
-    try:
+    with contextlib.suppress(PoisonMessage):
         decode_payload(raw)
-    except PoisonMessage:
-        pass
 
 
 @given(
@@ -58,7 +55,5 @@ def test_decode_never_raises_anything_but_poison(raw: bytes | str) -> None:
     )
 )
 def test_decode_arbitrary_json(value: object) -> None:
-    try:
+    with contextlib.suppress(PoisonMessage):
         decode_payload(json.dumps(value))
-    except PoisonMessage:
-        pass
