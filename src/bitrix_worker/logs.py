@@ -1,0 +1,161 @@
+"""Structured logging: structlog for our lines, stdlib ``logging`` (uvicorn, httpx, sqlalchemy) routed through
+the same renderer, and the webhook secret redacted from everything either of them prints.
+
+Output is JSON lines when the stream is not a TTY (or ``fmt="json"``), readable console lines when it is
+(or ``fmt="console"``; colored only on a TTY). Timestamps are ISO 8601 in UTC.
+
+Redaction happens twice: every string in the event dict (bound values, nested containers, the event and the
+formatted traceback) goes through ``redaction.redact`` before rendering, and the rendered line once more, so
+no renderer quirk can let the secret through. The httpx and httpcore loggers are held at WARNING: httpx
+logs each request URL at INFO, and the URL carries the secret.
+
+Convention for worker log lines: bind, when known,
+
+    op           the operation id (stream payload ``id``)
+    entity       deal | contact | lead | company ...
+    key          the producer's idempotency key
+    stream_id    the Redis stream entry id
+    attempt      1-based delivery attempt
+    error_class  the taxonomy class of the failure (``ErrorClass.value``)
+
+e.g. ``get_logger(op=op.id, entity=op.entity, key=op.key, stream_id=entry_id, attempt=n)``. Keep event
+names short and stable (``applied``, ``retry_scheduled``, ``dead_lettered``) so lines stay greppable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from .redaction import redact
+
+__all__ = ["configure_logging", "get_logger"]
+
+QUIET_LOGGERS = ("httpx", "httpcore")
+"""Held at WARNING at least: they log request URLs (which contain the webhook secret) at INFO/DEBUG."""
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class _RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Our root handler; recognised by type so a second ``configure_logging`` replaces it."""
+
+
+class _Redactor:
+    """Processor: redact every string in the event dict, recursively; other objects become redacted reprs."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self._secrets = tuple(s for s in secrets if s)
+
+    def text(self, value: str) -> str:
+        return redact(value, self._secrets)
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, dict):
+            return {self.value(k) if isinstance(k, str) else k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.value(v) for v in value]
+        if isinstance(value, BaseException):
+            return self.text(f"{type(value).__name__}: {value}")
+        return self.text(repr(value))
+
+    def __call__(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+        return {k: self.value(v) for k, v in event_dict.items()}
+
+
+def _redact_rendered(renderer: Processor, redactor: _Redactor) -> Processor:
+    """Wrap the final renderer so the rendered line itself is redacted too."""
+
+    def render(logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        rendered = renderer(logger, name, event_dict)
+        return redactor.text(rendered if isinstance(rendered, str) else str(rendered))
+
+    return render
+
+
+def _level(level: str) -> int:
+    try:
+        return _LEVELS[level.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {level!r}; use one of {', '.join(_LEVELS)}") from None
+
+
+def configure_logging(
+    *,
+    fmt: Literal["auto", "json", "console"],
+    level: str,
+    secrets: Sequence[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog and the stdlib root logger to write redacted lines to ``stream`` (stderr).
+
+    Safe to call again: the previous handler installed here is replaced, other root handlers are kept.
+    """
+    out = stream if stream is not None else sys.stderr
+    threshold = _level(level)
+    is_tty = bool(getattr(out, "isatty", lambda: False)())
+    console = fmt == "console" or (fmt == "auto" and is_tty)
+    redactor = _Redactor(secrets)
+
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: Processor
+    if console:
+        renderer = structlog.dev.ConsoleRenderer(colors=is_tty)
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    final: list[Processor] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.format_exc_info,  # the traceback becomes a string, so it is redacted below
+        redactor,
+        _redact_rendered(renderer, redactor),
+    ]
+    formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
+
+    handler = _RedactingHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _RedactingHandler)]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(threshold)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, threshold))
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+LOGGER_NAME = "bitrix_worker"
+
+
+def get_logger(**bound: Any) -> structlog.stdlib.BoundLogger:
+    """A stdlib-backed structlog logger named ``bitrix_worker`` with ``bound`` key/values.
+
+    See the module docstring for the keys worker lines carry.
+    """
+    return structlog.stdlib.get_logger(LOGGER_NAME).bind(**bound)
