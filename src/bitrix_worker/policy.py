@@ -67,13 +67,13 @@ class RetryPolicy:
 
 def full_jitter(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """AWS "full jitter": uniform in [0, min(cap, base * 2**(attempt-1))]; spreads herds of retries."""
-    ceiling = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    ceiling = min(cap_s, base_s * 2.0 ** max(0, attempt - 1))
     return rng.uniform(0, ceiling)
 
 
 def equal_jitter(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Half fixed, half random: a refused request must wait at least half the step before trying again."""
-    ceiling = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    ceiling = min(cap_s, base_s * 2.0 ** max(0, attempt - 1))
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 

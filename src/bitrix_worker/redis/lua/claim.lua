@@ -1,0 +1,83 @@
+-- claim.lua: read new entries for this consumer and give each key its turn, atomically.
+-- KEYS[1] stream          KEYS[2] holds hash (ident -> live references)
+-- ARGV[1] group           ARGV[2] consumer   ARGV[3] count   ARGV[4] parked-list key prefix
+-- Returns {owned, last_id}: owned = {{id, ident, {field, value, ...}}, ...}; last_id is the newest entry
+-- in the stream (or '0-0'), for a blocking XREAD that cannot miss an entry added after this call.
+--
+-- A key (ident = entity:key) is "held" while any operation of it is in flight or scheduled for retry.
+-- An entry whose key is held is acknowledged here and appended to the key's parked list, in stream order;
+-- it re-enters the stream when the key's turn is released (settle.lua). Updates that directly follow an
+-- owned create/update/upsert of the same key in this read join it (coalescing); anything else waits.
+local stream, holds = KEYS[1], KEYS[2]
+local group, consumer, count, parked_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+local function coalescible(seg, kind)
+  if seg == nil or seg.closed then return false end
+  if kind == 'update' then return true end
+  if kind == 'upsert' then return not seg.has_update end
+  return false
+end
+
+local function extend(seg, kind)
+  if seg == nil then
+    if kind == 'create' or kind == 'update' or kind == 'upsert' then
+      return {closed = false, has_update = (kind == 'update')}
+    end
+    return {closed = true}
+  end
+  seg.has_update = seg.has_update or kind == 'update'
+  return seg
+end
+
+local owned = {}
+local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
+if res then
+  local seg, parked_here = {}, {}
+  for _, entry in ipairs(res[1][2]) do
+    local id, flat = entry[1], entry[2]
+    local fields = {}
+    for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+    local ident, kind = fields['ident'], nil
+    if fields['held'] == '1' then
+      kind = 'unit'
+    elseif fields['payload'] then
+      local ok, p = pcall(cjson.decode, fields['payload'])
+      if ok and type(p) == 'table' and type(p['entity']) == 'string' and type(p['key']) == 'string'
+          and type(p['op']) == 'string' then
+        ident = p['entity'] .. ':' .. p['key']
+        kind = p['op']
+      end
+    end
+    local own = true
+    if kind == 'unit' then
+      seg[ident] = {closed = true}
+    elseif ident then
+      if parked_here[ident] then
+        own = false
+      elseif coalescible(seg[ident], kind) then
+        own = true
+      elseif tonumber(redis.call('HGET', holds, ident) or '0') > 0 then
+        own = false
+      else
+        seg[ident] = nil
+      end
+      if own then
+        redis.call('HINCRBY', holds, ident, 1)
+        seg[ident] = extend(seg[ident], kind)
+      else
+        parked_here[ident] = true
+        redis.call('RPUSH', parked_prefix .. ident, cjson.encode({id = id, op = kind, f = flat}))
+        redis.call('XACK', stream, group, id)
+        redis.call('XDEL', stream, id)
+      end
+    end
+    if own then table.insert(owned, {id, ident or '', flat}) end
+  end
+end
+
+local last = '0-0'
+if #owned == 0 then
+  local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #newest > 0 then last = newest[1][1] end
+end
+return {owned, last}

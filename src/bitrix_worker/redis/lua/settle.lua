@@ -1,0 +1,95 @@
+-- settle.lua: finish units of work atomically: ack + (nothing | schedule retry | dead-letter), and pass
+-- each key's turn on when its last live reference goes.
+-- KEYS[1] stream   KEYS[2] holds   KEYS[3] schedule zset   KEYS[4] schedule data hash
+-- KEYS[5] dead-letter stream   KEYS[6] outcomes stream   KEYS[7] counters hash
+-- ARGV[1] group   ARGV[2] consumer   ARGV[3] parked-list key prefix   ARGV[4] outcomes maxlen (0 = off)
+-- ARGV[5] handoff segment limit   ARGV[6] JSON list of settlements:
+--   {ids = {stream ids}, ident = "deal:k" or "", action = "done"|"retry"|"dead",
+--    delay_ms = n, origin = id, unit = "<json>"            (retry)
+--    dead = {{field, value, ...}, ...}                     (dead: one entry per operation)
+--    outcomes = {{field, value, ...}, ...}, counters = {name = n}}
+-- Returns one integer per settlement: 1 done, 0 lost (an id is no longer pending for this consumer:
+-- another worker reclaimed it and now owns the outcome).
+local stream, holds, schedule, sdata, dead, outcomes, counters =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local group, consumer, parked_prefix = ARGV[1], ARGV[2], ARGV[3]
+local outcomes_max, seg_limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local settlements = cjson.decode(ARGV[6])
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function coalescible(has_update, kind)
+  if kind == 'update' then return true end
+  if kind == 'upsert' then return not has_update end
+  return false
+end
+
+-- Move the next coalescible run of parked operations back into the stream as one held unit.
+local function handoff(ident)
+  local key = parked_prefix .. ident
+  local first = redis.call('LINDEX', key, 0)
+  if not first then return end
+  local members, n, has_update, open = {}, 0, false, true
+  while n < seg_limit do
+    local raw = redis.call('LINDEX', key, n)
+    if not raw then break end
+    local item = cjson.decode(raw)
+    if n > 0 and not (open and coalescible(has_update, item.op)) then break end
+    local f = {}
+    for i = 1, #item.f, 2 do f[item.f[i]] = item.f[i + 1] end
+    table.insert(members, {origin = item.id, payload = f['payload'], history = f['history']})
+    if n == 0 then open = (item.op == 'create' or item.op == 'update' or item.op == 'upsert') end
+    has_update = has_update or item.op == 'update'
+    n = n + 1
+  end
+  redis.call('LTRIM', key, n, -1)
+  local unit = cjson.encode({ident = ident, members = members, failures = 0, bounces = 0})
+  redis.call('XADD', stream, '*', 'unit', unit, 'held', '1', 'ident', ident)
+  redis.call('HINCRBY', holds, ident, 1)
+end
+
+local function release(ident, n)
+  if ident == '' or n == 0 then return end
+  local left = redis.call('HINCRBY', holds, ident, -n)
+  if left <= 0 then
+    redis.call('HDEL', holds, ident)
+    handoff(ident)
+  end
+end
+
+local results = {}
+for i, s in ipairs(settlements) do
+  local ours = true
+  for _, id in ipairs(s.ids) do
+    local p = redis.call('XPENDING', stream, group, id, id, 1)
+    if #p == 0 or p[1][2] ~= consumer then ours = false break end
+  end
+  if not ours then
+    results[i] = 0
+  else
+    for _, id in ipairs(s.ids) do
+      redis.call('XACK', stream, group, id)
+      redis.call('XDEL', stream, id)
+    end
+    if s.action == 'retry' then
+      redis.call('ZADD', schedule, now_ms + tonumber(s.delay_ms), s.origin)
+      redis.call('HSET', sdata, s.origin, s.unit)
+      release(s.ident, #s.ids - 1)
+    else
+      if s.action == 'dead' then
+        for _, entry in ipairs(s.dead) do redis.call('XADD', dead, '*', unpack(entry)) end
+      end
+      release(s.ident, #s.ids)
+    end
+    if outcomes_max > 0 and s.outcomes then
+      for _, entry in ipairs(s.outcomes) do
+        redis.call('XADD', outcomes, 'MAXLEN', '~', outcomes_max, '*', unpack(entry))
+      end
+    end
+    if s.counters then
+      for name, n in pairs(s.counters) do redis.call('HINCRBY', counters, name, n) end
+    end
+    results[i] = 1
+  end
+end
+return results
