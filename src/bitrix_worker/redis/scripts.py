@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
