@@ -1,0 +1,272 @@
+"""The only module that speaks HTTP to Bitrix24: one attempt per call, every failure classified.
+
+``BitrixClient`` POSTs JSON to ``<webhook>/<method>`` over one pooled ``httpx.AsyncClient`` (HTTP/1.1, no
+redirects, explicit timeouts). It never retries and never sleeps: the worker decides what a
+``Classification`` means. Any failure raises ``BitrixError.for_classification(...)``; per-command errors of
+a ``batch`` are returned in ``BatchResult.errors``, never raised.
+
+The webhook secret is a bearer credential and httpx puts the URL into its exceptions (``exc.request.url``)
+and its INFO log line. So httpx exceptions are *not* chained: the ``BitrixError`` is raised outside the
+``except`` block (no ``__cause__``, no ``__context__``) and keeps only the exception type name and a
+redacted message in its classification. The ``httpx`` logger gets a filter that redacts webhook paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import httpx
+
+from ..classify import classify_response, classify_transport, parse_time
+from ..defaults import DESCRIPTION_MAX_CHARS
+from ..errors import BitrixError
+from ..redaction import WebhookUrl, redact
+from ..taxonomy import Classification, ErrorClass, Execution, TimeInfo
+from . import methods as m
+from .methods import BatchResult, Command, ListPage
+
+__all__ = ["BitrixClient", "CallResult"]
+
+try:
+    _VERSION = version("bitrix-worker")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+    _VERSION = "0"
+
+DEFAULT_USER_AGENT: Final = f"bitrix-worker/{_VERSION}"
+
+#: httpx exceptions raised before any byte of the request left: resending duplicates nothing.
+_NOT_SENT: Final = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.ProxyError,
+)
+
+_T = TypeVar("_T")
+
+
+class _RedactWebhookPaths(logging.Filter):
+    """httpx logs ``HTTP Request: POST https://portal/rest/1/<secret>/crm.deal.add`` at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def _install_log_filter() -> None:
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactWebhookPaths) for f in logger.filters):
+            logger.addFilter(_RedactWebhookPaths())
+
+
+_install_log_filter()
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """A successful answer: ``result`` plus the ``time`` block and list paging."""
+
+    result: Any
+    time: TimeInfo | None
+    total: int | None
+    next: int | None
+    http_status: int
+    elapsed_s: float
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+class BitrixClient:
+    """One webhook's HTTP client. Use as ``async with BitrixClient(...) as client`` or call ``aclose()``."""
+
+    def __init__(
+        self,
+        webhook: WebhookUrl,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
+        max_connections: int = 100,
+    ) -> None:
+        self._webhook = webhook
+        self._secrets = (webhook.secret,)
+        self._http = httpx.AsyncClient(
+            http1=True,
+            http2=False,
+            follow_redirects=False,
+            timeout=httpx.Timeout(
+                connect=connect_timeout_s, read=read_timeout_s, write=read_timeout_s, pool=connect_timeout_s
+            ),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": user_agent,
+            },
+        )
+
+    @property
+    def webhook(self) -> WebhookUrl:
+        return self._webhook
+
+    @property
+    def portal(self) -> str:
+        return self._webhook.portal
+
+    def __repr__(self) -> str:
+        return f"BitrixClient({self._webhook})"
+
+    async def __aenter__(self) -> BitrixClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ---- the one HTTP attempt ---------------------------------------------------------------------------
+
+    def _error(self, classification: Classification, method: str) -> BitrixError:
+        return BitrixError.for_classification(classification, method)
+
+    def _unexpected(self, method: str, problem: str, status: int | None) -> BitrixError:
+        """A 2xx answer whose shape Bitrix24 never sends: it may have run (like ERROR_UNEXPECTED_ANSWER)."""
+        return self._error(
+            Classification(
+                ErrorClass.SERVER_ERROR,
+                Execution.AMBIGUOUS,
+                http_status=status,
+                description=redact(f"unexpected answer: {problem}", self._secrets)[:DESCRIPTION_MAX_CHARS],
+            ),
+            method,
+        )
+
+    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> CallResult:
+        """One POST; raises ``BitrixError`` (never an httpx exception) on any failure."""
+        try:
+            content = json.dumps(dict(params or {}), ensure_ascii=False, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            problem = f"params are not JSON-serialisable: {type(exc).__name__}: {exc}"
+            raise self._error(
+                Classification(
+                    ErrorClass.INVALID_DATA,
+                    Execution.NOT_EXECUTED,
+                    description=redact(problem, self._secrets)[:DESCRIPTION_MAX_CHARS],
+                ),
+                method,
+            ) from None
+
+        started = time.monotonic()
+        failure: Classification | None = None
+        try:
+            response = await self._http.post(self._webhook.method_url(method), content=content)
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            failure = classify_transport(exc, sent=not isinstance(exc, _NOT_SENT), secrets=self._secrets)
+        if failure is not None:
+            # Raised outside the except block: no __cause__/__context__ carrying the URL.
+            raise self._error(failure, method)
+        elapsed = time.monotonic() - started
+
+        body = response.content
+        status = response.status_code
+        classification = classify_response(status, body, headers=response.headers, secrets=self._secrets)
+        if classification is not None:
+            raise self._error(classification, method)
+        data = json.loads(body)  # classify_response guarantees a JSON object here
+        return CallResult(
+            result=data.get("result"),
+            time=parse_time(data.get("time")),
+            total=_int_or_none(data.get("total")),
+            next=_int_or_none(data.get("next")),
+            http_status=status,
+            elapsed_s=elapsed,
+        )
+
+    async def _run(self, command: Command, parse: Callable[[CallResult], _T]) -> _T:
+        result = await self.call(command.method, command.params)
+        try:
+            return parse(result)
+        except ValueError as exc:
+            raise self._unexpected(command.method, str(exc), result.http_status) from None
+
+    # ---- CRM convenience --------------------------------------------------------------------------------
+
+    async def add(
+        self, entity: str, fields: Mapping[str, Any], params: Mapping[str, Any] | None = None
+    ) -> int:
+        """``crm.<entity>.add``; the new id."""
+        return await self._run(m.crm_add(entity, fields, params), lambda r: m.parse_id(r.result))
+
+    async def update(
+        self,
+        entity: str,
+        ident: int | str,
+        fields: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+    ) -> bool:
+        return await self._run(m.crm_update(entity, ident, fields, params), lambda r: m.parse_bool(r.result))
+
+    async def get(self, entity: str, ident: int | str) -> dict[str, Any]:
+        return await self._run(m.crm_get(entity, ident), lambda r: m.parse_item(r.result))
+
+    async def delete(self, entity: str, ident: int | str) -> bool:
+        return await self._run(m.crm_delete(entity, ident), lambda r: m.parse_bool(r.result))
+
+    async def fields(self, entity: str) -> dict[str, Any]:
+        """``crm.<entity>.fields``: the field descriptions (to validate field names at start)."""
+        return await self._run(m.crm_fields(entity), lambda r: m.parse_item(r.result))
+
+    async def list(
+        self,
+        entity: str,
+        *,
+        filter: Mapping[str, Any] | None = None,  # the Bitrix24 parameter name
+        select: Iterable[str] | None = None,
+        order: Mapping[str, str] | None = None,
+        start: int | None = None,
+    ) -> ListPage:
+        """One page (≤ 50 items) of ``crm.<entity>.list``; pass ``page.next`` as ``start`` for the next."""
+        command = m.crm_list(entity, filter=filter, select=select, order=order, start=start)
+        return await self._run(command, lambda r: m.parse_list(r.result, r.total, r.next))
+
+    # ---- batch ------------------------------------------------------------------------------------------
+
+    async def batch(self, commands: Mapping[str, Command], *, halt: bool = False) -> BatchResult:
+        """Up to 50 named commands in one request (ValueError for more, before any I/O).
+
+        A failure of the whole request raises ``BitrixError`` like ``call``; per-command failures are in
+        ``errors`` (classified), and commands that ``halt`` skipped are in ``not_run``.
+        """
+        request = m.build_batch(commands, halt=halt)
+        names = tuple(commands)
+        return await self._run(
+            request, lambda r: m.parse_batch(r.result, names, time=r.time, secrets=self._secrets)
+        )
