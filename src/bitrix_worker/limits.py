@@ -159,6 +159,7 @@ class BreakerState:
     until: float = 0.0
     cooldown_s: float = 0.0
     trips: int = 0
+    probe_owner: str = ""  # a worker holding a real operation to use as the first probe
 
 
 class Breaker:
@@ -190,9 +191,12 @@ class Breaker:
             until=float(raw.get(b"until", 0)),
             cooldown_s=float(raw.get(b"cooldown", 0)),
             trips=int(raw.get(b"trips", 0)),
+            probe_owner=_text(raw.get(b"probe_owner", b"")),
         )
 
-    async def trip(self, reason: str, *, cooldown_s: float | None = None) -> BreakerState:
+    async def trip(
+        self, reason: str, *, cooldown_s: float | None = None, probe_owner: str = ""
+    ) -> BreakerState:
         """Open (or re-open with a doubled cool-down, up to the maximum)."""
         current = await self.state()
         if cooldown_s is None:
@@ -210,15 +214,22 @@ class Breaker:
                     "cooldown": f"{cooldown_s:.3f}",
                     "trips": current.trips + 1,
                     "opened_at": f"{self._clock():.3f}",
+                    "probe_owner": probe_owner,
                 },
             )
         except RedisError as exc:
             raise StoreError(f"breaker failed: {exc}") from exc
-        return BreakerState(True, reason, until, cooldown_s, current.trips + 1)
+        return BreakerState(True, reason, until, cooldown_s, current.trips + 1, probe_owner)
 
     async def close(self) -> None:
         try:
-            await self._client.delete(self._key)
+            await self._client.delete(self._key, f"{self._key}:probe")
+        except RedisError as exc:
+            raise StoreError(f"breaker failed: {exc}") from exc
+
+    async def release_probe(self) -> None:
+        try:
+            await self._client.delete(f"{self._key}:probe")
         except RedisError as exc:
             raise StoreError(f"breaker failed: {exc}") from exc
 

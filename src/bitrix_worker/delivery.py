@@ -1,0 +1,462 @@
+"""Delivers one batch of units to Bitrix24 and records how each ended.
+
+Steps for a batch (each unit is one key; the per-key turn guarantees no other live unit of that key):
+look the keys up (one query) -> plan each unit (pure) -> lease creates -> reconcile creates that may already
+exist (one ``list`` batch) -> wait for the shared limiter -> one ``batch`` call (or a plain call for one
+command) -> classify each command -> decide (pure policy) -> write mapping rows -> settle atomically in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from .bitrix.client import BitrixClient
+from .bitrix.methods import Command, crm_add, crm_delete, crm_list, crm_update
+from .config import Settings
+from .errors import BitrixError
+from .events import WorkerEvents
+from .leases import Leases
+from .limits import Breaker, Limiter, MethodPauses
+from .mapping import MappingStore
+from .operations import OpKind
+from .outcomes import Outcome, Result, mapping_row, member_outcomes, settlement, stream_ms
+from .plan import Call, Plan, plan_unit
+from .policy import Action, RetryPolicy, decide, equal_jitter
+from .redis.streams import OperationQueue
+from .taxonomy import Classification, ErrorClass, Execution
+from .units import WorkUnit, now_ms
+
+_CALL_OP = {Call.CREATE: OpKind.CREATE, Call.UPDATE: OpKind.UPDATE, Call.DELETE: OpKind.DELETE}
+
+
+@dataclass(slots=True)
+class Pending:
+    unit: WorkUnit
+    plan: Plan
+    command: Command | None = None
+
+
+class Delivery:
+    """Everything one worker process needs to deliver batches; holds no per-batch state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: BitrixClient,
+        queue: OperationQueue,
+        store: MappingStore,
+        limiter: Limiter,
+        pauses: MethodPauses,
+        breaker: Breaker,
+        leases: Leases,
+        events: WorkerEvents,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.queue = queue
+        self.store = store
+        self.limiter = limiter
+        self.pauses = pauses
+        self.breaker = breaker
+        self.leases = leases
+        self.events = events
+        self.policy = RetryPolicy.from_settings(settings)
+        self.rng = rng or random.Random()
+        self.secrets = (settings.webhook.secret,)
+        self.log = structlog.get_logger("bitrix_worker.delivery")
+
+    # ---- the batch --------------------------------------------------------------------------------------
+
+    async def process(self, units: Sequence[WorkUnit], *, probing: bool = False) -> list[Result]:
+        probe: Result | None = None
+        token = await self.leases.token()
+        keys = [(u.head.entity.value, u.head.key) for u in units]
+        mappings = await self.store.get_many(keys)
+        results: list[Result] = []
+        pending: list[Pending] = []
+        for u, key in zip(units, keys, strict=True):
+            plan = plan_unit(
+                u,
+                mappings.get(key),
+                originator_id=self.settings.originator_id,
+                recreate_deleted=self.settings.recreate_deleted,
+            )
+            if plan.call is None:
+                results.append(self._no_call(u, plan))
+            else:
+                pending.append(Pending(u, plan))
+        leased = [p.unit.ident for p in pending if p.plan.call is Call.CREATE]
+        busy = await self.leases.acquire(leased, token)
+        pending, deferred = self._split_busy(pending, busy)
+        results += deferred
+        try:
+            pending, adopted = await self._reconcile(pending)
+            results += adopted
+            results += await self._send(pending)
+            probe = await self._open_breaker_if_needed(results, probing=probing)
+            if probe is not None:
+                results.remove(probe)
+            await self._finish(results, token)
+        finally:
+            await self.leases.release([i for i in leased if i not in busy], token)
+        if probe is not None:
+            results += await self._probe(probe.unit)
+        return results
+
+    async def _open_breaker_if_needed(self, results: list[Result], *, probing: bool) -> Result | None:
+        """Trip the breaker once per batch; keep the first auth failure back to serve as the first probe.
+
+        The probe is a real operation: if the portal still refuses it, it has spent its budget and is
+        dead-lettered (2 calls), and later probes are read-only calls that spend no operation.
+        """
+        tripping = [r for r in results if r.trip or r.pause_s]
+        if not tripping:
+            return None
+        first = tripping[0]
+        probe = None
+        if not probing and first.trip and first.outcome is Outcome.RETRY:
+            probe = first
+        c = first.classification
+        reason = (
+            f"{c.error_class.value}: {c.bitrix_code or c.http_status or ''} {c.description}".strip()
+            if c
+            else ""
+        )
+        pause = max((r.pause_s for r in tripping), default=0.0)
+        await self.breaker.trip(
+            reason, cooldown_s=pause or None, probe_owner=self.settings.consumer if probe else ""
+        )
+        self.events.breaker(True, reason)
+        self.log.error("circuit breaker opened: consumption paused for the portal", reason=reason)
+        return probe
+
+    async def _probe(self, unit: WorkUnit) -> list[Result]:
+        """Wait for the cool-down, then send the held-back operation again as the breaker's probe."""
+        while True:
+            state = await self.breaker.state()
+            wait = state.until - time.time()
+            if not state.open or (
+                wait <= 0 and await self.breaker.acquire_probe(self.settings.read_timeout_s + 5)
+            ):
+                break
+            await asyncio.sleep(min(max(wait, 0.05), 1.0))
+        results = await self.process([unit], probing=True)
+        if not any(r.trip for r in results):
+            await self.breaker.close()
+            self.events.breaker(False, "probe succeeded")
+            self.log.info("circuit breaker closed: probe succeeded", ident=unit.ident)
+        else:
+            await self.breaker.release_probe()
+        return results
+
+    def _no_call(self, u: WorkUnit, plan: Plan) -> Result:
+        if plan.skip is not None:
+            return Result(u, Outcome.SKIPPED, plan.skip.value, stale=plan.stale)
+        return Result(u, Outcome.APPLIED, plan.done_reason, stale=plan.stale)
+
+    def _split_busy(self, pending: list[Pending], busy: dict[str, int]) -> tuple[list[Pending], list[Result]]:
+        if not busy:
+            return pending, []
+        keep = [p for p in pending if p.unit.ident not in busy]
+        waits = [
+            Result(p.unit, Outcome.RETRY, "lease held by another worker", delay_s=busy[p.unit.ident] / 1000)
+            for p in pending
+            if p.unit.ident in busy
+        ]
+        return keep, waits
+
+    # ---- reconciliation: a create that may already have happened --------------------------------------
+
+    async def _reconcile(self, pending: list[Pending]) -> tuple[list[Pending], list[Result]]:
+        need = [p for p in pending if p.plan.reconcile]
+        if not need:
+            return pending, []
+        commands = {
+            f"r{i}": crm_list(
+                p.unit.head.entity.value,
+                filter={"=ORIGINATOR_ID": self.settings.originator_id, "=ORIGIN_ID": p.unit.head.key},
+                select=["ID"],
+                order={"ID": "ASC"},
+            )
+            for i, p in enumerate(need)
+        }
+        found: dict[int, int] = {}
+        failed: dict[int, tuple[Classification, str]] = {}
+        outcome = await self._call(commands)
+        if isinstance(outcome, tuple):
+            failed = dict.fromkeys(range(len(need)), outcome)
+        else:
+            for i in range(len(need)):
+                name = f"r{i}"
+                if name in outcome.errors:
+                    failed[i] = (outcome.errors[name], commands[name].method)
+                elif name in outcome.results:
+                    items = outcome.results[name] or []
+                    if items:
+                        found[i] = int(items[0]["ID"])
+                        if len(items) > 1:
+                            self.log.warning(
+                                "duplicates already in Bitrix24", ident=need[i].unit.ident, n=len(items)
+                            )
+                else:
+                    failed[i] = (_not_run(), commands[name].method)
+        results = []
+        for i, p in enumerate(need):
+            if i in found:
+                results.append(
+                    Result(
+                        p.unit,
+                        Outcome.APPLIED,
+                        "adopted existing entity",
+                        call=Call.CREATE,
+                        bitrix_id=found[i],
+                        mapping_state="active",
+                        stale=p.plan.stale,
+                    )
+                )
+            elif i in failed:
+                c, method = failed[i]
+                results.append(await self._failure(p, c, method))
+        done = {id(p) for i, p in enumerate(need) if i in found or i in failed}
+        return [p for p in pending if id(p) not in done], results
+
+    # ---- the call ---------------------------------------------------------------------------------------
+
+    def _command(self, p: Pending) -> Command:
+        entity = p.unit.head.entity.value
+        if p.plan.call is Call.CREATE:
+            return crm_add(entity, p.plan.fields)
+        assert p.plan.bitrix_id is not None
+        if p.plan.call is Call.UPDATE:
+            return crm_update(entity, p.plan.bitrix_id, p.plan.fields)
+        return crm_delete(entity, p.plan.bitrix_id)
+
+    async def _send(self, pending: list[Pending]) -> list[Result]:
+        if not pending:
+            return []
+        for p in pending:
+            p.command = self._command(p)
+        results, pending = await self._defer_paused(pending)
+        if not pending:
+            return results
+        commands = {f"c{i}": p.command for i, p in enumerate(pending) if p.command is not None}
+        outcome = await self._call(commands)
+        if isinstance(outcome, tuple):
+            c, method = outcome
+            for p in pending:
+                results.append(await self._failure(p, c, method))
+            return results
+        for i, p in enumerate(pending):
+            name = f"c{i}"
+            method = commands[name].method
+            if name in outcome.errors:
+                results.append(await self._failure(p, outcome.errors[name], method))
+            elif name in outcome.results:
+                results.append(self._success(p, outcome.results[name]))
+            else:
+                results.append(await self._failure(p, _not_run(), method))
+        return results
+
+    async def _defer_paused(self, pending: list[Pending]) -> tuple[list[Result], list[Pending]]:
+        methods = sorted({p.command.method for p in pending if p.command is not None})
+        paused = await self.pauses.paused_for(methods)
+        if not paused:
+            return [], pending
+        deferred = [
+            Result(p.unit, Outcome.RETRY, "method paused (operating time)", delay_s=paused[p.command.method])
+            for p in pending
+            if p.command is not None and p.command.method in paused
+        ]
+        return deferred, [p for p in pending if p.command is not None and p.command.method not in paused]
+
+    async def _call(self, commands: dict[str, Command]) -> _BatchLike | tuple[Classification, str]:
+        """One request (batch or single); rate-limit refusals are waited out here, never dropped."""
+        bounces = 0
+        while True:
+            waited = await self.limiter.acquire()
+            if waited > 0:
+                self.events.limiter_wait(waited)
+            method = "batch" if len(commands) > 1 else next(iter(commands.values())).method
+            started = time.monotonic()
+            try:
+                if len(commands) > 1:
+                    batch = await self.client.batch(commands, halt=False)
+                    self.events.call("batch", "ok", time.monotonic() - started)
+                    await self._observe("batch", batch.time)
+                    return _BatchLike(batch.results, batch.errors)
+                name, command = next(iter(commands.items()))
+                single = await self.client.call(command.method, command.params)
+                self.events.call(method, "ok", time.monotonic() - started)
+                await self._observe(method, single.time)
+                return _BatchLike({name: single.result}, {})
+            except BitrixError as exc:
+                c = exc.classification
+                self.events.call(method, c.error_class.value, time.monotonic() - started)
+                if (
+                    c.error_class is not ErrorClass.RATE_LIMITED
+                    or bounces >= self.settings.retries_rate_limited
+                ):
+                    return c, method
+                bounces += 1
+                await self.limiter.penalize()
+                delay = equal_jitter(
+                    bounces, self.policy.rate_limit_base_s, self.policy.backoff_max_s, self.rng
+                )
+                self.log.info(
+                    "rate limited by Bitrix24; waiting", method=method, bounce=bounces, delay_s=delay
+                )
+                await asyncio.sleep(max(delay, c.retry_after_s or 0.0))
+
+    async def _observe(self, method: str, info: object) -> None:
+        operating = getattr(info, "operating", None)
+        if operating is not None:
+            await self.pauses.observe(method, operating, getattr(info, "operating_reset_at", None))
+
+    # ---- per-unit results -------------------------------------------------------------------------------
+
+    def _success(self, p: Pending, result: object) -> Result:
+        if p.plan.call is Call.CREATE:
+            return Result(
+                p.unit,
+                Outcome.APPLIED,
+                "created",
+                call=Call.CREATE,
+                bitrix_id=_as_id(result),
+                mapping_state="active",
+                stale=p.plan.stale,
+            )
+        if p.plan.call is Call.DELETE:
+            return Result(
+                p.unit,
+                Outcome.APPLIED,
+                "deleted",
+                call=Call.DELETE,
+                bitrix_id=p.plan.bitrix_id,
+                mapping_state="deleted",
+                stale=p.plan.stale,
+            )
+        return Result(
+            p.unit,
+            Outcome.APPLIED,
+            "updated",
+            call=Call.UPDATE,
+            bitrix_id=p.plan.bitrix_id,
+            mapping_state="active",
+            stale=p.plan.stale,
+        )
+
+    async def _failure(self, p: Pending, c: Classification, method: str) -> Result:
+        u = p.unit
+        u.record(c, method=method, secrets=self.secrets)
+        if c.counts_against_budget:
+            u.failures += 1
+        else:
+            u.bounces += 1
+        reset_in = None
+        if c.error_class is ErrorClass.METHOD_LIMITED:
+            reset_at = await self.pauses.reset_at(method)
+            reset_in = reset_at - time.time() if reset_at else None
+            await self.pauses.pause(method, time.time() + (reset_in or self.policy.method_limit_min_s))
+        op = _CALL_OP[p.plan.call] if p.plan.call else u.head.op
+        d = decide(
+            op,
+            c,
+            failures=u.failures,
+            bounces=u.bounces,
+            policy=self.policy,
+            rng=self.rng,
+            method_reset_in_s=reset_in,
+        )
+        base = {
+            "classification": c,
+            "call": p.plan.call,
+            "stale": p.plan.stale,
+            "trip": d.open_breaker,
+            "pause_s": d.pause_portal_s,
+        }
+        if d.action is Action.RETRY:
+            self.events.retry(c.error_class, d.delay_s)
+            return Result(u, Outcome.RETRY, d.reason, delay_s=d.delay_s, **base)  # type: ignore[arg-type]
+        if d.action is Action.SKIP:
+            return Result(u, Outcome.SKIPPED, "deleted_in_bitrix24", mapping_state="deleted", **base)  # type: ignore[arg-type]
+        if d.action is Action.DONE:
+            return Result(u, Outcome.APPLIED, d.reason, mapping_state="deleted", **base)  # type: ignore[arg-type]
+        if d.action is Action.RECREATE:
+            return Result(u, Outcome.RETRY, d.reason, mapping_state="deleted", **base)  # type: ignore[arg-type]
+        return Result(u, Outcome.DEAD, d.reason, **base)  # type: ignore[arg-type]
+
+    # ---- writing the results ---------------------------------------------------------------------------
+
+    async def _finish(self, results: list[Result], token: int) -> None:
+        rows = [row for r in results if (row := mapping_row(r, token)) is not None]
+        if rows:
+            await self.store.record_many(rows)
+        settled = await self.queue.settle([settlement(r) for r in results])
+        now = now_ms()
+        for r, ok in zip(results, settled, strict=True):
+            if not ok:
+                self.log.warning(
+                    "unit was reclaimed by another worker; its outcome is theirs", ident=r.unit.ident
+                )
+                continue
+            self._report(r, now)
+
+    def _report(self, r: Result, now: int) -> None:
+        if r.outcome is Outcome.RETRY:
+            self.log.info(
+                "retry scheduled",
+                ident=r.unit.ident,
+                reason=r.reason,
+                delay_s=round(r.delay_s, 3),
+                error_class=_cls(r),
+                attempt=r.unit.attempts,
+            )
+            return
+        for i, outcome, reason in member_outcomes(r):
+            m = r.unit.members[i]
+            error_class = r.classification.error_class if r.classification else None
+            self.events.outcome(outcome, reason, m.operation.entity.value, error_class)
+            self.events.latency(max(0.0, (now - stream_ms(m.origin)) / 1000))
+            fields = {
+                "op": m.operation.op.value,
+                "entity": m.operation.entity.value,
+                "key": m.operation.key,
+                "stream_id": m.origin,
+                "attempt": r.unit.attempts,
+                "error_class": _cls(r),
+            }
+            if outcome == Outcome.DEAD.value:
+                self.log.error("dead-lettered", reason=reason, **fields)
+            elif outcome == Outcome.SKIPPED.value:
+                self.log.warning("skipped", reason=reason, **fields)
+            else:
+                self.log.debug("applied", reason=reason, bitrix_id=r.bitrix_id, **fields)
+
+
+@dataclass(slots=True)
+class _BatchLike:
+    results: dict[str, Any]
+    errors: dict[str, Classification]
+
+
+def _not_run() -> Classification:
+    return Classification(ErrorClass.SERVER_ERROR, Execution.NOT_EXECUTED, description="command was not run")
+
+
+def _as_id(result: object) -> int:
+    if isinstance(result, bool) or not isinstance(result, int | str):
+        raise ValueError(f"unexpected id {result!r}")
+    return int(result)
+
+
+def _cls(r: Result) -> str | None:
+    return r.classification.error_class.value if r.classification else None

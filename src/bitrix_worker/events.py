@@ -1,0 +1,61 @@
+"""Hooks the worker emits; metrics and the demo's progress view subscribe (stamina-style instrumentation).
+
+The worker never imports Prometheus: it calls these methods, whose default bodies do nothing.
+"""
+
+from __future__ import annotations
+
+from .taxonomy import ErrorClass
+
+
+class WorkerEvents:
+    """Subclass and override what you need. Calls are synchronous and must be cheap."""
+
+    def outcome(self, outcome: str, reason: str, entity: str, error_class: ErrorClass | None) -> None:
+        """One operation ended: applied, skipped or dead_lettered."""
+
+    def latency(self, enqueued_to_done_s: float) -> None:
+        """End-to-end latency of one operation (enqueued -> final outcome)."""
+
+    def call(self, method: str, result: str, seconds: float) -> None:
+        """One HTTP request to Bitrix24; ``result`` is ``ok`` or an error class."""
+
+    def retry(self, error_class: ErrorClass, delay_s: float) -> None:
+        """A unit was scheduled for another attempt."""
+
+    def limiter_wait(self, seconds: float) -> None:
+        """Time spent waiting for the shared rate limiter before a request."""
+
+    def breaker(self, is_open: bool, reason: str) -> None:
+        """The portal's circuit breaker opened or closed."""
+
+
+class EventFanout(WorkerEvents):
+    """Sends every event to several subscribers."""
+
+    def __init__(self, *subscribers: WorkerEvents) -> None:
+        self._subs = subscribers
+
+    def outcome(self, outcome: str, reason: str, entity: str, error_class: ErrorClass | None) -> None:
+        for s in self._subs:
+            s.outcome(outcome, reason, entity, error_class)
+
+    def latency(self, enqueued_to_done_s: float) -> None:
+        for s in self._subs:
+            s.latency(enqueued_to_done_s)
+
+    def call(self, method: str, result: str, seconds: float) -> None:
+        for s in self._subs:
+            s.call(method, result, seconds)
+
+    def retry(self, error_class: ErrorClass, delay_s: float) -> None:
+        for s in self._subs:
+            s.retry(error_class, delay_s)
+
+    def limiter_wait(self, seconds: float) -> None:
+        for s in self._subs:
+            s.limiter_wait(seconds)
+
+    def breaker(self, is_open: bool, reason: str) -> None:
+        for s in self._subs:
+            s.breaker(is_open, reason)

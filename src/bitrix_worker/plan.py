@@ -1,0 +1,77 @@
+"""Pure: what one unit of work needs from Bitrix24, given what the mapping store knows about its key.
+
+No I/O and no clock. The worker looks the key up once per batch, calls ``plan_unit`` and performs the plan;
+the rules below are what makes a retried create never a second entity and an old update never overwrite a
+newer one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .mapping import Mapping
+from .operations import OpKind
+from .units import WorkUnit
+
+
+class Call(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class Skip(StrEnum):
+    """Reasons an operation is acknowledged without a call (the outcome ``skipped:<reason>``)."""
+
+    STALE = "stale"  # its version is older than the last applied one
+    NO_BITRIX_ID = "no_bitrix_id"  # update of a key that was never created
+    DEAL_DELETED = "deleted_in_bitrix24"  # the entity was deleted in Bitrix24
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    call: Call | None  # None: nothing to send
+    bitrix_id: int | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    skip: Skip | None = None  # why no call, when the goal is not reached
+    done_reason: str = ""  # why no call, when the goal is already reached (delete of a missing entity)
+    stale: tuple[int, ...] = ()  # member indexes skipped as stale (the rest proceed)
+    reconcile: bool = False  # look the entity up by ORIGINATOR_ID + ORIGIN_ID before creating
+
+
+def origin_fields(originator_id: str, key: str) -> dict[str, str]:
+    return {"ORIGINATOR_ID": originator_id, "ORIGIN_ID": key}
+
+
+def plan_unit(unit: WorkUnit, mapping: Mapping | None, *, originator_id: str, recreate_deleted: bool) -> Plan:
+    stored_version = mapping.version if mapping else None
+    stale = tuple(
+        i
+        for i, m in enumerate(unit.members)
+        if stored_version is not None
+        and m.operation.version is not None
+        and m.operation.version < stored_version
+    )
+    live = [m for i, m in enumerate(unit.members) if i not in stale]
+    if not live:
+        return Plan(None, skip=Skip.STALE, stale=stale)
+    head = live[0].operation
+    fields: dict[str, Any] = {}
+    for m in live:
+        fields.update(m.operation.fields)
+    active = mapping is not None and mapping.state == "active" and mapping.bitrix_id is not None
+    deleted = mapping is not None and mapping.state == "deleted"
+
+    if head.op is OpKind.DELETE:
+        if active:
+            return Plan(Call.DELETE, mapping.bitrix_id if mapping else None, stale=stale)
+        reason = "already deleted in Bitrix24" if deleted else "no Bitrix24 id: nothing to delete"
+        return Plan(None, done_reason=reason, stale=stale)
+    if active:
+        return Plan(Call.UPDATE, mapping.bitrix_id if mapping else None, fields, stale=stale)
+    if head.op is OpKind.UPDATE and not (deleted and recreate_deleted):
+        return Plan(None, skip=Skip.DEAL_DELETED if deleted else Skip.NO_BITRIX_ID, stale=stale)
+    create_fields = {**fields, **origin_fields(originator_id, head.key)}
+    return Plan(Call.CREATE, None, create_fields, stale=stale, reconcile=unit.ambiguous_before)

@@ -1,0 +1,90 @@
+"""Mapping-store state x operation kind -> the call (or none) a unit needs."""
+
+from __future__ import annotations
+
+import pytest
+
+from bitrix_worker.mapping import Mapping
+from bitrix_worker.operations import Entity, Operation, OpKind, encode_operation
+from bitrix_worker.plan import Call, Skip, plan_unit
+from bitrix_worker.units import Member, WorkUnit
+
+
+def unit(*ops: tuple[OpKind, dict[str, object], int | None], deliveries: int = 1) -> WorkUnit:
+    members = []
+    for i, (kind, fields, version) in enumerate(ops):
+        op = Operation(op=kind, entity=Entity.DEAL, key="k", fields=fields, version=version)
+        members.append(Member(f"1-{i}", encode_operation(op), op))
+    return WorkUnit("deal:k", members, [m.origin for m in members], deliveries=deliveries)
+
+
+ACTIVE = Mapping("deal", "k", 7, 5, "active", 0)
+DELETED = Mapping("deal", "k", 7, 5, "deleted", 0)
+C, U, P, D = OpKind.CREATE, OpKind.UPDATE, OpKind.UPSERT, OpKind.DELETE
+
+
+@pytest.mark.parametrize(
+    ("kind", "mapping", "call", "skip"),
+    [
+        (C, None, Call.CREATE, None),
+        (C, ACTIVE, Call.UPDATE, None),  # a create of a mapped key never makes a second entity
+        (C, DELETED, Call.CREATE, None),
+        (U, None, None, Skip.NO_BITRIX_ID),
+        (U, ACTIVE, Call.UPDATE, None),
+        (U, DELETED, None, Skip.DEAL_DELETED),
+        (P, None, Call.CREATE, None),
+        (P, ACTIVE, Call.UPDATE, None),
+        (P, DELETED, Call.CREATE, None),
+        (D, ACTIVE, Call.DELETE, None),
+        (D, None, None, None),
+        (D, DELETED, None, None),
+    ],
+)
+def test_plan_table(kind: OpKind, mapping: Mapping | None, call: Call | None, skip: Skip | None) -> None:
+    plan = plan_unit(unit((kind, {"T": 1}, None)), mapping, originator_id="shop", recreate_deleted=False)
+    assert plan.call == call
+    assert plan.skip == skip
+    if call is Call.UPDATE or call is Call.DELETE:
+        assert plan.bitrix_id == 7
+    if call is Call.CREATE:
+        assert plan.fields == {"T": 1, "ORIGINATOR_ID": "shop", "ORIGIN_ID": "k"}
+    if kind is D and call is None:
+        assert plan.done_reason
+
+
+def test_recreate_deleted() -> None:
+    plan = plan_unit(unit((U, {"T": 1}, None)), DELETED, originator_id="o", recreate_deleted=True)
+    assert plan.call is Call.CREATE
+
+
+def test_stale_members_are_dropped_and_all_stale_is_skipped() -> None:
+    plan = plan_unit(
+        unit((U, {"A": 1}, 4), (U, {"B": 2}, 6)), ACTIVE, originator_id="o", recreate_deleted=False
+    )
+    assert plan.stale == (0,)
+    assert plan.fields == {"B": 2}
+    plan = plan_unit(unit((U, {"A": 1}, 3)), ACTIVE, originator_id="o", recreate_deleted=False)
+    assert plan.call is None
+    assert plan.skip is Skip.STALE
+    same = plan_unit(unit((U, {"A": 1}, 5)), ACTIVE, originator_id="o", recreate_deleted=False)
+    assert same.call is Call.UPDATE  # equal version: a redelivery, applied again harmlessly
+
+
+def test_merged_fields_later_wins() -> None:
+    plan = plan_unit(
+        unit((C, {"A": 1, "B": 1}, 1), (U, {"B": 2}, 2), (U, {"C": 3}, 3)),
+        None,
+        originator_id="o",
+        recreate_deleted=False,
+    )
+    assert plan.call is Call.CREATE
+    assert plan.fields == {"A": 1, "B": 2, "C": 3, "ORIGINATOR_ID": "o", "ORIGIN_ID": "k"}
+
+
+def test_reconcile_after_redelivery_or_ambiguous_failure() -> None:
+    assert not plan_unit(unit((C, {}, None)), None, originator_id="o", recreate_deleted=False).reconcile
+    redelivered = unit((C, {}, None), deliveries=2)
+    assert plan_unit(redelivered, None, originator_id="o", recreate_deleted=False).reconcile
+    ambiguous = unit((C, {}, None))
+    ambiguous.history.append({"kind": "attempt", "execution": "ambiguous"})
+    assert plan_unit(ambiguous, None, originator_id="o", recreate_deleted=False).reconcile
