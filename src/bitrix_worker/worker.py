@@ -407,6 +407,7 @@ class Worker:
                 state = await self.breaker.trip(
                     f"probe failed: {c.error_class.value} {c.bitrix_code or ''}".strip()
                 )
+                await self.breaker.release_probe()
                 self.log.warning(
                     "portal probe failed; breaker stays open", until_s=round(state.until - time.time())
                 )

@@ -1,0 +1,93 @@
+"""A worker test bench: a real Redis, the emulator over loopback HTTP, a SQLite mapping store.
+
+Backoffs and cool-downs are scaled down (settings, not mocks) so the taxonomy's budgets run in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bitrix_worker.config import Settings, load_settings
+from bitrix_worker.emulator import EmulatorAdmin, EmulatorServer
+from bitrix_worker.operations import Entity, OpKind
+from bitrix_worker.producer import build_operation, enqueue
+from bitrix_worker.worker import RunSummary, Worker
+
+FAST = {
+    "backoff_base_s": 0.02,
+    "backoff_max_s": 0.2,
+    "rate_limit_backoff_base_s": 0.01,
+    "breaker_cooldown_s": 0.4,
+    "breaker_max_cooldown_s": 0.8,
+    "claim_idle_ms": 1500,
+    "block_ms": 100,
+    "read_timeout_s": 2.0,
+    "connect_timeout_s": 1.0,
+    "shutdown_grace_s": 5.0,
+    "http_port": 0,
+}
+
+
+@dataclass
+class Bench:
+    settings: Settings
+    redis: aioredis.Redis
+    emulator: EmulatorServer
+    admin: EmulatorAdmin
+    tmp: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def with_settings(self, **overrides: Any) -> Bench:
+        data = {**self.settings.model_dump(), **overrides}
+        data["webhook_url"] = self.settings.webhook.reveal()
+        self.settings = load_settings(**data)
+        return self
+
+    async def enqueue(
+        self,
+        op: str,
+        key: str,
+        fields: dict[str, Any] | None = None,
+        version: int | None = None,
+        entity: str = "deal",
+    ) -> str:
+        operation = build_operation(OpKind(op), Entity(entity), key, fields, version)
+        return await enqueue(self.redis, operation, stream=self.settings.stream)
+
+    async def enqueue_raw(self, fields: dict[str, Any]) -> str:
+        return (await self.redis.xadd(self.settings.stream, fields)).decode()
+
+    async def run(self, *, timeout_s: float = 30.0, **overrides: Any) -> RunSummary:
+        settings = self.settings
+        if overrides:
+            settings = load_settings(
+                **{**settings.model_dump(), "webhook_url": settings.webhook.reveal(), **overrides}
+            )
+        async with Worker.open(settings) as worker:
+            self.workers.append(worker)
+            return await asyncio.wait_for(worker.run(until_idle=True), timeout_s)
+
+    async def dead(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        rows = await self.redis.xrange(self.settings.dead_stream)
+        return [(json.loads(f[b"payload"]), json.loads(f[b"error"])) for _, f in rows]
+
+    async def outcomes(self) -> list[dict[str, str]]:
+        rows = await self.redis.xrange(self.settings.keys.outcomes)
+        return [{k.decode(): v.decode() for k, v in f.items()} for _, f in rows]
+
+    async def calls(self, method: str) -> Counter[str]:
+        stats = await self.admin.stats()
+        return Counter(stats["calls"].get(method, {}))
+
+    async def total_calls(self, method: str) -> int:
+        return sum((await self.calls(method)).values())
+
+    async def entities(self, entity: str = "deal") -> list[dict[str, Any]]:
+        return await self.admin.entities(entity)

@@ -1,0 +1,141 @@
+"""The seed's six cases, end to end: exact Bitrix24 call counts and outcomes (real Redis, real HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+
+from harness import Bench
+
+from bitrix_worker.logs import configure_logging
+from bitrix_worker.mapping import MappingStore
+
+
+async def mapping_state(bench: Bench, key: str) -> str | None:
+    store = await MappingStore.connect(bench.settings.database_url)
+    try:
+        m = await store.get("deal", key)
+        return m.state if m else None
+    finally:
+        await store.close()
+
+
+async def test_update_of_deleted_deal_costs_one_call_and_is_skipped(bench: Bench) -> None:
+    await bench.enqueue("create", "order-1", {"TITLE": "Order 1"})
+    await bench.run()
+    (deal,) = await bench.entities()
+    await bench.admin.delete_entity("deal", int(deal["ID"]))
+    await bench.enqueue("update", "order-1", {"STAGE_ID": "WON"}, version=2)
+    summary = await bench.run()
+    assert await bench.total_calls("crm.deal.update") == 1
+    assert summary.outcomes == {"skipped": 1}
+    last = (await bench.outcomes())[-1]
+    assert (last["outcome"], last["reason"]) == ("skipped", "deleted_in_bitrix24")
+    assert await mapping_state(bench, "order-1") == "deleted"
+    # a later update of the same key costs no call at all
+    await bench.enqueue("update", "order-1", {"STAGE_ID": "LOSE"}, version=3)
+    await bench.run()
+    assert await bench.total_calls("crm.deal.update") == 1
+
+
+async def test_create_answered_not_found_is_dead_lettered_after_two_calls_and_logged(bench: Bench) -> None:
+    sink = io.StringIO()
+    configure_logging(fmt="json", level="info", secrets=[bench.settings.webhook.secret], stream=sink)
+    await bench.admin.set_faults(rules=[{"method": "crm.deal.add", "kind": "not_found"}])
+    await bench.enqueue("create", "order-2", {"TITLE": "x"})
+    await bench.run()
+    assert await bench.total_calls("crm.deal.add") == 2
+    ((payload, error),) = await bench.dead()
+    assert payload["key"] == "order-2"
+    assert (error["class"], error["attempts"], error["description"]) == ("not_found", 2, "Not found")
+    lines = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert any(line["level"] == "error" and line["event"] == "dead-lettered" for line in lines)
+
+
+async def test_invalid_data_is_dead_lettered_after_two_calls(bench: Bench) -> None:
+    await bench.enqueue("create", "order-3", {"TITLE": "x", "CURRENCY_ID": "XXX"})
+    await bench.run()
+    assert await bench.total_calls("crm.deal.add") == 2
+    ((payload, error),) = await bench.dead()
+    assert payload["fields"] == {"TITLE": "x", "CURRENCY_ID": "XXX"}  # original payload unchanged
+    assert error["class"] == "invalid_data"
+    assert "Currency" in error["description"]
+    assert [h["class"] for h in error["history"]] == ["invalid_data", "invalid_data"]
+
+
+async def test_server_error_retries_five_times_with_growing_delays(bench: Bench) -> None:
+    await bench.enqueue("create", "order-4", {"TITLE": "x"})
+    await bench.run()
+    await bench.admin.set_faults(rules=[{"method": "crm.deal.update", "kind": "500"}])
+    await bench.enqueue("update", "order-4", {"TITLE": "y"})
+    await bench.run()
+    assert await bench.total_calls("crm.deal.update") == 6
+    ((_, error),) = await bench.dead()
+    assert error["class"] == "server_error"
+    assert error["attempts"] == 6
+    times = [h["at_ms"] for h in error["history"]]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) == 5
+    # full jitter: each gap is at most base * 2**(n-1) (capped) plus scheduling slack
+    assert all(g <= min(200, 20 * 2**i) + 250 for i, g in enumerate(gaps))
+
+
+async def test_server_error_recovers_in_time(bench: Bench) -> None:
+    await bench.admin.set_faults(rules=[{"method": "crm.deal.add", "sequence": ["500", "500", "ok"]}])
+    await bench.enqueue("create", "order-5", {"TITLE": "x"})
+    summary = await bench.run()
+    assert summary.outcomes == {"applied": 1}
+    assert await bench.total_calls("crm.deal.add") == 3
+    assert len(await bench.entities()) == 1
+    assert await bench.dead() == []
+
+
+async def test_rate_limit_waits_longer_and_never_spends_the_failure_budget(bench: Bench) -> None:
+    bench.with_settings(retries_server_error=1)
+    refusals = ["rate_limit"] * 7
+    await bench.admin.set_faults(rules=[{"method": "crm.deal.add", "sequence": ["500", *refusals, "ok"]}])
+    await bench.enqueue("create", "order-6", {"TITLE": "x"})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    summary = await bench.run()
+    elapsed = loop.time() - started
+    assert summary.outcomes == {"applied": 1}
+    assert await bench.total_calls("crm.deal.add") == 9  # 1 failure + 7 refusals + success
+    assert await bench.dead() == []
+    # equal jitter from 10 ms: at least half of 10, 20, 40, ... 640 ms
+    assert elapsed >= sum(0.005 * 2**i for i in range(7))
+
+
+async def test_auth_error_dead_letters_after_two_calls_and_holds_the_backlog(bench: Bench) -> None:
+    await bench.admin.set_faults(auth_outage={"start_s": 0})
+    await bench.enqueue("create", "order-7", {"TITLE": "first"})
+    from bitrix_worker.worker import Worker
+
+    async with Worker.open(bench.settings) as worker:
+        task = asyncio.create_task(worker.run())
+        for _ in range(100):
+            if await bench.dead():
+                break
+            await asyncio.sleep(0.05)
+        ((payload, error),) = await bench.dead()
+        assert payload["key"] == "order-7"
+        assert error["class"] == "auth"
+        assert await bench.total_calls("crm.deal.add") == 2
+        assert (await worker.breaker.state()).open
+        for i in range(5):
+            await bench.enqueue("create", f"backlog-{i}", {"TITLE": "waiting"})
+        await asyncio.sleep(1.0)  # more than one cool-down: probes happen, the backlog is not touched
+        assert await bench.total_calls("crm.deal.add") == 2
+        assert await bench.redis.xlen(bench.settings.stream) == 5
+        assert await bench.total_calls("crm.deal.fields") >= 1  # probes spend no operation
+        await bench.admin.set_faults(auth_outage=None)  # the webhook is fixed
+        for _ in range(100):
+            if len(await bench.entities()) == 5:
+                break
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+    assert len(await bench.entities()) == 5
+    assert len(await bench.dead()) == 1
