@@ -1,0 +1,82 @@
+"""PHP-style query strings: known vectors (as PHP http_build_query / parse_str give them) and a round trip."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bitrix_worker.bitrix.querystring import encode_query, parse_query
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"id": 5}, "id=5"),
+        (
+            {"fields": {"TITLE": "x", "UF_A": [1, 2]}, "id": 5},
+            "fields[TITLE]=x&fields[UF_A][0]=1&fields[UF_A][1]=2&id=5",
+        ),
+        ({"a": True, "b": False}, "a=1&b=0"),
+        ({"a": None, "b": [], "c": {}, "d": "x"}, "d=x"),
+        ({"q": "a b&c=d/é"}, "q=a+b%26c%3Dd%2F%C3%A9"),
+        ({"f": 1.5, "g": 2.0, "h": -3}, "f=1.5&g=2&h=-3"),
+        ({"filter": {"=ORIGIN_ID": "ext-1", ">=ID": 10}}, "filter[%3DORIGIN_ID]=ext-1&filter[%3E%3DID]=10"),
+        ({"rows": [{"A": 1}, {"A": 2}]}, "rows[0][A]=1&rows[1][A]=2"),
+        ({}, ""),
+    ],
+)
+def test_encode_vectors(params: dict[str, Any], expected: str) -> None:
+    assert encode_query(params) == expected
+
+
+@pytest.mark.parametrize(
+    ("qs", "expected"),
+    [
+        ("id=5", {"id": "5"}),
+        (
+            "fields[TITLE]=x&fields[UF_A][0]=1&fields[UF_A][1]=2&id=5",
+            {"fields": {"TITLE": "x", "UF_A": ["1", "2"]}, "id": "5"},
+        ),
+        ("fields%5BTITLE%5D=a+b%26c", {"fields": {"TITLE": "a b&c"}}),
+        ("a[]=1&a[]=2&a[]=3", {"a": ["1", "2", "3"]}),
+        ("a=1&a=2", {"a": "2"}),
+        ("flag&x=", {"flag": "", "x": ""}),
+        ("a[1]=x&a[3]=y", {"a": {"1": "x", "3": "y"}}),
+        ("filter[%3DORIGIN_ID]=ext-1", {"filter": {"=ORIGIN_ID": "ext-1"}}),
+        ("", {}),
+        ("&&=x&[b]=1", {}),
+    ],
+)
+def test_parse_vectors(qs: str, expected: dict[str, Any]) -> None:
+    assert parse_query(qs) == expected
+
+
+def _php_strings(value: Any) -> Any:
+    """What a round trip through a query string makes of a value: scalars become PHP strings."""
+    if isinstance(value, dict):
+        return {k: _php_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_php_strings(v) for v in value]
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-=%><!@ ]{0,12}", fullmatch=True)
+_scalars = st.one_of(st.text(max_size=20), st.integers(-(10**12), 10**12), st.booleans())
+_values = st.recursive(
+    _scalars,
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=4),
+        st.dictionaries(_keys, children, min_size=1, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(_keys, _values, max_size=6))
+def test_round_trip(params: dict[str, Any]) -> None:
+    assert parse_query(encode_query(params)) == _php_strings(params)
