@@ -146,10 +146,6 @@ class EmulatorServer:
 
 
 def serve(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 9424) -> None:
-    """Blocking run for ``bitrix-worker emulator --port N``; Ctrl+C stops it."""
-    config = config or EmulatorConfig()
-    print(  # the CLI's one line of output: where to point the worker
-        f"Bitrix24 emulator: webhook http://{host}:{port}/rest/{config.user_id}/{config.secret}/",
-        flush=True,
-    )
+    """Blocking run for ``bitrix-worker emulator --port N``; Ctrl+C stops it. Prints nothing: the CLI
+    announces the (redacted) webhook URL itself."""
     uvicorn.Server(_uvicorn_config(create_app(config), host, port)).run()
