@@ -82,7 +82,6 @@ class Settings(BaseSettings):
     block_ms: int = Field(default=d.BLOCK_MS, ge=10, le=60_000)
     claim_idle_ms: int = Field(default=d.CLAIM_IDLE_MS, ge=100)
     max_deliveries: int = Field(default=d.MAX_DELIVERIES, ge=1, le=1000)
-    lease_ttl_ms: int = Field(default=d.LEASE_TTL_MS, ge=100)
 
     rate_burst: int = Field(default=d.RATE_BURST, ge=1)
     rate_per_s: float = Field(default=d.RATE_PER_S, gt=0)

@@ -4,7 +4,9 @@ The per-key turn (claim.lua) already keeps two live units of one key apart. A le
 a worker that stalls past the reclaim idle time (GC pause, frozen VM) while its entry is reclaimed by another.
 Before a create, each worker takes ``SET lease NX PX ttl`` with a token from one ``INCR``; the mapping store
 refuses writes whose token is lower than the last one written, so a zombie can neither create concurrently
-with its successor (it finds the lease taken) nor overwrite its successor's mapping.
+with its successor (it finds the lease taken) nor overwrite its successor's mapping. The worker's heartbeat
+renews its leases on the same schedule as it keeps its pending entries fresh, and the TTL equals the reclaim
+idle time: a worker's leases lapse when its entries become reclaimable, not later.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ class Leases:
         self._client = client
         self._keys = keys
         self._ttl_ms = ttl_ms
-        self._release = register(client, "release_leases")
+        self._script = register(client, "leases")
+        self._held: dict[str, int] = {}
 
     async def token(self) -> int:
         """A fencing token greater than every token handed out before, across all workers."""
@@ -48,12 +51,30 @@ class Leases:
                 ttls = await pipe.execute() if busy else []
         except RedisError as exc:
             raise StoreError(f"lease failed: {exc}") from exc
+        for ident in idents:
+            if ident not in busy:
+                self._held[ident] = token
         return {ident: max(1, int(ttl)) for ident, ttl in zip(busy, ttls, strict=True)}
 
     async def release(self, idents: Sequence[str], token: int) -> None:
         if not idents:
             return
+        for ident in idents:
+            if self._held.get(ident) == token:
+                del self._held[ident]
         try:
-            await self._release(keys=[self._keys.lease(i) for i in idents], args=[token])
+            await self._script(keys=[self._keys.lease(i) for i in idents], args=[token, "release", 0])
         except RedisError as exc:
             raise StoreError(f"lease release failed: {exc}") from exc
+
+    async def renew(self) -> None:
+        """Extend every lease this process holds (called by the worker's heartbeat)."""
+        by_token: dict[int, list[str]] = {}
+        for ident, token in list(self._held.items()):
+            by_token.setdefault(token, []).append(ident)
+        try:
+            for token, idents in by_token.items():
+                keys = [self._keys.lease(i) for i in idents]
+                await self._script(keys=keys, args=[token, "renew", self._ttl_ms])
+        except RedisError as exc:
+            raise StoreError(f"lease renewal failed: {exc}") from exc

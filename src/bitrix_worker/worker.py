@@ -107,6 +107,10 @@ class Worker:
             budget_s=settings.operating_budget_s,
             safety=settings.operating_safety,
         )
+        # A dead worker's create may still be running on the portal for up to the read timeout: its lease
+        # must outlive that, or a successor's lookup could miss an entity that is about to be committed.
+        lease_ms = max(settings.claim_idle_ms, int((settings.read_timeout_s + 5) * 1000))
+        self.leases = Leases(redis, keys, ttl_ms=lease_ms)
         self.delivery = Delivery(
             settings,
             client=client,
@@ -115,7 +119,7 @@ class Worker:
             limiter=self.limiter,
             pauses=self.pauses,
             breaker=self.breaker,
-            leases=Leases(redis, keys, ttl_ms=settings.lease_ttl_ms),
+            leases=self.leases,
             events=self.events,
             rng=rng,
         )
@@ -269,6 +273,15 @@ class Worker:
             except PoisonMessage as exc:
                 poison.append(_Poison(e, ident, exc.reason))
                 continue
+            if e.deliveries > 1:
+                unit.history.append(
+                    {
+                        "kind": "redelivery",
+                        "execution": "ambiguous",
+                        "deliveries": e.deliveries,
+                        "at_ms": now_ms(),
+                    }
+                )
             existing = units.get(unit.ident)
             if existing is None:
                 units[unit.ident] = unit
@@ -380,6 +393,7 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         await self.queue.touch(sorted(self._inflight))
+        await self.leases.renew()
         await self.redis.hset(self.settings.keys.workers, self.settings.consumer, now_ms())
 
     async def _breaker_holds(self) -> bool:

@@ -91,3 +91,23 @@ class Bench:
 
     async def entities(self, entity: str = "deal") -> list[dict[str, Any]]:
         return await self.admin.entities(entity)
+
+
+def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """The environment a worker subprocess needs to run with these settings."""
+    import os
+
+    from bitrix_worker.config import env_name
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BITRIX_", "REDIS_URL", "DATABASE_URL"))}
+    data = {**settings.model_dump(), **overrides}
+    data["webhook_url"] = settings.webhook.reveal()
+    for name, value in data.items():
+        if value is None:
+            continue
+        env[env_name(name)] = str(value).lower() if isinstance(value, bool) else str(value)
+    env["BITRIX_WORKER_LOG_FORMAT"] = "json"
+    return env
+
+
+WORKER_CMD = ["-c", "from bitrix_worker.cli import main; main()", "run"]

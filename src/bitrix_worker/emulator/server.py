@@ -29,6 +29,7 @@ def _uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # keep the host process's logging (our redacting handlers) untouched
         access_log=False,
         lifespan="off",
         loop="asyncio",

@@ -7,7 +7,7 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-SCRIPT_NAMES = ("claim", "settle", "promote", "reclaim", "limiter", "release_leases")
+SCRIPT_NAMES = ("claim", "settle", "promote", "reclaim", "limiter", "leases")
 
 
 def load_source(name: str) -> str:

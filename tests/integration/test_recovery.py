@@ -1,0 +1,124 @@
+"""Nothing lost: SIGKILL mid-flight, graceful SIGTERM, malformed input, entries that keep killing workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import WORKER_CMD, Bench, settings_env
+
+
+def spawn(bench: Bench, log: Path, **overrides: object) -> subprocess.Popen[bytes]:
+    env = settings_env(bench.settings, **overrides)
+    return subprocess.Popen(
+        [sys.executable, *WORKER_CMD], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+
+
+async def wait_for(predicate: object, timeout_s: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if await predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_sigkill_mid_flight_loses_nothing_and_duplicates_nothing(bench: Bench, tmp_path: Path) -> None:
+    await bench.admin.set_faults(latency={"dist": "fixed", "s": 0.15})
+    n = 300
+    for i in range(n):
+        await bench.enqueue("create", f"order-{i}", {"TITLE": f"Order {i}"})
+    first = spawn(bench, tmp_path / "a.log", batch_size=10, concurrency=4, consumer="victim")
+
+    async def some_applied() -> bool:
+        return len(await bench.entities()) >= 40
+
+    await wait_for(some_applied)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    pending = await bench.redis.xpending(bench.settings.stream, bench.settings.group)
+    assert pending["pending"] > 0  # it really died with work in flight
+    await bench.run(claim_idle_ms=300, consumer="rescuer", timeout_s=60)
+    deals = await bench.entities()
+    origins = [d["ORIGIN_ID"] for d in deals]
+    assert sorted(origins) == sorted(f"order-{i}" for i in range(n))  # every key exactly once
+    assert await bench.dead() == []
+    outcomes = await bench.outcomes()
+    assert len({o["ident"] for o in outcomes}) == n
+    assert (await bench.redis.xpending(bench.settings.stream, bench.settings.group))["pending"] == 0
+
+
+async def test_sigterm_finishes_in_flight_and_leaves_the_rest(bench: Bench, tmp_path: Path) -> None:
+    await bench.admin.set_faults(latency={"dist": "fixed", "s": 0.3})
+    for i in range(200):
+        await bench.enqueue("create", f"t-{i}", {"TITLE": "x"})
+    worker = spawn(bench, tmp_path / "w.log", batch_size=5, concurrency=2)
+
+    async def started() -> bool:
+        return len(await bench.entities()) >= 5
+
+    await wait_for(started)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    pending = await bench.redis.xpending(bench.settings.stream, bench.settings.group)
+    assert pending["pending"] == 0  # in-flight batches were finished, not abandoned
+    applied = len(await bench.entities())
+    assert 0 < applied < 200
+    await bench.admin.set_faults(latency=None)
+    await bench.run()
+    assert len(await bench.entities()) == 200
+
+
+async def test_malformed_input_is_dead_lettered_with_the_reason(bench: Bench) -> None:
+    await bench.enqueue_raw({"payload": "{not json"})
+    await bench.enqueue_raw({"payload": json.dumps({"op": "merge", "entity": "deal", "key": "p-1"})})
+    await bench.enqueue_raw(
+        {"payload": json.dumps({"op": "create", "entity": "deal", "key": "p-2", "fields": []})}
+    )
+    await bench.enqueue_raw({"payload": json.dumps({"op": "create", "entity": "invoice", "key": "p-3"})})
+    await bench.enqueue_raw({"payload": json.dumps({"op": "update", "entity": "deal"})})
+    await bench.enqueue_raw({"something": "else"})
+    await bench.enqueue_raw({"payload": b"\xff\xfe binary"})
+    await bench.enqueue("create", "p-2", {"TITLE": "fine"})  # same key as a poison entry: not blocked by it
+    summary = await bench.run()
+    assert summary.outcomes == {"dead_lettered": 7, "applied": 1}
+    rows = await bench.redis.xrange(bench.settings.dead_stream)
+    reasons = [json.loads(f[b"error"])["description"] for _, f in rows]
+    assert all(json.loads(f[b"error"])["class"] == "poison" for _, f in rows)
+    assert any("not JSON" in r for r in reasons)
+    assert any(r.startswith("op:") for r in reasons)
+    assert any(r.startswith("fields:") for r in reasons)
+    assert any(r.startswith("entity:") for r in reasons)
+    assert any(r.startswith("key:") for r in reasons)
+    assert any("no 'payload' field" in r for r in reasons)
+    assert b"\xff\xfe binary" in [f.get(b"payload") for _, f in rows]  # bytes kept unchanged
+    assert await bench.total_calls("crm.deal.add") == 1
+    assert await bench.redis.hlen(bench.settings.keys.holds) == 0
+
+
+async def test_entry_that_keeps_killing_workers_becomes_poison(bench: Bench) -> None:
+    await bench.enqueue("create", "killer", {"TITLE": "x"})
+    # Simulate workers dying right after reading it: deliver it max_deliveries times without settling.
+    s = bench.settings
+    q = bench.redis
+    from bitrix_worker.redis.streams import OperationQueue
+
+    queue = OperationQueue(q, s.keys, group=s.group, consumer="dying")
+    await queue.ensure_group()
+    (_entry,), _ = await queue.claim(10)
+    for _ in range(s.max_deliveries):
+        await asyncio.sleep(0.02)
+        await queue.reclaim(min_idle_ms=10, count=10)
+    summary = await bench.run(claim_idle_ms=100)
+    assert summary.outcomes == {"dead_lettered": 1}
+    ((payload, error),) = await bench.dead()
+    assert payload["key"] == "killer"
+    assert error["class"] == "poison"
+    assert "keeps failing a worker" in error["description"]
+    assert await bench.total_calls("crm.deal.add") == 0
