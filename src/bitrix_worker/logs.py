@@ -39,6 +39,9 @@ __all__ = ["configure_logging", "get_logger"]
 QUIET_LOGGERS = ("httpx", "httpcore")
 """Held at WARNING at least: they log request URLs (which contain the webhook secret) at INFO/DEBUG."""
 
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+"""Routed through our redacting handler even if uvicorn configured them before us."""
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -136,6 +139,11 @@ def configure_logging(
     root.setLevel(threshold)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, threshold))
+    for name in SERVER_LOGGERS:
+        # uvicorn's default dictConfig gives these their own unredacted handlers and stops propagation.
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
 
     structlog.configure(
         processors=[
