@@ -78,7 +78,6 @@ class Settings(BaseSettings):
 
     concurrency: int = Field(default=d.CONCURRENCY, ge=1, le=256)
     batch_size: int = Field(default=d.BATCH_SIZE, ge=1, le=50)
-    read_count: int = Field(default=d.READ_COUNT, ge=1, le=10_000)
     block_ms: int = Field(default=d.BLOCK_MS, ge=10, le=60_000)
     claim_idle_ms: int = Field(default=d.CLAIM_IDLE_MS, ge=100)
     max_deliveries: int = Field(default=d.MAX_DELIVERIES, ge=1, le=1000)
@@ -87,7 +86,6 @@ class Settings(BaseSettings):
     rate_per_s: float = Field(default=d.RATE_PER_S, gt=0)
     rate_safety: float = Field(default=d.RATE_SAFETY, gt=0, le=1)
     operating_budget_s: float = Field(default=d.OPERATING_BUDGET_S, gt=0)
-    operating_window_s: float = Field(default=d.OPERATING_WINDOW_S, gt=0)
     operating_safety: float = Field(default=d.OPERATING_SAFETY, gt=0, le=1)
 
     breaker_cooldown_s: float = Field(default=d.BREAKER_COOLDOWN_S, gt=0)

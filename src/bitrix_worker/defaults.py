@@ -31,7 +31,6 @@ RETRIES_METHOD_LIMITED = 20
 
 CONCURRENCY = 4  # batch calls in flight per worker process
 BATCH_SIZE = 50  # commands per `batch` call; Bitrix24 allows at most 50
-READ_COUNT = 200  # entries per XREADGROUP
 BLOCK_MS = 1000
 CLAIM_IDLE_MS = 60_000
 MAX_DELIVERIES = 5
@@ -40,7 +39,6 @@ RATE_BURST = 50
 RATE_PER_S = 2.0
 RATE_SAFETY = 0.95  # fraction of the portal's drain rate and burst we allow ourselves
 OPERATING_BUDGET_S = 480.0
-OPERATING_WINDOW_S = 600.0
 OPERATING_SAFETY = 0.9
 
 BREAKER_COOLDOWN_S = 30.0
