@@ -1,0 +1,43 @@
+"""Keep what the README documents true: every setting is in its table, and only real settings are."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import bitrix_worker
+from bitrix_worker.config import Settings, env_name
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_lists_every_setting_and_only_real_ones() -> None:
+    text = README.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", text, flags=re.MULTILINE))
+    actual = {env_name(name) for name in Settings.model_fields}
+    assert documented == actual
+
+
+def test_readme_defaults_match_the_code() -> None:
+    text = README.read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)` \|", text, flags=re.MULTILINE))
+    for name, field in Settings.model_fields.items():
+        env = env_name(name)
+        if env not in rows or field.default_factory is not None or field.default is None:
+            continue
+        default = field.default
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        assert rows[env] == shown, env
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(bitrix_worker.__all__) == sorted(
+        [
+            "AuthError", "BitrixError", "BitrixWorkerError", "Classification", "ConfigError", "Entity",
+            "ErrorClass", "Execution", "LimitError", "OpKind", "Operation", "PermanentBitrixError",
+            "PoisonMessage", "Settings", "StoreError", "TimeInfo", "TransientBitrixError", "__version__",
+            "decode_payload", "encode_operation", "load_settings",
+        ]
+    )  # fmt: skip
+    for name in bitrix_worker.__all__:
+        assert hasattr(bitrix_worker, name)
