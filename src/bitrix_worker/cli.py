@@ -165,6 +165,203 @@ def emulator(
     serve(cfg, host=host, port=port)
 
 
+@app.command()
+def status(
+    as_json: JsonFlag = False,
+    stream: Stream = None,
+    scan_cap: Annotated[
+        int, typer.Option(help="Dead letters scanned for the by-class counts (newest first).")
+    ] = 100_000,
+) -> None:
+    """Stream, pending, retries, dead letters, breaker, limiter, counters and live workers at a glance."""
+    from .status import gather_status, redis_connection
+
+    settings = settings_or_exit(stream=stream)
+
+    async def go() -> Any:
+        async with redis_connection(settings.redis_url) as client:
+            return await gather_status(client, settings, scan_cap=scan_cap)
+
+    result = run_async(go)
+    if as_json:
+        print_json(result.as_json())
+        return
+    from .views import status_view
+
+    out.print(status_view(result))
+
+
+dlq = typer.Typer(help="Inspect, replay and purge the dead-letter stream.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+ClassOpt = Annotated[str | None, typer.Option("--class", help="Only entries of this error class.")]
+IdsArg = Annotated[list[str] | None, typer.Argument(help="Dead-letter entry ids.", show_default=False)]
+
+
+def _dead_letters(stream: str | None, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from .redis.deadletter import DeadLetters
+    from .status import redis_connection
+
+    settings = settings_or_exit(stream=stream)
+
+    async def go() -> T:
+        async with redis_connection(settings.redis_url) as client:
+            return await action(DeadLetters(client, settings.keys))
+
+    return run_async(go)
+
+
+def _ids(raw: list[str] | None) -> list[str]:
+    from .redis.deadletter import parse_id
+
+    try:
+        return [parse_id(i) for i in raw or []]
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+
+def _one_selector(ids: list[str], error_class: str | None, everything: bool) -> None:
+    if sum([bool(ids), error_class is not None, everything]) != 1:
+        fail("say which entries: ids, --class CLASS or --all (exactly one)", 2)
+
+
+def parse_rate(raw: str) -> float:
+    """``50/s``, ``50`` or ``3000/min`` -> per second."""
+    text = raw.strip().lower()
+    number, _, unit = text.partition("/")
+    per = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}.get(unit)
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if per is None or value <= 0:
+        fail(f"--rate {raw!r}: expected e.g. 50/s or 600/min", 2)
+    return value / per
+
+
+@dlq.command("list")
+def dlq_list(
+    error_class: ClassOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 50,
+    oldest: Annotated[bool, typer.Option("--oldest", help="Oldest first (default: newest first).")] = False,
+    as_json: JsonFlag = False,
+    stream: Stream = None,
+) -> None:
+    """List dead-lettered operations with their error class and description."""
+    entries = _dead_letters(
+        stream, lambda d: d.entries(newest=not oldest, error_class=error_class, limit=limit)
+    )
+    if as_json:
+        print_json([e.summary() for e in entries])
+        return
+    from .views import dead_table
+
+    out.print(dead_table(entries) if entries else "no dead letters", highlight=False)
+
+
+@dlq.command("show")
+def dlq_show(
+    entry_id: Annotated[str, typer.Argument(help="Dead-letter entry id.")],
+    as_json: JsonFlag = False,
+    stream: Stream = None,
+) -> None:
+    """One entry in full: the original payload and the error history."""
+    (wanted,) = _ids([entry_id])
+    entry = _dead_letters(stream, lambda d: d.get(wanted))
+    if entry is None:
+        fail(f"no dead-letter entry {wanted}")
+    if as_json:
+        print_json(entry.as_json())
+        return
+    from .views import dead_entry_view
+
+    out.print(dead_entry_view(entry), highlight=False)
+
+
+@dlq.command("replay")
+def dlq_replay(
+    ids: IdsArg = None,
+    error_class: ClassOpt = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every entry.")] = False,
+    rate: Annotated[str, typer.Option(help="Pace, e.g. 50/s or 600/min.")] = "50/s",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be replayed.")] = False,
+    as_json: JsonFlag = False,
+    stream: Stream = None,
+) -> None:
+    """Put entries back on the stream (history kept, fresh retry budget), oldest first, at a limited rate."""
+    wanted = _ids(ids)
+    _one_selector(wanted, error_class, everything)
+    per_s = parse_rate(rate)
+
+    async def action(d: Any) -> Any:
+        chosen, missing = await d.select(ids=wanted, error_class=error_class, everything=everything)
+        report = await d.replay(chosen, rate_per_s=per_s, dry_run=dry_run)
+        report.missing[:0] = missing
+        return report
+
+    report = _dead_letters(stream, action)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        from .views import replay_view
+
+        out.print(replay_view(report), highlight=False)
+    if wanted and report.missing:
+        raise typer.Exit(1)
+
+
+@dlq.command("purge")
+def dlq_purge(
+    ids: IdsArg = None,
+    error_class: ClassOpt = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every entry (needs --yes).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm purging every entry.")] = False,
+    as_json: JsonFlag = False,
+    stream: Stream = None,
+) -> None:
+    """Delete entries for good (after they were fixed some other way, or are not wanted)."""
+    wanted = _ids(ids)
+    _one_selector(wanted, error_class, everything)
+    if everything and not yes:
+        fail("purging every dead letter cannot be undone: add --yes", 2)
+
+    async def action(d: Any) -> tuple[int, list[str]]:
+        chosen, missing = await d.select(ids=wanted, error_class=error_class, everything=everything)
+        return await d.purge(chosen), missing
+
+    deleted, missing = _dead_letters(stream, action)
+    if as_json:
+        print_json({"purged": deleted, "missing": missing})
+    else:
+        out.print(f"purged {deleted} entries" + (f"; not found: {', '.join(missing)}" if missing else ""))
+    if missing:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    orders: Annotated[int, typer.Option(help="Orders to simulate (each: a create and two updates).")] = 120,
+    backend: Annotated[
+        str, typer.Option(help="auto | external (REDIS_URL) | valkey (embedded) | fakeredis (in-process).")
+    ] = "auto",
+    workers: Annotated[int, typer.Option(help="Worker processes (fakeredis: always 1, in-process).")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for the fault mix and the data.")] = 7,
+    prefix: Annotated[str | None, typer.Option(hidden=True, help="Stream name prefix (tests).")] = None,
+) -> None:
+    """A self-contained tour: emulated Bitrix24 with faults, embedded Redis, two workers, final report."""
+    from .demo import DemoOptions, run_demo
+
+    if backend not in ("auto", "external", "valkey", "fakeredis"):
+        fail(f"--backend {backend!r}: use auto, external, valkey or fakeredis", 2)
+    if orders < 10 or workers < 1:
+        fail("--orders must be >= 10 and --workers >= 1", 2)
+    code = run_async(
+        lambda: run_demo(
+            DemoOptions(orders=orders, backend=backend, workers=workers, seed=seed, prefix=prefix), out
+        )
+    )
+    raise typer.Exit(code)
+
+
 def _first_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         e = exc.errors(include_url=False, include_input=False)[0]

@@ -5,15 +5,51 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import structlog
+
 from .config import Settings
+from .errors import ConfigError
+from .events import EventFanout, WorkerEvents
+from .http import HttpServer, Probes, create_app
 from .logs import configure_logging
+from .metrics import PrometheusEvents
 from .worker import RunSummary, Worker
 
 
-async def run_worker(settings: Settings, *, until_idle: bool = False) -> RunSummary:
+async def run_worker(
+    settings: Settings, *, until_idle: bool = False, events: WorkerEvents | None = None
+) -> RunSummary:
+    """Run until stopped (or idle), with /metrics, /healthz and /readyz on ``http_port`` unless it is 0."""
     configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=[settings.webhook.secret])
-    async with Worker.open(settings) as worker:
+    metrics = PrometheusEvents()
+    subscribers = EventFanout(metrics, events) if events is not None else metrics
+    async with Worker.open(settings, events=subscribers) as worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
-        return await worker.run(until_idle=until_idle)
+        task = asyncio.create_task(worker.run(until_idle=until_idle))
+        http = None
+        if settings.http_port:
+            probes = Probes(
+                settings, worker.redis, worker.store, worker.breaker, lambda: not task.done(), metrics
+            )
+            http = HttpServer(create_app(probes), settings.http_host, settings.http_port)
+            try:
+                await http.start()
+            except OSError as exc:
+                worker.stop()
+                await task
+                raise ConfigError(
+                    "BITRIX_WORKER_HTTP_PORT",
+                    f"cannot listen on {settings.http_host}:{settings.http_port}: {exc}",
+                ) from None
+            structlog.get_logger("bitrix_worker.http").info(
+                "http endpoints up", url=f"http://{settings.http_host}:{http.port}/metrics"
+            )
+        try:
+            return await task
+        finally:
+            if http is not None:
+                await http.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

@@ -33,7 +33,9 @@ local owned = {}
 local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
 if res then
   local seg, parked_here = {}, {}
-  for _, entry in ipairs(res[1][2]) do
+  -- fakeredis (the demo's last-resort backend) answers {stream, entries} without the outer list
+  local entries = type(res[1]) == 'table' and res[1][2] or res[2]
+  for _, entry in ipairs(entries) do
     local id, flat = entry[1], entry[2]
     local fields = {}
     for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end

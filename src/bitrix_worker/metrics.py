@@ -1,0 +1,168 @@
+"""Prometheus metrics fed by the worker's event hooks, on a registry owned by one worker (no global state).
+
+Counters and histograms move with events; the queue gauges are read from Redis when scraped (at most once
+per ``max_age_s``), so they describe the whole deployment, not this process. Every label value comes from a
+small fixed vocabulary: reasons are folded into a handful of kinds, methods into the ones we call, anything
+unexpected becomes ``other``. Keys, ids and free text never become labels.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from redis.asyncio import Redis
+
+from .config import Settings
+from .errors import BitrixWorkerError
+from .events import WorkerEvents
+from .limits import Breaker
+from .status import queue_gauges
+from .taxonomy import ErrorClass
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_METHOD = re.compile(r"^(batch|crm\.(deal|contact|company|lead)\.(add|update|delete|list|get|fields))$")
+_ENTITIES = frozenset({"deal", "contact", "company", "lead"})
+_RESULTS = frozenset({"ok", *(c.value for c in ErrorClass)})
+_REASONS = {
+    "created": "created",
+    "updated": "updated",
+    "deleted": "deleted",
+    "adopted existing entity": "adopted",
+    "already deleted in Bitrix24": "already_deleted",
+    "no Bitrix24 id: nothing to delete": "nothing_to_delete",
+    "stale": "stale",
+    "no_bitrix_id": "no_bitrix_id",
+    "deleted_in_bitrix24": "deleted_in_bitrix24",
+    "poison": "poison",
+}
+CALL_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 65)
+E2E_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+def reason_label(reason: str) -> str:
+    """Fold a free-text outcome reason into a fixed set (``budget_spent``, ``refusal_cap``, ...)."""
+    if reason in _REASONS:
+        return _REASONS[reason]
+    if "retry budget" in reason:
+        return "budget_spent"
+    if "refused" in reason:
+        return "refusal_cap"
+    return "other"
+
+
+def method_label(method: str) -> str:
+    return method if _METHOD.match(method) else "other"
+
+
+class PrometheusEvents(WorkerEvents):
+    """Worker events -> Prometheus. ``render()`` gives the exposition text for ``/metrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.operations = Counter(
+            "bitrix_worker_operations",
+            "Operations that reached a final outcome.",
+            ["outcome", "reason", "entity", "error_class"],
+            registry=r,
+        )
+        self.calls = Counter(
+            "bitrix_worker_calls",
+            "HTTP requests to Bitrix24 (a batch is one).",
+            ["method", "result"],
+            registry=r,
+        )
+        self.call_duration = Histogram(
+            "bitrix_worker_call_duration_seconds",
+            "Bitrix24 request duration.",
+            buckets=CALL_BUCKETS_S,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "bitrix_worker_end_to_end_seconds",
+            "Enqueue to final outcome, per operation.",
+            buckets=E2E_BUCKETS_S,
+            registry=r,
+        )
+        self.retries = Counter(
+            "bitrix_worker_retries_scheduled", "Retries scheduled.", ["error_class"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "bitrix_worker_dead_lettered", "Operations dead-lettered.", ["error_class"], registry=r
+        )
+        self.limiter_wait_s = Counter(
+            "bitrix_worker_limiter_wait_seconds",
+            "Time spent waiting for the shared rate limiter.",
+            registry=r,
+        )
+        self.stream_length = Gauge("bitrix_worker_stream_length", "Entries in the stream.", registry=r)
+        self.pending = Gauge("bitrix_worker_pending", "Entries read but not yet settled.", registry=r)
+        self.scheduled = Gauge("bitrix_worker_scheduled", "Retries waiting in the schedule.", registry=r)
+        self.dead_letter_size = Gauge("bitrix_worker_dead_letter_size", "Entries in the DLQ.", registry=r)
+        self.breaker_open = Gauge(
+            "bitrix_worker_breaker_open", "1 while the portal's breaker is open.", registry=r
+        )
+        self.lag = Gauge(
+            "bitrix_worker_lag_seconds", "Age of the oldest entry not yet settled (0: none).", registry=r
+        )
+        self.refresh_errors = Counter(
+            "bitrix_worker_gauge_refresh_errors", "Failed reads of the queue gauges from Redis.", registry=r
+        )
+        self._refreshed_at = -1e9
+
+    # ---- events -----------------------------------------------------------------------------------------
+
+    def outcome(self, outcome: str, reason: str, entity: str, error_class: ErrorClass | None) -> None:
+        cls = error_class.value if error_class is not None else "none"
+        self.operations.labels(
+            outcome, reason_label(reason), entity if entity in _ENTITIES else "none", cls
+        ).inc()
+        if outcome == "dead_lettered":
+            self.dead_lettered.labels(cls).inc()
+
+    def latency(self, enqueued_to_done_s: float) -> None:
+        self.end_to_end.observe(enqueued_to_done_s)
+
+    def call(self, method: str, result: str, seconds: float) -> None:
+        self.calls.labels(method_label(method), result if result in _RESULTS else "other").inc()
+        self.call_duration.observe(seconds)
+
+    def retry(self, error_class: ErrorClass, delay_s: float) -> None:
+        self.retries.labels(error_class.value).inc()
+
+    def limiter_wait(self, seconds: float) -> None:
+        self.limiter_wait_s.inc(max(0.0, seconds))
+
+    def breaker(self, is_open: bool, reason: str) -> None:
+        self.breaker_open.set(1 if is_open else 0)
+
+    # ---- gauges and exposition --------------------------------------------------------------------------
+
+    async def refresh(self, client: Redis, settings: Settings, *, max_age_s: float = 1.0) -> None:
+        """Read the queue gauges from Redis unless they are fresher than ``max_age_s``."""
+        if time.monotonic() - self._refreshed_at < max_age_s:
+            return
+        try:
+            g = await queue_gauges(client, settings)
+            breaker = Breaker(
+                client,
+                settings.keys.breaker(settings.webhook.portal),
+                cooldown_s=settings.breaker_cooldown_s,
+                max_cooldown_s=settings.breaker_max_cooldown_s,
+            )
+            is_open = (await breaker.state()).open
+        except BitrixWorkerError:
+            self.refresh_errors.inc()  # the scrape still answers, with the last values
+            return
+        self.stream_length.set(g.stream_length)
+        self.pending.set(g.pending)
+        self.scheduled.set(g.scheduled)
+        self.dead_letter_size.set(g.dead_letter_size)
+        self.lag.set(g.lag_s or 0.0)
+        self.breaker_open.set(1 if is_open else 0)
+        self._refreshed_at = time.monotonic()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,83 @@
+"""`bitrix-worker demo` as a subprocess on the test Redis, and its fakeredis fallback."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import redis
+
+from bitrix_worker.demo_report import naive_requests
+
+
+def _demo(redis_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BITRIX_", "REDIS_URL", "DATABASE_URL"))}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return subprocess.run(
+        [sys.executable, "-m", "bitrix_worker", "demo", *args],
+        env={**env, "COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def _accounted(out: str) -> tuple[int, int, int, int]:
+    found = re.search(
+        r"every operation accounted for: (\d+) enqueued = (\d+) applied \+ (\d+) skipped \+ (\d+)", out
+    )
+    assert found, out
+    total, applied, skipped, dead = (int(g) for g in found.groups())
+    assert total == applied + skipped + dead
+    return total, applied, skipped, dead
+
+
+def test_demo_on_the_test_redis_accounts_for_everything_and_cleans_up(
+    redis_url: str, key_prefix: str
+) -> None:
+    started = time.monotonic()
+    result = _demo(redis_url, "--orders", "60", "--prefix", key_prefix)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "Redis: external Redis at" in out
+    total, applied, skipped, dead = _accounted(out)
+    assert (
+        total == 60 * 3 + 60 // 15 + 2
+    )  # creates, paid updates, won updates, late duplicates, 2 bad entries
+    assert applied > 0
+    assert skipped >= 60 // 12 + 60 // 15  # deleted in Bitrix24, stale
+    assert dead >= 2 + 2  # invalid currency (create and its update) and the two bad entries
+    for title in ("Outcomes", "Bitrix24 calls spent", "naive policy", "Dead letters", "0 duplicates"):
+        assert title in out
+    assert "invalid_data" in out
+    assert "deleted_in_bitrix24" in out
+    assert elapsed < 60
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert list(client.scan_iter(match=f"*{key_prefix}*")) == []  # its keys are gone
+    finally:
+        client.close()
+
+
+def test_demo_falls_back_to_fakeredis_with_one_in_process_worker() -> None:
+    result = _demo(None, "--orders", "30", "--backend", "fakeredis")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "in-process fakeredis" in result.stdout
+    _accounted(result.stdout)
+
+
+def test_naive_cost_formula() -> None:
+    records = [
+        {"outcome": "applied", "reason": "created", "attempts": "0"},
+        {"outcome": "applied", "reason": "updated", "attempts": "2"},
+        {"outcome": "skipped", "reason": "stale"},
+        {"outcome": "skipped", "reason": "deleted_in_bitrix24"},
+        {"outcome": "dead_lettered", "reason": "invalid_data: retry budget of 1 spent"},
+    ]
+    assert naive_requests(records, unrecorded_dead=1) == 1 + 3 + 1 + 6 + 6 + 6
