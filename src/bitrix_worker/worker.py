@@ -133,7 +133,12 @@ class Worker:
     @asynccontextmanager
     async def open(cls, settings: Settings, *, events: WorkerEvents | None = None) -> AsyncIterator[Worker]:
         """Connect to Redis, the mapping store and Bitrix24; close them all on exit."""
-        redis = Redis.from_url(settings.redis_url, health_check_interval=30, socket_keepalive=True)
+        redis = Redis.from_url(
+            settings.redis_url,
+            health_check_interval=30,
+            socket_keepalive=True,
+            client_name=f"bitrix-worker:{settings.consumer}",  # visible in CLIENT LIST
+        )
         try:
             await redis.ping()
         except Exception as exc:

@@ -122,3 +122,27 @@ async def test_entry_that_keeps_killing_workers_becomes_poison(bench: Bench) -> 
     assert error["class"] == "poison"
     assert "keeps failing a worker" in error["description"]
     assert await bench.total_calls("crm.deal.add") == 0
+
+
+async def test_redis_connections_dropped_mid_run_lose_nothing(bench: Bench) -> None:
+    await bench.admin.set_faults(latency={"dist": "fixed", "s": 0.05})
+    for i in range(150):
+        await bench.enqueue("create", f"r-{i}", {"TITLE": "x"})
+    from bitrix_worker.worker import Worker
+
+    name = f"bitrix-worker:{bench.settings.consumer}"
+    async with Worker.open(bench.settings.model_copy(update={"batch_size": 5})) as worker:
+        task = asyncio.create_task(worker.run(until_idle=True))
+        kills = 0
+        while not task.done() and kills < 5:
+            await asyncio.sleep(0.15)
+            for client in await bench.redis.client_list():
+                if client.get("name") == name:
+                    await bench.redis.client_kill_filter(_id=client["id"])
+                    kills += 1
+        await asyncio.wait_for(task, 60)
+    assert kills >= 3
+    origins = sorted(d["ORIGIN_ID"] for d in await bench.entities())
+    assert origins == sorted(f"r-{i}" for i in range(150))
+    assert await bench.dead() == []
+    assert (await bench.redis.xpending(bench.settings.stream, bench.settings.group))["pending"] == 0
