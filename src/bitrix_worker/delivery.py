@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -34,6 +34,14 @@ from .taxonomy import Classification, ErrorClass, Execution
 from .units import WorkUnit, now_ms
 
 _CALL_OP = {Call.CREATE: OpKind.CREATE, Call.UPDATE: OpKind.UPDATE, Call.DELETE: OpKind.DELETE}
+# decision -> (outcome, fixed reason or "" for the decision's own, what to record in the mapping store)
+_DECISION_OUTCOME: dict[Action, tuple[Outcome, str, Literal["active", "deleted"] | None]] = {
+    Action.RETRY: (Outcome.RETRY, "", None),
+    Action.SKIP: (Outcome.SKIPPED, "deleted_in_bitrix24", "deleted"),
+    Action.DONE: (Outcome.APPLIED, "", "deleted"),
+    Action.RECREATE: (Outcome.RETRY, "", "deleted"),
+    Action.DEAD_LETTER: (Outcome.DEAD, "", None),
+}
 
 
 @dataclass(slots=True)
@@ -101,6 +109,8 @@ class Delivery:
         try:
             pending, adopted = await self._reconcile(pending)
             results += adopted
+            pending, lost = await self._confirm_leases(pending, token)
+            results += lost
             results += await self._send(pending)
             probe = await self._open_breaker_if_needed(results, probing=probing)
             if probe is not None:
@@ -173,6 +183,24 @@ class Delivery:
             if p.unit.ident in busy
         ]
         return keep, waits
+
+    async def _confirm_leases(self, pending: list[Pending], token: int) -> tuple[list[Pending], list[Result]]:
+        """Right before sending, renew the create leases; a create whose lease lapsed is not sent.
+
+        The lease was taken before the lookup; a worker that stalled since then (GC pause, frozen VM) may have
+        had its entry reclaimed and its key created by a successor. Renewing here also covers the call itself.
+        """
+        creates = [p.unit.ident for p in pending if p.plan.call is Call.CREATE]
+        lost = await self.leases.confirm(creates, token)
+        if not lost:
+            return pending, []
+        self.log.warning("create lease lost before sending; not sending", idents=sorted(lost))
+        waits = [
+            Result(p.unit, Outcome.RETRY, "lease lost before sending", delay_s=self.policy.backoff_base_s)
+            for p in pending
+            if p.unit.ident in lost
+        ]
+        return [p for p in pending if p.unit.ident not in lost], waits
 
     # ---- reconciliation: a create that may already have happened --------------------------------------
 
@@ -367,6 +395,8 @@ class Delivery:
             reset_in = reset_at - time.time() if reset_at else None
             await self.pauses.pause(method, time.time() + (reset_in or self.policy.method_limit_min_s))
         op = _CALL_OP[p.plan.call] if p.plan.call else u.head.op
+        if op is OpKind.UPDATE and u.head.op is OpKind.UPSERT:
+            op = OpKind.UPSERT  # an upsert whose entity was deleted in Bitrix24 creates it again
         d = decide(
             op,
             c,
@@ -376,23 +406,21 @@ class Delivery:
             rng=self.rng,
             method_reset_in_s=reset_in,
         )
-        base = {
-            "classification": c,
-            "call": p.plan.call,
-            "stale": p.plan.stale,
-            "trip": d.open_breaker,
-            "pause_s": d.pause_portal_s,
-        }
+        outcome, reason, state = _DECISION_OUTCOME[d.action]
         if d.action is Action.RETRY:
             self.events.retry(c.error_class, d.delay_s)
-            return Result(u, Outcome.RETRY, d.reason, delay_s=d.delay_s, **base)  # type: ignore[arg-type]
-        if d.action is Action.SKIP:
-            return Result(u, Outcome.SKIPPED, "deleted_in_bitrix24", mapping_state="deleted", **base)  # type: ignore[arg-type]
-        if d.action is Action.DONE:
-            return Result(u, Outcome.APPLIED, d.reason, mapping_state="deleted", **base)  # type: ignore[arg-type]
-        if d.action is Action.RECREATE:
-            return Result(u, Outcome.RETRY, d.reason, mapping_state="deleted", **base)  # type: ignore[arg-type]
-        return Result(u, Outcome.DEAD, d.reason, **base)  # type: ignore[arg-type]
+        return Result(
+            u,
+            outcome,
+            reason or d.reason,
+            classification=c,
+            call=p.plan.call,
+            delay_s=d.delay_s if outcome is Outcome.RETRY else 0.0,
+            mapping_state=state,
+            stale=p.plan.stale,
+            trip=d.open_breaker,
+            pause_s=d.pause_portal_s,
+        )
 
     # ---- writing the results ---------------------------------------------------------------------------
 

@@ -97,7 +97,7 @@ def decide(
     if cls is ErrorClass.NOT_FOUND and not creating:
         if op is OpKind.DELETE:
             return Decision(Action.DONE, "already deleted in Bitrix24")
-        if policy.recreate_deleted:
+        if policy.recreate_deleted or op is OpKind.UPSERT:
             return Decision(Action.RECREATE, "deleted in Bitrix24; re-creating")
         if failures > policy.budget(cls, creating=False):
             return Decision(Action.SKIP, "deleted in Bitrix24")

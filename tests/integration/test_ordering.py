@@ -82,3 +82,17 @@ async def test_older_version_is_skipped_as_stale_without_a_call(bench: Bench) ->
     assert await bench.total_calls("crm.deal.update") == 1
     (deal,) = await bench.entities()
     assert deal["TITLE"] == "v9"
+
+
+async def test_upsert_of_a_deal_deleted_in_bitrix24_creates_it_again(bench: Bench) -> None:
+    await bench.enqueue("create", "u-1", {"TITLE": "one"})
+    await bench.run()
+    (deal,) = await bench.entities()
+    await bench.admin.delete_entity("deal", int(deal["ID"]))
+    await bench.enqueue("upsert", "u-1", {"TITLE": "two"})
+    summary = await bench.run()
+    assert summary.outcomes == {"applied": 1}
+    assert await bench.total_calls("crm.deal.update") == 1  # answered "Not found"
+    assert await bench.total_calls("crm.deal.add") == 2
+    (again,) = await bench.entities()
+    assert (again["TITLE"], again["ORIGIN_ID"]) == ("two", "u-1")

@@ -47,7 +47,7 @@ def run_until_final(op: OpKind, c: Classification, policy: RetryPolicy = POLICY)
         (OpKind.UPDATE, ErrorClass.AUTH, Action.DEAD_LETTER, 2),
         # the rest of the taxonomy
         (OpKind.DELETE, ErrorClass.NOT_FOUND, Action.DONE, 1),
-        (OpKind.UPSERT, ErrorClass.NOT_FOUND, Action.SKIP, 1),
+        (OpKind.UPSERT, ErrorClass.NOT_FOUND, Action.RECREATE, 1),
         (OpKind.UPDATE, ErrorClass.NETWORK, Action.DEAD_LETTER, 6),
         (OpKind.UPDATE, ErrorClass.METHOD_LIMITED, Action.DEAD_LETTER, 21),
         (OpKind.UPDATE, ErrorClass.POISON, Action.DEAD_LETTER, 1),
