@@ -86,16 +86,6 @@ class CallResult:
     elapsed_s: float
 
 
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
-
-
 class BitrixClient:
     """One webhook's HTTP client. Use as ``async with BitrixClient(...) as client`` or call ``aclose()``."""
 
@@ -204,8 +194,8 @@ class BitrixClient:
         return CallResult(
             result=data.get("result"),
             time=parse_time(data.get("time")),
-            total=_int_or_none(data.get("total")),
-            next=_int_or_none(data.get("next")),
+            total=m.int_or_none(data.get("total")),
+            next=m.int_or_none(data.get("next")),
             http_status=status,
             elapsed_s=elapsed,
         )

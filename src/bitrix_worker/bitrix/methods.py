@@ -171,7 +171,8 @@ def _section(value: Any, name: str) -> dict[str, Any]:
     raise ValueError(f"batch section {name!r} is a {type(value).__name__}")
 
 
-def _int_or_none(value: Any) -> int | None:
+def int_or_none(value: Any) -> int | None:
+    """Bitrix24 sends counts and ids as ints or digit strings; anything else is absent."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -218,10 +219,10 @@ def parse_batch(
         info = parse_time(timing.get(name))
         if info is not None:
             times[name] = info
-        total = _int_or_none(totals_raw.get(name))
+        total = int_or_none(totals_raw.get(name))
         if total is not None:
             totals[name] = total
-        nxt = _int_or_none(nexts_raw.get(name))
+        nxt = int_or_none(nexts_raw.get(name))
         if nxt is not None:
             nexts[name] = nxt
     return BatchResult(results, errors, not_run, times, totals, nexts, time)
@@ -229,7 +230,7 @@ def parse_batch(
 
 def parse_id(result: Any) -> int:
     """``crm.<entity>.add`` answers the new id (an int; older portals a numeric string)."""
-    ident = _int_or_none(result)
+    ident = int_or_none(result)
     if ident is None or ident <= 0:
         raise ValueError(f"expected a new id, got {type(result).__name__}")
     return ident
@@ -255,4 +256,4 @@ def parse_list(result: Any, total: Any = None, next_start: Any = None) -> ListPa
         result = result.get("items", [])
     if not isinstance(result, list) or not all(isinstance(item, Mapping) for item in result):
         raise ValueError("expected a list of objects")
-    return ListPage([dict(item) for item in result], _int_or_none(total), _int_or_none(next_start))
+    return ListPage([dict(item) for item in result], int_or_none(total), int_or_none(next_start))
