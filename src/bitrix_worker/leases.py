@@ -56,6 +56,28 @@ class Leases:
                 self._held[ident] = token
         return {ident: max(1, int(ttl)) for ident, ttl in zip(busy, ttls, strict=True)}
 
+    async def confirm(self, idents: Sequence[str], token: int) -> set[str]:
+        """Renew each lease that still carries ``token``; returns the idents whose lease was lost.
+
+        Called right before a create is sent: a worker that stalled past its lease (and whose entry was
+        reclaimed meanwhile) must not send a create its successor may already have made.
+        """
+        if not idents:
+            return set()
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for ident in idents:
+                    key = self._keys.lease(ident)
+                    await self._script(keys=[key], args=[token, "renew", self._ttl_ms], client=pipe)
+                renewed = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"lease check failed: {exc}") from exc
+        lost = {ident for ident, n in zip(idents, renewed, strict=True) if not int(n)}
+        for ident in lost:
+            if self._held.get(ident) == token:
+                del self._held[ident]
+        return lost
+
     async def release(self, idents: Sequence[str], token: int) -> None:
         if not idents:
             return
