@@ -45,15 +45,27 @@ def origin_fields(originator_id: str, key: str) -> dict[str, str]:
     return {"ORIGINATOR_ID": originator_id, "ORIGIN_ID": key}
 
 
+def _stale_members(unit: WorkUnit, stored_version: int | None) -> tuple[int, ...]:
+    """Members older than the stored version or than an earlier member of the same unit.
+
+    Coalesced members are merged in stream order, so an older version that arrived after a newer one would
+    otherwise overwrite it: the newest version seen so far is the bar each member must reach.
+    """
+    stale = []
+    newest = stored_version
+    for i, m in enumerate(unit.members):
+        version = m.operation.version
+        if version is None:
+            continue
+        if newest is not None and version < newest:
+            stale.append(i)
+        else:
+            newest = version
+    return tuple(stale)
+
+
 def plan_unit(unit: WorkUnit, mapping: Mapping | None, *, originator_id: str, recreate_deleted: bool) -> Plan:
-    stored_version = mapping.version if mapping else None
-    stale = tuple(
-        i
-        for i, m in enumerate(unit.members)
-        if stored_version is not None
-        and m.operation.version is not None
-        and m.operation.version < stored_version
-    )
+    stale = _stale_members(unit, mapping.version if mapping else None)
     live = [m for i, m in enumerate(unit.members) if i not in stale]
     if not live:
         return Plan(None, skip=Skip.STALE, stale=stale)
