@@ -88,3 +88,14 @@ def test_reconcile_after_redelivery_or_ambiguous_failure() -> None:
     ambiguous = unit((C, {}, None))
     ambiguous.history.append({"kind": "attempt", "execution": "ambiguous"})
     assert plan_unit(ambiguous, None, originator_id="o", recreate_deleted=False).reconcile
+
+
+def test_member_older_than_an_earlier_member_is_stale() -> None:
+    plan = plan_unit(
+        unit((U, {"A": "v7"}, 7), (U, {"A": "v5"}, 5), (U, {"B": "v8"}, 8)),
+        ACTIVE,
+        originator_id="o",
+        recreate_deleted=False,
+    )
+    assert plan.stale == (1,)
+    assert plan.fields == {"A": "v7", "B": "v8"}
