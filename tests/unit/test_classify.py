@@ -40,6 +40,7 @@ HTML_504 = b"<html><head><title>504 Gateway Time-out</title></head><body>nginx</
 HTML_500 = b"<!DOCTYPE html><html><body>Internal error</body></html>"
 
 # (id, status, body, class, execution, expected bitrix_code)
+# fmt: off
 ROWS: list[tuple[str, int, bytes, ErrorClass, Execution, str | None]] = [
     # limits
     ("query_limit_503", 503, err("QUERY_LIMIT_EXCEEDED", "Too many requests"), RATE, NOT,
@@ -161,6 +162,7 @@ ROWS: list[tuple[str, int, bytes, ErrorClass, Execution, str | None]] = [
     ("json_400_no_error_key", 400, b'{"message": "x"}', DATA, EX, None),
     ("json_500_no_error_key", 500, b'{"result": null}', SERVER, AMB, None),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
@@ -221,6 +223,7 @@ def test_html_description_uses_title() -> None:
 
 
 # batch sub-command errors: same table, no status
+# fmt: off
 CMD_ROWS: list[tuple[str, dict[str, Any], ErrorClass, Execution]] = [
     ("cmd_not_found", {"error": "", "error_description": "Not found"}, NF, EX),
     ("cmd_item_not_found", {"error": "NOT_FOUND", "error_description": "Item not found"}, NF, EX),
@@ -241,6 +244,7 @@ CMD_ROWS: list[tuple[str, dict[str, Any], ErrorClass, Execution]] = [
     ("cmd_method_not_found", {"error": "ERROR_METHOD_NOT_FOUND"}, AUTH, NOT),
     ("cmd_field_required", {"error": "CRM_FIELD_ERROR_REQUIRED"}, DATA, EX),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
@@ -258,6 +262,7 @@ def test_command_error_not_a_mapping() -> None:
     assert (c.error_class, c.execution) == (SERVER, AMB)
 
 
+# fmt: off
 TRANSPORT_ROWS = [
     ("connect_error", httpx.ConnectError("Connection refused"), False, NOT),
     ("connect_timeout", httpx.ConnectTimeout("timed out"), False, NOT),
@@ -269,6 +274,7 @@ TRANSPORT_ROWS = [
     ("write_error", httpx.WriteError("broken pipe"), True, AMB),
     ("os_error", ConnectionResetError(104, "reset"), True, AMB),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
