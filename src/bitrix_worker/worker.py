@@ -188,6 +188,10 @@ class Worker:
                     await self._sleep(STORE_RETRY_S)
         finally:
             await self._drain()
+            # Tell the duties to end, not only cancel them: on Python 3.11 a cancel that lands while redis-py
+            # sends a command (its asyncio.wait_for with socket_timeout) can be swallowed, and a duty that
+            # missed it would loop on forever, so ``run --until-idle`` never returned.
+            self._stopping.set()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
