@@ -47,6 +47,7 @@ BLOCKED_COOLDOWN_S = 600.0
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 65.0  # the cloud cuts a request at 60 s: never give up before the portal does
+PORTAL_REQUEST_TIMEOUT_S = 60.0  # after this a sent request has certainly finished or been cut
 SHUTDOWN_GRACE_S = 30.0
 HTTP_PORT = 9400
 OUTCOMES_MAXLEN = 100_000

@@ -220,8 +220,8 @@ class Delivery:
         found: dict[int, int] = {}
         failed: dict[int, tuple[Classification, str]] = {}
         outcome = await self._call(commands)
-        if isinstance(outcome, tuple):
-            failed = dict.fromkeys(range(len(need)), outcome)
+        if isinstance(outcome, _Failed):
+            failed = dict.fromkeys(range(len(need)), (outcome.classification, outcome.method))
         else:
             for i in range(len(need)):
                 name = f"r{i}"
@@ -278,10 +278,11 @@ class Delivery:
             return results
         commands = {f"c{i}": p.command for i, p in enumerate(pending) if p.command is not None}
         outcome = await self._call(commands)
-        if isinstance(outcome, tuple):
-            c, method = outcome
+        if isinstance(outcome, _Failed):
             for p in pending:
-                results.append(await self._failure(p, c, method))
+                results.append(
+                    await self._failure(p, outcome.classification, outcome.method, sent_s=outcome.elapsed_s)
+                )
             return results
         for i, p in enumerate(pending):
             name = f"c{i}"
@@ -306,7 +307,7 @@ class Delivery:
         ]
         return deferred, [p for p in pending if p.command is not None and p.command.method not in paused]
 
-    async def _call(self, commands: dict[str, Command]) -> _BatchLike | tuple[Classification, str]:
+    async def _call(self, commands: dict[str, Command]) -> _BatchLike | _Failed:
         """One request (batch or single); rate-limit refusals are waited out here, never dropped."""
         bounces = 0
         while True:
@@ -333,7 +334,7 @@ class Delivery:
                     c.error_class is not ErrorClass.RATE_LIMITED
                     or bounces >= self.settings.retries_rate_limited
                 ):
-                    return c, method
+                    return _Failed(c, method, time.monotonic() - started)
                 bounces += 1
                 await self.limiter.penalize()
                 delay = equal_jitter(
@@ -382,7 +383,15 @@ class Delivery:
             stale=p.plan.stale,
         )
 
-    async def _failure(self, p: Pending, c: Classification, method: str) -> Result:
+    async def _failure(
+        self, p: Pending, c: Classification, method: str, *, sent_s: float | None = None
+    ) -> Result:
+        """Record the failed attempt, decide (pure policy), and turn the decision into a Result.
+
+        ``sent_s``: how long ago a create request whose fate is unknown was sent. Its retry (a lookup by
+        ORIGIN_ID first) waits until the portal must have finished or cut it, or the lookup could miss an
+        entity that is committed a moment later.
+        """
         u = p.unit
         u.record(c, method=method, secrets=self.secrets)
         if c.counts_against_budget:
@@ -407,15 +416,18 @@ class Delivery:
             method_reset_in_s=reset_in,
         )
         outcome, reason, state = _DECISION_OUTCOME[d.action]
+        delay = d.delay_s
+        if sent_s is not None and p.plan.call is Call.CREATE and c.error_class is ErrorClass.NETWORK:
+            delay = max(delay, self.settings.portal_request_timeout_s - sent_s)
         if d.action is Action.RETRY:
-            self.events.retry(c.error_class, d.delay_s)
+            self.events.retry(c.error_class, delay)
         return Result(
             u,
             outcome,
             reason or d.reason,
             classification=c,
             call=p.plan.call,
-            delay_s=d.delay_s if outcome is Outcome.RETRY else 0.0,
+            delay_s=delay if outcome is Outcome.RETRY else 0.0,
             mapping_state=state,
             stale=p.plan.stale,
             trip=d.open_breaker,
@@ -468,6 +480,15 @@ class Delivery:
                 self.log.warning("skipped", reason=reason, **fields)
             else:
                 self.log.debug("applied", reason=reason, bitrix_id=r.bitrix_id, **fields)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """The whole request failed: every command in it shares this classification."""
+
+    classification: Classification
+    method: str
+    elapsed_s: float
 
 
 @dataclass(slots=True)

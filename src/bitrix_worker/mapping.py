@@ -49,7 +49,9 @@ from .redaction import redact
 
 __all__ = ["DEFAULT_TABLE", "Mapping", "MappingStore", "State"]
 
-State = Literal["active", "deleted"]
+State = Literal["active", "deleted", "unknown"]
+"""``unknown``: a create may or may not have happened (it was given up after an ambiguous failure); the
+next create of the key looks it up by ORIGIN_ID first."""
 
 DEFAULT_TABLE = "bitrix_mapping"
 SQLITE_BUSY_TIMEOUT_MS = 30_000

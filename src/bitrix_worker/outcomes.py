@@ -35,7 +35,9 @@ class Result:
     call: Call | None = None
     bitrix_id: int | None = None
     delay_s: float = 0.0
-    mapping_state: Literal["active", "deleted"] | None = None  # what to record in the mapping store
+    mapping_state: Literal["active", "deleted", "unknown"] | None = (
+        None  # what to record in the mapping store
+    )
     stale: tuple[int, ...] = ()
     trip: bool = False  # auth: open the portal's circuit breaker
     pause_s: float = 0.0  # blocked: pause the whole portal this long
@@ -48,11 +50,14 @@ def stream_ms(stream_id: str) -> int:
 
 
 def mapping_row(r: Result, token: int) -> Mapping | None:
-    if r.mapping_state is None:
+    state = r.mapping_state
+    if state is None and r.outcome is Outcome.DEAD and r.call is Call.CREATE and r.unit.ambiguous_before:
+        state = "unknown"  # it may exist in Bitrix24: the next create of this key must look it up first
+    if state is None:
         return None
     op = r.unit.head
     version = r.unit.max_version() if r.mapping_state == "active" else None
-    return Mapping(op.entity.value, op.key, r.bitrix_id, version, r.mapping_state, token)
+    return Mapping(op.entity.value, op.key, r.bitrix_id, version, state, token)
 
 
 def dead_letter_error(r: Result, *, stream_id: str, at_ms: int) -> str:

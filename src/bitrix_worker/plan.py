@@ -86,4 +86,5 @@ def plan_unit(unit: WorkUnit, mapping: Mapping | None, *, originator_id: str, re
     if head.op is OpKind.UPDATE and not (deleted and recreate_deleted):
         return Plan(None, skip=Skip.DEAL_DELETED if deleted else Skip.NO_BITRIX_ID, stale=stale)
     create_fields = {**fields, **origin_fields(originator_id, head.key)}
-    return Plan(Call.CREATE, None, create_fields, stale=stale, reconcile=unit.ambiguous_before)
+    unknown = mapping is not None and mapping.state == "unknown"
+    return Plan(Call.CREATE, None, create_fields, stale=stale, reconcile=unit.ambiguous_before or unknown)

@@ -109,7 +109,8 @@ class Worker:
         )
         # A dead worker's create may still be running on the portal for up to the read timeout: its lease
         # must outlive that, or a successor's lookup could miss an entity that is about to be committed.
-        lease_ms = max(settings.claim_idle_ms, int((settings.read_timeout_s + 5) * 1000))
+        longest_s = max(settings.read_timeout_s, settings.portal_request_timeout_s) + 5
+        lease_ms = max(settings.claim_idle_ms, int(longest_s * 1000))
         self.leases = Leases(redis, keys, ttl_ms=lease_ms)
         self.delivery = Delivery(
             settings,

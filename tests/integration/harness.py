@@ -29,6 +29,7 @@ FAST = {
     "claim_idle_ms": 1500,
     "block_ms": 100,
     "read_timeout_s": 2.0,
+    "portal_request_timeout_s": 1.0,
     "connect_timeout_s": 1.0,
     "shutdown_grace_s": 5.0,
     "http_port": 0,

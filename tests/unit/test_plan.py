@@ -99,3 +99,24 @@ def test_member_older_than_an_earlier_member_is_stale() -> None:
     )
     assert plan.stale == (1,)
     assert plan.fields == {"A": "v7", "B": "v8"}
+
+
+def test_create_after_an_ambiguous_create_was_given_up_looks_itself_up() -> None:
+    unknown = Mapping("deal", "k", None, None, "unknown", 3)
+    plan = plan_unit(unit((C, {"T": 1}, None)), unknown, originator_id="o", recreate_deleted=False)
+    assert plan.call is Call.CREATE
+    assert plan.reconcile
+    assert plan_unit(unit((U, {}, None)), unknown, originator_id="o", recreate_deleted=False).skip is (
+        Skip.NO_BITRIX_ID
+    )
+
+
+def test_dead_lettered_ambiguous_create_leaves_an_unknown_mapping() -> None:
+    from bitrix_worker.outcomes import Outcome, Result, mapping_row
+
+    u = unit((C, {"T": 1}, None))
+    assert mapping_row(Result(u, Outcome.DEAD, "budget", call=Call.CREATE), 5) is None
+    u.history.append({"kind": "attempt", "execution": "ambiguous"})
+    row = mapping_row(Result(u, Outcome.DEAD, "budget", call=Call.CREATE), 5)
+    assert row is not None
+    assert (row.state, row.bitrix_id, row.fence) == ("unknown", None, 5)
