@@ -1,0 +1,150 @@
+"""Bounded smoke runs of every benchmark in bench/: they run end to end and account for every operation.
+
+Small counts, a few seconds each; nothing here asserts a speed (the figures live in docs/benchmarks.md).
+The benchmarks start the emulator and workers as subprocesses, exactly as ``python -m bench.run_all`` does,
+on the test Redis (``BENCH_REDIS_URL``) under a unique key prefix that they delete afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench import cost, faults, peers, throughput
+from bench.common import Emulator
+from bench.cost import fold_raw
+from bench.report import render
+
+
+@pytest.fixture(autouse=True)
+def _bench_redis(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_REDIS_URL", redis_url)
+
+
+async def test_throughput_smoke_applies_every_update(tmp_path: Path) -> None:
+    emu = await Emulator.start(tmp_path)
+    try:
+        one = await throughput.run_ours(emu, tmp_path, n=300, processes=1, timeout_s=60)
+        two = await throughput.run_ours(emu, tmp_path, n=300, processes=2, timeout_s=60)
+    finally:
+        emu.stop()
+    for r in (one, two):
+        assert r["exit_codes"] == [0] * r["processes"]
+        assert r["applied_by_portal"] == 300
+        assert r["outcomes"] == {"outcome:applied": 300}
+        assert r["requests"] >= 6  # 300 updates need at least 6 batches of 50
+        assert "steady_ops_per_s" in r
+
+
+async def test_naive_smoke_accounts_for_what_it_took(tmp_path: Path) -> None:
+    emu = await Emulator.start(tmp_path)
+    try:
+        r = await peers.run_naive_bench(emu, tmp_path, n=80, window_s=3)
+    finally:
+        emu.stop()
+    assert r["operations_finished"] + r["not_reached_in_window"] == 80
+    assert r["applied"] + r["given_up"] == r["operations_finished"]
+    assert r["applied_by_portal"] == r["applied"]
+    assert r["requests_seen_by_portal"] == r["requests"]
+
+
+@pytest.mark.skipif(
+    not peers.fast_bitrix24_available(), reason="fast_bitrix24 is not installed (pip install -e '.[bench]')"
+)
+async def test_fast_bitrix24_smoke_applies_a_small_workload(tmp_path: Path) -> None:
+    emu = await Emulator.start(tmp_path)
+    try:
+        r = await peers.run_fast_bitrix24(emu, tmp_path, n=150, timeout_s=60)
+    finally:
+        emu.stop()
+    assert r["exception"] is None
+    assert r["applied_by_portal"] == 150
+    assert r["results_returned"] == 150
+
+
+async def test_fault_mix_smoke_accounts_for_every_operation(tmp_path: Path) -> None:
+    mix = faults.FaultMix(bursts=1, burst_len=2, burst_every=4, outage_start_s=0.3, outage_s=0.5)
+    fast = {
+        "breaker_cooldown_s": 0.5,
+        "breaker_max_cooldown_s": 1.0,
+        "backoff_base_s": 0.05,
+        "backoff_max_s": 0.2,
+        "rate_limit_backoff_base_s": 0.05,
+        "batch_size": 10,  # more requests, so the limit burst and the outage both meet some
+        "rate_burst": 1000,  # the portal's own bucket is widened too: only the injected refusals remain
+        "rate_per_s": 100,
+    }
+    emu = await Emulator.start(tmp_path, seed=3)
+    try:
+        ours = await faults.run_ours(
+            emu, tmp_path, n=300, timeout_s=60, mix=mix, portal_limits=(1000, 100.0), settings=fast
+        )
+        naive = await faults.run_naive_faults(
+            emu, tmp_path, n=100, window_s=3, mix=mix, portal_limits=(1000, 100.0)
+        )
+    finally:
+        emu.stop()
+    acc = ours["accounting"]
+    assert ours["exit_code"] == 0
+    assert acc["every_operation_accounted"], acc["mismatches"]
+    assert (
+        acc["outcomes"]
+        == {
+            "applied": 285,
+            "skipped:deleted_in_bitrix24": 9,
+            "dead_lettered:invalid_data": 6,
+        }
+        or sum(acc["outcomes"].values()) == 300
+    )
+    assert acc["dead_letter_stream"] == 6
+    assert ours["minimum"]["injected_limit_refusals"] == 2
+    assert ours["commands"] >= ours["minimum"]["commands"]
+    assert naive["applied"] + naive["given_up"] == naive["operations_finished"]
+    assert naive["commands_sent"] == naive["requests"]
+
+
+async def test_cost_smoke_measures_a_bounded_window(tmp_path: Path) -> None:
+    r = await cost.main(tmp_path, deals=100, backlog=20_000, window_s=1.5, profile_s=0)
+    assert r["applied_in_window"] > 0
+    assert r["cpu_s_per_1000_ops"] is not None
+    assert r["cpu_s_per_1000_ops"] > 0
+    assert r["peak_rss_mb"] > 0
+    assert r["left_in_stream"] < 20_000
+
+
+def test_profile_folding_and_report_rendering(tmp_path: Path) -> None:
+    raw = (
+        "main (bitrix_worker/cli.py:10);process (bitrix_worker/delivery.py:80);"
+        "execute (sqlalchemy/engine.py:5) 30\n"
+        "main (bitrix_worker/cli.py:10);process (bitrix_worker/delivery.py:81);loads (json/decoder.py:3) 10\n"
+        "main (bitrix_worker/cli.py:10);select (selectors.py:469) 60\n"
+    )
+    folded = fold_raw(raw)
+    assert folded["samples"] == 100
+    assert ("idle (waiting in select)", 60.0) in folded["self_by_area_pct"]
+    assert ("process (bitrix_worker/delivery.py)", 40.0) in folded["top_inclusive_bitrix_worker_pct"]
+    record = {
+        "mode": "quick",
+        "command": "python -m bench.run_all --quick",
+        "started_at": "2026-01-01T00:00:00Z",
+        "duration_s": 1.0,
+        "machine": {"cpus": 2},
+        "results": {},
+    }
+    (tmp_path / "sweep-20260101T000000Z.json").write_text(
+        '{"command": "python -m bench.sweep 8000 0.98", "started_at": "2026-01-01T00:00:00Z", "rows": '
+        '[{"rate_safety": 0.98, "processes": 1, "steady_ops_per_s": 98.0, "steady_pct_of_limit": 98.0, '
+        '"steady_refusals": 0, "refusals_total": 0}]}'
+    )
+    text = render(record, tmp_path / "quick-x.json", root=tmp_path)
+    assert "rate_safety sweep" in text
+    assert "| 0.98 | 1 | 98.00 | 98.00% | 0 | 0 |" in text
+
+
+async def test_until_idle_returns_on_an_empty_stream(bench: Any) -> None:
+    """Regression: a worker that finds nothing to do must exit (a cancel swallowed by redis-py's send on
+    Python 3.11 used to leave a background duty looping, so the second of two workers never returned)."""
+    for _ in range(3):
+        summary = await bench.run(timeout_s=5)
+        assert summary.total == 0
