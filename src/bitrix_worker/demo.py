@@ -38,6 +38,7 @@ from .redis.deadletter import as_text
 DEADLINE_S = 50.0
 TUNING: dict[str, Any] = {
     "read_timeout_s": 2.0,  # the emulator's timeouts hang 3 s: a short read timeout keeps the demo moving
+    "portal_request_timeout_s": 3.5,  # the emulator finishes every request within its 3 s hang
     "connect_timeout_s": 1.0,
     "rate_burst": 50,
     "rate_per_s": 10.0,
