@@ -393,11 +393,16 @@ class Worker:
             except BaseException:
                 self._slots.release()
                 raise
-            if entries:
-                self.log.warning("reclaimed entries of a dead consumer", n=len(entries))
-                self._spawn(entries)
-            else:
+            if not entries:
                 self._slots.release()
+            else:
+                self.log.warning("reclaimed entries of a dead consumer", n=len(entries))
+                self._inflight.update(e.id for e in entries)  # kept fresh while batches wait for a slot
+                groups = _by_key(entries, self.settings.batch_size)
+                self._spawn(groups[0])
+                for group in groups[1:]:
+                    await self._slots.acquire()
+                    self._spawn(group)
             if start == "0-0":
                 return
 
@@ -439,6 +444,19 @@ class Worker:
         await self.breaker.close()
         self.events.breaker(False, "probe succeeded")
         self.log.info("circuit breaker closed: portal probe succeeded")
+
+
+def _by_key(entries: Sequence[Entry], keys_per_batch: int) -> list[list[Entry]]:
+    """Split reclaimed entries into batches of at most ``keys_per_batch`` keys, never splitting a key: the
+    entries of one key are one unit and must run together, in one batch."""
+    by_ident: dict[str, list[Entry]] = {}
+    for e in entries:
+        by_ident.setdefault(e.ident or raw_ident(e.payload) or e.id, []).append(e)
+    groups = list(by_ident.values())
+    return [
+        [e for group in groups[i : i + keys_per_batch] for e in group]
+        for i in range(0, len(groups), keys_per_batch)
+    ]
 
 
 def _history(raw: str | None) -> list[dict[str, object]]:
