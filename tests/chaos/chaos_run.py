@@ -226,6 +226,7 @@ def worker_settings(base_url: str, redis_url: str, prefix: str, tmp: Path) -> Se
         rate_burst=BURST,
         rate_per_s=DRAIN_PER_S,
         read_timeout_s=READ_TIMEOUT_S,
+        portal_request_timeout_s=HANG_S,  # the emulator finishes every request within hang_s
         connect_timeout_s=1.0,
         claim_idle_ms=2000,
         block_ms=200,

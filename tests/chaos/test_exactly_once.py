@@ -230,3 +230,22 @@ def test_plan_marks_a_member_older_than_an_earlier_member_stale() -> None:
     assert plan.call is Call.UPDATE
     assert plan.stale == (1,)
     assert plan.fields == {"A": 7, "B": 7, "C": 0}
+
+
+async def test_a_dead_workers_coalesced_unit_reclaimed_in_pieces_keeps_its_order(bench: Bench) -> None:
+    """A dead worker owned one coalesced unit of 30 entries (create + 29 updates of one key). The rescuer
+    reclaims at most ``batch_size`` entries at a time: the pieces of that one unit must not run out of
+    order or side by side (an update before its create is skipped; v12 after v29 overwrites it)."""
+    await bench.enqueue("create", "split", _fields("split", 0), version=0)
+    for v in range(1, 30):
+        await bench.enqueue("update", "split", _fields("split", v), version=v)
+    s = bench.settings
+    dying = OperationQueue(bench.redis, s.keys, group=s.group, consumer="dying")
+    await dying.ensure_group()
+    entries, _ = await dying.claim(50)
+    assert len(entries) == 30  # one unit: the updates coalesce behind the create
+    await asyncio.sleep(0.35)
+    summary = await bench.run(claim_idle_ms=300, batch_size=10, concurrency=4)
+    (deal,) = await bench.entities()
+    assert (deal["TITLE"], deal["COMMENTS"]) == ("split v29", "version 29"), summary.outcomes
+    assert summary.outcomes["applied"] == 30, summary.outcomes
