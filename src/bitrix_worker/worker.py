@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -313,51 +314,28 @@ class Worker:
         )
 
     async def _dead_letter_poison(self, poison: list[_Poison]) -> None:
+        """Dead-letter entries that can never be processed, one dead-letter entry per operation in them."""
         settlements = []
         for p in poison:
-            error = json.dumps(
-                {
-                    "class": ErrorClass.POISON.value,
-                    "http_status": None,
-                    "bitrix_code": None,
-                    "description": p.reason,
-                    "reason": p.reason,
-                    "attempts": 0,
-                    "history": [],
-                    "stream_id": p.entry.id,
-                    "dead_lettered_at": now_ms(),
-                },
-                separators=(",", ":"),
-            )
             self.log.error("dead-lettered", reason=p.reason, error_class="poison", stream_id=p.entry.id)
-            self.events.outcome("dead_lettered", "poison", "", ErrorClass.POISON)
+            items = _poison_items(p.entry)
+            at = now_ms()
+            for _ in items:
+                self.events.outcome("dead_lettered", "poison", "", ErrorClass.POISON)
             if not p.ident:
-                await self.queue.dead_letter_raw(p.entry, error)
+                await self.queue.dead_letter_raw(p.entry, _poison_error(p.reason, p.entry.id, [], at))
                 continue
-            payload = p.entry.text("payload") or p.entry.text("unit") or ""
             settlements.append(
                 Settlement(
                     ids=[p.entry.id],
                     ident=p.ident,
                     action="dead",
-                    dead=[["payload", payload, "error", error]],
-                    outcomes=[
-                        [
-                            "stream_id",
-                            p.entry.id,
-                            "ident",
-                            p.ident,
-                            "outcome",
-                            "dead_lettered",
-                            "reason",
-                            "poison",
-                            "class",
-                            "poison",
-                            "at_ms",
-                            str(now_ms()),
-                        ]
+                    dead=[
+                        ["payload", payload, "error", _poison_error(p.reason, origin, history, at)]
+                        for payload, origin, history in items
                     ],
-                    counters={"outcome:dead_lettered": 1, "dead_lettered:poison": 1},
+                    outcomes=[_poison_outcome(origin, p.ident, at) for _, origin, _ in items],
+                    counters={"outcome:dead_lettered": len(items), "dead_lettered:poison": len(items)},
                 )
             )
         await self.queue.settle(settlements)
@@ -393,6 +371,8 @@ class Worker:
             except BaseException:
                 self._slots.release()
                 raise
+            # An entry of this very process whose batch is slow (not dead) is not taken over again.
+            entries = [e for e in entries if e.id not in self._inflight]
             if not entries:
                 self._slots.release()
             else:
@@ -467,3 +447,42 @@ def _history(raw: str | None) -> list[dict[str, object]]:
     except ValueError:
         return []
     return [h for h in value if isinstance(h, dict)] if isinstance(value, list) else []
+
+
+def _poison_items(entry: Entry) -> list[tuple[str, str, list[Any]]]:
+    """(payload, original stream id, history) of each operation a poison entry carries.
+
+    A retry unit that keeps failing a worker carries several operations: each is dead-lettered under its
+    own original id with its own payload, as if it had failed alone.
+    """
+    unit = entry.text("unit")
+    if unit is not None:
+        try:
+            data = json.loads(unit)
+            history = list(data.get("history") or [])
+            return [(str(m["payload"]), str(m["origin"]), history) for m in data["members"]]
+        except (ValueError, TypeError, KeyError):
+            return [(unit, entry.id, [])]
+    return [(entry.text("payload") or "", entry.id, [])]
+
+
+def _poison_error(reason: str, stream_id: str, history: list[Any], at_ms: int) -> str:
+    return json.dumps(
+        {
+            "class": ErrorClass.POISON.value,
+            "http_status": None,
+            "bitrix_code": None,
+            "description": reason,
+            "reason": reason,
+            "attempts": sum(1 for h in history if isinstance(h, dict) and h.get("kind") == "attempt"),
+            "history": history,
+            "stream_id": stream_id,
+            "dead_lettered_at": at_ms,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _poison_outcome(origin: str, ident: str, at_ms: int) -> list[str]:
+    record = {"stream_id": origin, "ident": ident, "outcome": "dead_lettered", "reason": "poison"}
+    return [x for kv in {**record, "class": "poison", "at_ms": str(at_ms)}.items() for x in kv]

@@ -146,3 +146,34 @@ async def test_redis_connections_dropped_mid_run_lose_nothing(bench: Bench) -> N
     assert origins == sorted(f"r-{i}" for i in range(150))
     assert await bench.dead() == []
     assert (await bench.redis.xpending(bench.settings.stream, bench.settings.group))["pending"] == 0
+
+
+async def test_retry_unit_that_keeps_killing_workers_is_dead_lettered_per_operation(bench: Bench) -> None:
+    s = bench.settings
+    members = [
+        {
+            "origin": "1-1",
+            "payload": json.dumps({"op": "create", "entity": "deal", "key": "u", "fields": {}}),
+        },
+        {
+            "origin": "1-2",
+            "payload": json.dumps({"op": "update", "entity": "deal", "key": "u", "fields": {}}),
+        },
+    ]
+    unit = json.dumps({"ident": "deal:u", "members": members, "failures": 1, "bounces": 0, "history": []})
+    await bench.redis.hincrby(s.keys.holds, "deal:u", 1)
+    await bench.enqueue_raw({"unit": unit, "held": "1", "ident": "deal:u"})
+    from bitrix_worker.redis.streams import OperationQueue
+
+    queue = OperationQueue(bench.redis, s.keys, group=s.group, consumer="dying")
+    await queue.ensure_group()
+    await queue.claim(10)
+    for _ in range(s.max_deliveries):
+        await asyncio.sleep(0.02)
+        await queue.reclaim(min_idle_ms=10, count=10)
+    summary = await bench.run(claim_idle_ms=100)
+    assert summary.outcomes == {"dead_lettered": 2}
+    dead = await bench.dead()
+    assert [(p["op"], e["stream_id"]) for p, e in dead] == [("create", "1-1"), ("update", "1-2")]
+    assert sorted(o["stream_id"] for o in await bench.outcomes()) == ["1-1", "1-2"]
+    assert await bench.redis.hlen(s.keys.holds) == 0
