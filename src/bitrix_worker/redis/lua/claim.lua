@@ -2,7 +2,9 @@
 -- KEYS[1] stream          KEYS[2] holds hash (ident -> live references)
 -- ARGV[1] group           ARGV[2] consumer   ARGV[3] count   ARGV[4] parked-list key prefix
 -- Returns {owned, last_id}: owned = {{id, ident, {field, value, ...}}, ...}; last_id is the newest entry
--- in the stream (or '0-0'), for a blocking XREAD that cannot miss an entry added after this call.
+-- in the stream (or '0-0'), for a blocking XREAD that cannot miss an entry added after this call; when
+-- this call read entries but parked all of them, it is the last id read, so that XREAD returns at once
+-- while unread entries remain instead of blocking until something newer than the newest arrives.
 --
 -- A key (ident = entity:key) is "held" while any operation of it is in flight or scheduled for retry.
 -- An entry whose key is held is acknowledged here and appended to the key's parked list, in stream order;
@@ -30,6 +32,7 @@ local function extend(seg, kind)
 end
 
 local owned = {}
+local last_read = nil
 local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
 if res then
   local seg, parked_here = {}, {}
@@ -37,6 +40,7 @@ if res then
   local entries = type(res[1]) == 'table' and res[1][2] or res[2]
   for _, entry in ipairs(entries) do
     local id, flat = entry[1], entry[2]
+    last_read = id
     local fields = {}
     for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
     local ident, kind = fields['ident'], nil
@@ -78,7 +82,9 @@ if res then
 end
 
 local last = '0-0'
-if #owned == 0 then
+if #owned == 0 and last_read then
+  last = last_read
+elseif #owned == 0 then
   local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if #newest > 0 then last = newest[1][1] end
 end
