@@ -13,7 +13,10 @@ from harness import Bench
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-FAULTS = ["500", "500_after_commit", "rate_limit", "not_found", "invalid", "timeout_commit", "reset", None]
+# No `not_found`: injected on an entity that exists, it is a lie a real portal never tells, and the worker
+# rightly believes it (marks the key deleted; an upsert re-creates), which would show up as a "duplicate".
+# Truthful "Not found" handling is tested with real deletions in test_seed_cases.py and test_ordering.py.
+FAULTS = ["500", "500_after_commit", "rate_limit", "invalid", "timeout_commit", "reset", None]
 
 operation = st.tuples(
     st.sampled_from(["create", "update", "upsert", "delete"]),
