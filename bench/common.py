@@ -86,6 +86,7 @@ class Emulator:
         faults: dict[str, Any] | None = None,
         seed: int | None = 7,
     ) -> Emulator:
+        ensure_dir(workdir)
         port = free_port()
         args = [sys.executable, *CLI, "emulator", "--port", str(port), "--burst", str(burst)]
         args += ["--drain", str(drain)]

@@ -110,15 +110,24 @@ def front_door_refusals(delta: dict[str, Any], code: str) -> int:
     return sum(int(per.get(code, 0)) for per in delta["calls"].values())
 
 
-def minimum(ops: int, delta: dict[str, Any], *, batch: int = 50) -> dict[str, int]:
-    injected_500 = int(delta["faults_injected"].get("500", 0))
+def minimum(ops: int, delta: dict[str, Any], *, invalid: int = 0, batch: int = 50) -> dict[str, int]:
+    """The minimum for ``ops`` finished operations, given the faults the portal actually answered.
+
+    500s are counted as answered (a 500 the portal picked for a request it then refused at the bucket
+    never reached the client). ``invalid`` operations get one policy retry in the ``*_policy`` variant
+    (the taxonomy's deliberate invalid_data budget of 1).
+    """
+    answered_500 = sum(int(per.get("INTERNAL_SERVER_ERROR", 0)) for per in delta["calls"].values())
     limit_refusals = int(delta["faults_injected"].get("rate_limit", 0))
     auth = 1 if front_door_refusals(delta, "INVALID_CREDENTIALS") else 0
+    commands = ops + answered_500
     return {
-        "commands": ops + injected_500,
-        "requests_batched": math.ceil((ops + injected_500) / batch) + limit_refusals + auth,
-        "requests_one_per_command": ops + injected_500 + limit_refusals + auth,
-        "injected_500": injected_500,
+        "commands": commands,
+        "requests_batched": math.ceil(commands / batch) + limit_refusals + auth,
+        "requests_one_per_command": commands + limit_refusals + auth,
+        "commands_policy": commands + invalid,
+        "requests_batched_policy": math.ceil((commands + invalid) / batch) + limit_refusals + auth,
+        "answered_500": answered_500,
         "injected_limit_refusals": limit_refusals,
         "auth_outage_refusals": front_door_refusals(delta, "INVALID_CREDENTIALS"),
     }
@@ -174,15 +183,15 @@ async def run_ours(
         outcomes = await ns.outcomes()
         dead = await ns.dead_letters()
         counters = await ns.counters()
-        return {
+        result = {
             "client": "bitrix-worker",
             "operations": n,
             "exit_code": code,
             "wall_s": round(elapsed, 2),
-            **_spent(n, delta),
             "accounting": _accounting(n, outcomes, dead, counters),
             "portal": delta,
         }
+        return refresh(result, naive=False)
     finally:
         await admin.faults(rules=[], auth_outage=None)
         await ns.cleanup()
@@ -190,16 +199,36 @@ async def run_ours(
         await admin.aclose()
 
 
-def _spent(ops: int, delta: dict[str, Any]) -> dict[str, Any]:
-    need = minimum(ops, delta)
+def _spent(ops: int, delta: dict[str, Any], invalid: int) -> dict[str, Any]:
+    need = minimum(ops, delta, invalid=invalid)
     commands = executed_commands(delta)
+    refused = sum(front_door_refusals(delta, code) for code in FRONT_DOOR)
     return {
         "requests": delta["requests"],
         "commands": commands,
         "minimum": need,
         "requests_per_minimum": round(delta["requests"] / need["requests_batched"], 4),
         "commands_per_minimum": round(commands / need["commands"], 4),
+        "requests_per_minimum_policy": round(delta["requests"] / need["requests_batched_policy"], 4),
+        "commands_per_minimum_policy": round(commands / need["commands_policy"], 4),
+        "requests_refused_at_front_door": refused,
     }
+
+
+def refresh(result: dict[str, Any], *, naive: bool) -> dict[str, Any]:
+    """Recompute the derived figures from the raw portal counts (so saved results follow the definitions)."""
+    done = result["operations_finished"] if naive else result["operations"]
+    invalid = sum(1 for i in range(done) if kind_of(i) == "invalid")
+    result.update(_spent(done, result["portal"], invalid))
+    if naive:
+        need = result["minimum"]
+        result["requests_per_minimum_one_per_command"] = round(
+            result["requests"] / need["requests_one_per_command"], 4
+        )
+        # one command per request: what it *sent*, including commands refused at the front door
+        result["commands_sent"] = result["requests"]
+        result["commands_sent_per_minimum"] = round(result["requests"] / need["commands"], 4)
+    return result
 
 
 def _accounting(
@@ -265,18 +294,11 @@ async def run_naive_faults(
             "client": "naive (1 call/op, 5 immediate retries)",
             "operations": n,
             **naive.as_dict(),
-            **_spent(done, delta),
             "valid_operations_finished": valid_done,
             "valid_operations_given_up": valid_done - naive.applied,
             "portal": delta,
         }
-        result["requests_per_minimum_one_per_command"] = round(
-            delta["requests"] / result["minimum"]["requests_one_per_command"], 4
-        )
-        # one command per request: what it *sent*, including commands refused at the front door
-        result["commands_sent"] = naive.requests
-        result["commands_sent_per_minimum"] = round(naive.requests / result["minimum"]["commands"], 4)
-        return result
+        return refresh(result, naive=True)
     finally:
         await admin.faults(rules=[], auth_outage=None)
         await ns.cleanup()

@@ -148,3 +148,30 @@ async def test_until_idle_returns_on_an_empty_stream(bench: Any) -> None:
     for _ in range(3):
         summary = await bench.run(timeout_s=5)
         assert summary.total == 0
+
+
+async def test_claim_that_parks_everything_does_not_wait_for_new_entries(
+    redis_client: Any, key_prefix: str
+) -> None:
+    """Regression (found by the cost smoke, where 20,000 updates cycle over 100 deals): when a claim parks
+    every entry it read because their keys are in flight, the worker must claim again at once while unread
+    entries remain, not block ``block_ms`` waiting for an entry newer than the newest."""
+    import json
+    import time
+
+    from bitrix_worker.defaults import StreamKeys
+    from bitrix_worker.redis.streams import OperationQueue
+
+    keys = StreamKeys(stream=f"{key_prefix}:ops", dead=f"{key_prefix}:dead")
+    for i in range(30):  # k0..k9, three times over
+        payload = {"op": "update", "entity": "deal", "key": f"k{i % 10}", "fields": {"N": i}}
+        await redis_client.xadd(keys.stream, {"payload": json.dumps(payload)})
+    queue = OperationQueue(redis_client, keys, group="g", consumer="c")
+    await queue.ensure_group()
+    owned, _ = await queue.claim(10)
+    assert len(owned) == 10  # k0..k9 now in flight
+    parked, last = await queue.claim(10)
+    assert parked == []  # the second round of k0..k9 waits for its turn
+    started = time.monotonic()
+    await queue.wait_for_new(last, 2000)
+    assert time.monotonic() - started < 1.0  # ten unread entries are still there: no reason to block
