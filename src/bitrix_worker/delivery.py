@@ -131,6 +131,7 @@ class Delivery:
         tripping = [r for r in results if r.trip or r.pause_s]
         if not tripping:
             return None
+        pause = max((r.pause_s for r in tripping), default=0.0)
         first = tripping[0]
         probe = None
         if not probing and first.trip and first.outcome is Outcome.RETRY:
@@ -141,10 +142,13 @@ class Delivery:
             if c
             else ""
         )
-        pause = max((r.pause_s for r in tripping), default=0.0)
-        await self.breaker.trip(
+        opened, _ = await self.breaker.trip(
             reason, cooldown_s=pause or None, probe_owner=self.settings.consumer if probe else ""
         )
+        if not opened:
+            # A batch that was in flight when the portal started refusing: the running cool-down covers it,
+            # and the worker that opened the breaker holds the probe.
+            return None
         self.events.breaker(True, reason)
         self.log.error("circuit breaker opened: consumption paused for the portal", reason=reason)
         return probe

@@ -177,6 +177,7 @@ class Breaker:
         self._cooldown_s = cooldown_s
         self._max_cooldown_s = max_cooldown_s
         self._clock = clock
+        self._script = register(client, "breaker")
 
     async def state(self) -> BreakerState:
         try:
@@ -196,30 +197,28 @@ class Breaker:
 
     async def trip(
         self, reason: str, *, cooldown_s: float | None = None, probe_owner: str = ""
-    ) -> BreakerState:
-        """Open (or re-open with a doubled cool-down, up to the maximum)."""
-        current = await self.state()
-        if cooldown_s is None:
-            cooldown_s = self._cooldown_s
-            if current.open or current.trips:
-                cooldown_s = min(self._max_cooldown_s, max(current.cooldown_s, self._cooldown_s) * 2)
-        until = self._clock() + cooldown_s
+    ) -> tuple[bool, BreakerState]:
+        """Open the breaker; returns whether this call opened it (False: a running cool-down already covers
+        this outage) and the resulting state. After a cool-down ran out, a trip doubles it."""
         try:
-            await self._client.hset(
-                self._key,
-                mapping={
-                    "open": "1",
-                    "reason": reason,
-                    "until": f"{until:.3f}",
-                    "cooldown": f"{cooldown_s:.3f}",
-                    "trips": current.trips + 1,
-                    "opened_at": f"{self._clock():.3f}",
-                    "probe_owner": probe_owner,
-                },
+            tripped, until, cooldown, trips = await self._script(
+                keys=[self._key],
+                args=[
+                    f"{self._clock():.3f}",
+                    reason,
+                    self._cooldown_s,
+                    self._max_cooldown_s,
+                    "" if cooldown_s is None else f"{cooldown_s:.3f}",
+                    probe_owner,
+                ],
             )
         except RedisError as exc:
             raise StoreError(f"breaker failed: {exc}") from exc
-        return BreakerState(True, reason, until, cooldown_s, current.trips + 1, probe_owner)
+        opened = _text(tripped) == "1"
+        state = BreakerState(
+            True, reason, float(until), float(cooldown), int(trips), probe_owner if opened else ""
+        )
+        return opened, state
 
     async def close(self) -> None:
         try:

@@ -413,7 +413,7 @@ class Worker:
         except BitrixError as exc:
             c = exc.classification
             if c.error_class in (ErrorClass.AUTH, ErrorClass.BLOCKED, ErrorClass.NETWORK):
-                state = await self.breaker.trip(
+                _, state = await self.breaker.trip(
                     f"probe failed: {c.error_class.value} {c.bitrix_code or ''}".strip()
                 )
                 await self.breaker.release_probe()

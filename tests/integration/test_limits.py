@@ -101,12 +101,20 @@ async def test_breaker_opens_escalates_and_closes(
     breaker = Breaker(redis_client, f"{key_prefix}:br", cooldown_s=30, max_cooldown_s=100, clock=clock)
     peer = Breaker(redis_client, f"{key_prefix}:br", cooldown_s=30, max_cooldown_s=100, clock=clock)
     assert not (await peer.state()).open
-    await breaker.trip("auth: INVALID_CREDENTIALS")
+    assert (await breaker.trip("auth: INVALID_CREDENTIALS"))[0]
     state = await peer.state()
     assert state.open
     assert state.until == clock.now + 30
-    assert (await breaker.trip("again")).cooldown_s == 60
-    assert (await breaker.trip("again")).cooldown_s == 100
+    opened, same = await peer.trip("auth: a batch that was in flight")
+    assert not opened  # one outage, one cool-down
+    assert same.until == clock.now + 30
+    clock.now += 31  # the cool-down ran out and a probe failed: it doubles, up to the maximum
+    assert (await breaker.trip("probe failed"))[1].cooldown_s == 60
+    clock.now += 61
+    assert (await breaker.trip("probe failed"))[1].cooldown_s == 100
+    opened, blocked = await breaker.trip("OVERLOAD_LIMIT", cooldown_s=600)
+    assert opened  # an explicit, longer pause extends a running cool-down
+    assert blocked.until == clock.now + 600
     assert await breaker.acquire_probe(5)
     assert not await peer.acquire_probe(5)  # one prober at a time
     await peer.close()

@@ -139,3 +139,32 @@ async def test_auth_error_dead_letters_after_two_calls_and_holds_the_backlog(ben
         await asyncio.wait_for(task, 10)
     assert len(await bench.entities()) == 5
     assert len(await bench.dead()) == 1
+
+
+async def test_batches_in_flight_during_an_outage_open_the_breaker_once(bench: Bench) -> None:
+    from bitrix_worker.events import WorkerEvents
+    from bitrix_worker.taxonomy import ErrorClass
+    from bitrix_worker.worker import Worker
+
+    class Breakers(WorkerEvents):
+        def __init__(self) -> None:
+            self.opened = 0
+
+        def breaker(self, is_open: bool, reason: str) -> None:
+            self.opened += is_open
+
+        def outcome(self, outcome: str, reason: str, entity: str, error_class: ErrorClass | None) -> None:
+            pass
+
+    await bench.admin.set_faults(
+        auth_outage={"start_s": 0, "duration_s": 0.3}, latency={"dist": "fixed", "s": 0.1}
+    )
+    for i in range(8):
+        await bench.enqueue("create", f"o-{i}", {"TITLE": "x"})
+    seen = Breakers()
+    settings = bench.settings.model_copy(update={"batch_size": 1, "concurrency": 4})
+    async with Worker.open(settings, events=seen) as worker:
+        summary = await asyncio.wait_for(worker.run(until_idle=True), 30)
+    assert summary.outcomes == {"applied": 8}
+    assert seen.opened == 1  # four refused batches, one outage, one cool-down
+    assert len(await bench.entities()) == 8
