@@ -27,6 +27,7 @@ RECOVERY_PER_S = 0.02  # the slow-down factor climbs back from 0.5 to 1.0 in 25 
 class LimiterState:
     factor: float
     backlog_s: float  # how far ahead of now the bucket is booked
+    next_free_s: float = 0.0  # how long until the next request may be sent
 
 
 class Limiter:
@@ -90,8 +91,10 @@ class Limiter:
         await self._run("penalize")
 
     async def state(self) -> LimiterState:
-        factor, tat, now = await self._run("state")
-        return LimiterState(float(factor), max(0.0, (float(tat) - float(now)) / 1000))
+        factor, tat, now, next_ms = await self._run("state")
+        return LimiterState(
+            float(factor), max(0.0, (float(tat) - float(now)) / 1000), max(0.0, float(next_ms) / 1000)
+        )
 
 
 class MethodPauses:

@@ -35,6 +35,7 @@ from .taxonomy import ErrorClass
 from .units import Member, WorkUnit, now_ms, raw_ident, unit_from_json
 
 PROMOTE_INTERVAL_S = 0.1
+CLAIM_AHEAD_S = 1.0  # claim when the limiter will let a request out within this long
 STORE_RETRY_S = 1.0
 
 
@@ -202,7 +203,7 @@ class Worker:
 
     async def _step(self, until_idle: bool) -> bool:
         """One turn of the loop; False ends it (until-idle reached)."""
-        if await self._breaker_holds():
+        if await self._breaker_holds() or await self._limiter_backlogged():
             return True
         await self._slots.acquire()
         if self._stopping.is_set():
@@ -220,6 +221,19 @@ class Worker:
         if until_idle and not self._tasks and await self.queue.is_idle():
             return False
         await self._wait_for_work(last)
+        return True
+
+    async def _limiter_backlogged(self) -> bool:
+        """Claim no further ahead than the shared limiter can send.
+
+        Entries claimed while the portal's bucket is booked for seconds ahead would only wait in this
+        process's memory: if it dies, they are redelivered (and counted as deliveries) for nothing. Claiming
+        just in time keeps the pending list honest and bounds what a crash hands to the reclaimer.
+        """
+        wait = (await self.limiter.state()).next_free_s
+        if wait <= CLAIM_AHEAD_S:
+            return False
+        await self._sleep(min(wait - CLAIM_AHEAD_S, 1.0))
         return True
 
     async def _wait_for_work(self, last: str) -> None:

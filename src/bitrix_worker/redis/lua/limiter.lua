@@ -9,7 +9,7 @@
 --   parallel requests from overrunning the portal's bucket.
 -- penalize: the portal refused a request (QUERY_LIMIT_EXCEEDED): halve the rate (floor 0.1x) for every
 --   worker and treat the bucket as full; the factor recovers linearly at ARGV[6] per second.
--- state: returns {factor, tat_ms, now_ms} as strings.
+-- state: returns {factor, tat_ms, now_ms, ms until the next request may be sent} as strings.
 local key = KEYS[1]
 local cmd = ARGV[1]
 local rate, burst, max_wait = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -56,4 +56,6 @@ elseif cmd == 'penalize' then
   save()
   return 0
 end
-return {string.format('%.6f', factor), string.format('%.3f', tat), string.format('%d', now)}
+local next_ms = math.max(0, tat - tolerance - now)
+return {string.format('%.6f', factor), string.format('%.3f', tat), string.format('%d', now),
+  string.format('%.3f', next_ms)}
