@@ -96,33 +96,8 @@ async def mapping_store(store_target: tuple[str, str, str]) -> AsyncIterator[Map
 
 @pytest.fixture
 async def bench(redis_url: str, key_prefix: str, tmp_path: Path) -> AsyncIterator[Any]:
-    """A real Redis, the emulator on loopback and a SQLite mapping store, wired into worker settings."""
-    import redis.asyncio as aioredis
-    from harness import FAST, Bench
+    """The worker test bench of ``harness.open_bench``."""
+    from harness import open_bench
 
-    from bitrix_worker.config import load_settings
-    from bitrix_worker.emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer
-
-    async with EmulatorServer(EmulatorConfig(seed=7, burst=1000, drain_per_s=1000)) as emulator:
-        settings = load_settings(
-            webhook_url=emulator.webhook_url,
-            redis_url=redis_url,
-            database_url=f"sqlite+aiosqlite:///{tmp_path / 'mapping.sqlite3'}",
-            stream=f"{key_prefix}:ops",
-            dead_stream=f"{key_prefix}:dead",
-            group="g",
-            consumer=f"{key_prefix}-w",
-            rate_burst=1000,
-            rate_per_s=1000,
-            **FAST,
-        )
-        client = aioredis.Redis.from_url(redis_url)
-        admin = EmulatorAdmin(emulator.base_url)
-        try:
-            yield Bench(settings, client, emulator, admin, tmp_path)
-        finally:
-            await admin.aclose()
-            keys = [k async for k in client.scan_iter(match=f"*{key_prefix}*", count=500)]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+    async with open_bench(redis_url, key_prefix, tmp_path) as b:
+        yield b

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bitrix_worker.config import Settings, load_settings
-from bitrix_worker.emulator import EmulatorAdmin, EmulatorServer
+from bitrix_worker.emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer
 from bitrix_worker.operations import Entity, OpKind
 from bitrix_worker.producer import build_operation, enqueue
 from bitrix_worker.worker import RunSummary, Worker
@@ -112,3 +114,35 @@ def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
 
 
 WORKER_CMD = ["-c", "from bitrix_worker.cli import main; main()", "run"]
+
+
+@asynccontextmanager
+async def open_bench(redis_url: str, key_prefix: str, tmp: Path) -> AsyncIterator[Bench]:
+    """A real Redis, the emulator on loopback and a SQLite mapping store, wired into worker settings.
+
+    Limits are lifted (1000/s) so tests measure behaviour, not the portal's pace; keys under ``key_prefix``
+    are deleted afterwards.
+    """
+    async with EmulatorServer(EmulatorConfig(seed=7, burst=1000, drain_per_s=1000)) as emulator:
+        settings = load_settings(
+            webhook_url=emulator.webhook_url,
+            redis_url=redis_url,
+            database_url=f"sqlite+aiosqlite:///{tmp / 'mapping.sqlite3'}",
+            stream=f"{key_prefix}:ops",
+            dead_stream=f"{key_prefix}:dead",
+            group="g",
+            consumer=f"{key_prefix}-w",
+            rate_burst=1000,
+            rate_per_s=1000,
+            **FAST,
+        )
+        client = aioredis.Redis.from_url(redis_url)
+        admin = EmulatorAdmin(emulator.base_url)
+        try:
+            yield Bench(settings, client, emulator, admin, tmp)
+        finally:
+            await admin.aclose()
+            keys = [k async for k in client.scan_iter(match=f"*{key_prefix}*", count=500)]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
