@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -24,15 +22,15 @@ from redis.asyncio import Redis
 from .bitrix.client import BitrixClient
 from .config import Settings
 from .delivery import Delivery
-from .errors import BitrixError, PoisonMessage, StoreError
+from .errors import BitrixError, StoreError
 from .events import EventFanout, WorkerEvents
+from .intake import Poison, build_units, by_key, poison_error, poison_items, poison_settlement
 from .leases import Leases
 from .limits import Breaker, Limiter, MethodPauses
 from .mapping import MappingStore
-from .operations import decode_payload
-from .redis.streams import Entry, OperationQueue, Settlement
+from .redis.streams import Entry, OperationQueue
 from .taxonomy import ErrorClass
-from .units import Member, WorkUnit, now_ms, raw_ident, unit_from_json
+from .units import now_ms
 
 PROMOTE_INTERVAL_S = 0.1
 CLAIM_AHEAD_S = 1.0  # claim when the limiter will let a request out within this long
@@ -54,13 +52,6 @@ class _Tally(WorkerEvents):
 
     def outcome(self, outcome: str, reason: str, entity: str, error_class: ErrorClass | None) -> None:
         self.summary.outcomes[outcome] += 1
-
-
-@dataclass(slots=True)
-class _Poison:
-    entry: Entry
-    ident: str
-    reason: str
 
 
 class Worker:
@@ -256,7 +247,7 @@ class Worker:
         ids = [e.id for e in entries]
         self._inflight.update(ids)
         try:
-            units, poison = self._units(entries)
+            units, poison = build_units(entries, max_deliveries=self.settings.max_deliveries)
             await self._dead_letter_poison(poison)
             if units:
                 await self.delivery.process(units)
@@ -282,90 +273,30 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
-    # ---- entries -> units -------------------------------------------------------------------------------
-
-    def _units(self, entries: Sequence[Entry]) -> tuple[list[WorkUnit], list[_Poison]]:
-        """Group entries by key (stream order kept); anything unreadable is poison."""
-        units: dict[str, WorkUnit] = {}
-        poison: list[_Poison] = []
-        for e in entries:
-            ident = e.ident or raw_ident(e.payload)
-            if e.deliveries > self.settings.max_deliveries:
-                poison.append(_Poison(e, ident, f"delivered {e.deliveries} times: it keeps failing a worker"))
-                continue
-            try:
-                unit = self._unit(e, ident)
-            except PoisonMessage as exc:
-                poison.append(_Poison(e, ident, exc.reason))
-                continue
-            if e.deliveries > 1:
-                unit.history.append(
-                    {
-                        "kind": "redelivery",
-                        "execution": "ambiguous",
-                        "deliveries": e.deliveries,
-                        "at_ms": now_ms(),
-                    }
-                )
-            existing = units.get(unit.ident)
-            if existing is None:
-                units[unit.ident] = unit
-            else:
-                existing.members += unit.members
-                existing.stream_ids += unit.stream_ids
-                existing.deliveries = max(existing.deliveries, unit.deliveries)
-        return list(units.values()), poison
-
-    def _unit(self, e: Entry, ident: str) -> WorkUnit:
-        unit_json = e.text("unit")
-        if unit_json is not None:
-            return unit_from_json(unit_json, e.id, e.deliveries)
-        operation = decode_payload(e.payload)
-        prior = _history(e.text("history"))
-        member = Member(e.id, e.text("payload") or "", operation, prior)
-        return WorkUnit(
-            ident or operation.ident, [member], [e.id], history=list(prior), deliveries=e.deliveries
-        )
-
-    async def _dead_letter_poison(self, poison: list[_Poison]) -> None:
+    async def _dead_letter_poison(self, poison: list[Poison]) -> None:
         """Dead-letter entries that can never be processed, one dead-letter entry per operation in them."""
         settlements = []
         for p in poison:
             self.log.error("dead-lettered", reason=p.reason, error_class="poison", stream_id=p.entry.id)
-            items = _poison_items(p.entry)
             at = now_ms()
-            for _ in items:
+            for _ in poison_items(p.entry):
                 self.events.outcome("dead_lettered", "poison", "", ErrorClass.POISON)
-            if not p.ident:
-                await self.queue.dead_letter_raw(p.entry, _poison_error(p.reason, p.entry.id, [], at))
-                continue
-            settlements.append(
-                Settlement(
-                    ids=[p.entry.id],
-                    ident=p.ident,
-                    action="dead",
-                    dead=[
-                        ["payload", payload, "error", _poison_error(p.reason, origin, history, at)]
-                        for payload, origin, history in items
-                    ],
-                    outcomes=[_poison_outcome(origin, p.ident, at) for _, origin, _ in items],
-                    counters={"outcome:dead_lettered": len(items), "dead_lettered:poison": len(items)},
-                )
-            )
+            if p.ident:
+                settlements.append(poison_settlement(p, at))
+            else:
+                await self.queue.dead_letter_raw(p.entry, poison_error(p.reason, p.entry.id, [], at))
         await self.queue.settle(settlements)
 
     # ---- background duties ------------------------------------------------------------------------------
 
-    async def _every(self, interval_s: float, duty: object) -> None:
+    async def _every(self, interval_s: float, duty: Callable[[], Awaitable[None]]) -> None:
         while not self._stopping.is_set():
             try:
-                await duty()  # type: ignore[operator]
+                await duty()
             except StoreError as exc:
-                self.log.warning(
-                    "background duty failed", duty=getattr(duty, "__name__", "?"), error=str(exc)
-                )
+                self.log.warning("background duty failed", duty=duty.__name__, error=str(exc))
             except Exception:
-                self.log.exception("background duty crashed", duty=getattr(duty, "__name__", "?"))
+                self.log.exception("background duty crashed", duty=duty.__name__)
             await self._sleep(interval_s)
 
     async def _promote(self) -> None:
@@ -392,7 +323,7 @@ class Worker:
             else:
                 self.log.warning("reclaimed entries of a dead consumer", n=len(entries))
                 self._inflight.update(e.id for e in entries)  # kept fresh while batches wait for a slot
-                groups = _by_key(entries, self.settings.batch_size)
+                groups = by_key(entries, self.settings.batch_size)
                 self._spawn(groups[0])
                 for group in groups[1:]:
                     await self._slots.acquire()
@@ -438,65 +369,3 @@ class Worker:
         await self.breaker.close()
         self.events.breaker(False, "probe succeeded")
         self.log.info("circuit breaker closed: portal probe succeeded")
-
-
-def _by_key(entries: Sequence[Entry], keys_per_batch: int) -> list[list[Entry]]:
-    """Split reclaimed entries into batches of at most ``keys_per_batch`` keys, never splitting a key: the
-    entries of one key are one unit and must run together, in one batch."""
-    by_ident: dict[str, list[Entry]] = {}
-    for e in entries:
-        by_ident.setdefault(e.ident or raw_ident(e.payload) or e.id, []).append(e)
-    groups = list(by_ident.values())
-    return [
-        [e for group in groups[i : i + keys_per_batch] for e in group]
-        for i in range(0, len(groups), keys_per_batch)
-    ]
-
-
-def _history(raw: str | None) -> list[dict[str, object]]:
-    if not raw:
-        return []
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return []
-    return [h for h in value if isinstance(h, dict)] if isinstance(value, list) else []
-
-
-def _poison_items(entry: Entry) -> list[tuple[str, str, list[Any]]]:
-    """(payload, original stream id, history) of each operation a poison entry carries.
-
-    A retry unit that keeps failing a worker carries several operations: each is dead-lettered under its
-    own original id with its own payload, as if it had failed alone.
-    """
-    unit = entry.text("unit")
-    if unit is not None:
-        try:
-            data = json.loads(unit)
-            history = list(data.get("history") or [])
-            return [(str(m["payload"]), str(m["origin"]), history) for m in data["members"]]
-        except (ValueError, TypeError, KeyError):
-            return [(unit, entry.id, [])]
-    return [(entry.text("payload") or "", entry.id, [])]
-
-
-def _poison_error(reason: str, stream_id: str, history: list[Any], at_ms: int) -> str:
-    return json.dumps(
-        {
-            "class": ErrorClass.POISON.value,
-            "http_status": None,
-            "bitrix_code": None,
-            "description": reason,
-            "reason": reason,
-            "attempts": sum(1 for h in history if isinstance(h, dict) and h.get("kind") == "attempt"),
-            "history": history,
-            "stream_id": stream_id,
-            "dead_lettered_at": at_ms,
-        },
-        separators=(",", ":"),
-    )
-
-
-def _poison_outcome(origin: str, ident: str, at_ms: int) -> list[str]:
-    record = {"stream_id": origin, "ident": ident, "outcome": "dead_lettered", "reason": "poison"}
-    return [x for kv in {**record, "class": "poison", "at_ms": str(at_ms)}.items() for x in kv]
