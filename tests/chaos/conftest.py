@@ -8,7 +8,7 @@ workers as separate processes.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +24,14 @@ async def bench(redis_url: str, key_prefix: str, tmp_path: Path) -> AsyncIterato
 
     async with open_bench(redis_url, key_prefix, tmp_path) as b:
         yield b
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_anything_printed(capfd: pytest.CaptureFixture[str], tmp_path: Path) -> Iterator[None]:
+    """Worker logs (in-process and the subprocesses' files under tmp_path) never carry the webhook secret."""
+    yield
+    out, err = capfd.readouterr()
+    texts = [out, err, *(log.read_text(errors="replace") for log in tmp_path.rglob("*.log"))]
+    assert not any("emulator-secret" in text for text in texts), "the webhook secret was printed"
+    # Re-emit what was captured so `pytest -s` / failure reports still show it.
+    print(out, end="")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +101,20 @@ async def bench(redis_url: str, key_prefix: str, tmp_path: Path) -> AsyncIterato
 
     async with open_bench(redis_url, key_prefix, tmp_path) as b:
         yield b
+
+
+#: The webhook secret every emulator in these tests uses (EmulatorConfig's default).
+WEBHOOK_SECRET = "emulator-secret"
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_anything_printed(capfd: pytest.CaptureFixture[str], tmp_path: Path) -> Iterator[None]:
+    """Everything the worker printed during the test (in-process logs, CLI output, and the log files of
+    worker subprocesses under tmp_path) must be free of the webhook secret."""
+    yield
+    out, err = capfd.readouterr()
+    printed = {"stdout": out, "stderr": err}
+    for log in tmp_path.rglob("*.log"):
+        printed[str(log)] = log.read_text(errors="replace")
+    leaked = [where for where, text in printed.items() if WEBHOOK_SECRET in text]
+    assert not leaked, f"the webhook secret was printed to {leaked}"
