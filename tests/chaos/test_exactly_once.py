@@ -15,6 +15,7 @@ import pytest
 from harness import Bench
 
 from bitrix_worker.delivery import Pending
+from bitrix_worker.intake import build_units
 from bitrix_worker.mapping import Mapping
 from bitrix_worker.outcomes import Result
 from bitrix_worker.redis.streams import OperationQueue
@@ -92,7 +93,7 @@ async def test_a_live_lease_defers_a_second_workers_create_without_a_call(bench:
         async with Worker.open(bench.settings.model_copy(update={"consumer": "successor"})) as successor:
             await successor.queue.ensure_group()
             entries, _ = await successor.queue.claim(10)
-            units, _ = successor._units(entries)
+            units, _ = build_units(entries, max_deliveries=bench.settings.max_deliveries)
             (result,) = await successor.delivery.process(units)
         assert (result.outcome, result.reason) == ("retry", "lease held by another worker")
         assert result.delay_s > 0
@@ -121,7 +122,7 @@ async def test_a_zombie_that_stalls_past_its_lease_does_not_create_a_second_deal
         _stall_before_send(zombie, stalled, wake)
         await zombie.queue.ensure_group()
         entries, _ = await zombie.queue.claim(10)
-        units, _ = zombie._units(entries)
+        units, _ = build_units(entries, max_deliveries=bench.settings.max_deliveries)
         frozen = asyncio.create_task(zombie.delivery.process(units))
         await asyncio.wait_for(stalled.wait(), 5)
         await asyncio.sleep(0.5)  # idle past claim_idle_ms and the lease TTL

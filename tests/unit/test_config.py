@@ -10,6 +10,13 @@ SECRET = "s3cr3t-token-value"
 URL = f"https://portal.bitrix24.ru/rest/7/{SECRET}/"
 
 
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defaults are what the code says, not what `make test` or the shell exported."""
+    for name in ("BITRIX_WEBHOOK_URL", "REDIS_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_defaults_match_taxonomy() -> None:
     s = load_settings(webhook_url=URL)
     assert s.retry_budget(ErrorClass.NOT_FOUND, creating=False) == 0
