@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlparse, urlunparse
 
 import pytest
-import redis
 import redis.asyncio as aioredis
+from scripts.ensure_redis import answers as _answers
 
 TEST_DB = int(os.environ.get("BITRIX_WORKER_TEST_REDIS_DB", "13"))
 
@@ -21,17 +21,6 @@ TEST_DB = int(os.environ.get("BITRIX_WORKER_TEST_REDIS_DB", "13"))
 def _with_db(url: str, db: int) -> str:
     parts = urlparse(url)
     return urlunparse(parts._replace(path=f"/{db}"))
-
-
-def _answers(url: str) -> bool:
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (redis.RedisError, OSError):
-        return False
 
 
 @pytest.fixture(scope="session")
