@@ -5,9 +5,10 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export REDIS_URL ?= redis://127.0.0.1:6379/0
+# REDIS_URL: tests and benchmarks use it (default redis://127.0.0.1:6379/0) and start a server when none
+# answers; `make demo` uses it only when the user set it, and otherwise runs an embedded Valkey.
 
-.PHONY: demo test lint typecheck unit chaos bench venv ensure-redis clean
+.PHONY: demo test lint typecheck chaos bench venv ensure-redis clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python >= 3.11 is required (none found on PATH)"; exit 1; }
