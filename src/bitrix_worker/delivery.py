@@ -456,9 +456,14 @@ class Delivery:
 
     def _report(self, r: Result, now: int) -> None:
         if r.outcome is Outcome.RETRY:
+            head = r.unit.head
             self.log.info(
                 "retry scheduled",
-                ident=r.unit.ident,
+                op=head.op.value,
+                entity=head.entity.value,
+                key=head.key,
+                stream_id=r.unit.origin,
+                operations=len(r.unit.members),
                 reason=r.reason,
                 delay_s=round(r.delay_s, 3),
                 error_class=_cls(r),
