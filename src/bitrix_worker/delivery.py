@@ -13,23 +13,24 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 
 from .bitrix.client import BitrixClient
 from .bitrix.methods import Command, crm_add, crm_delete, crm_list, crm_update
 from .config import Settings
-from .errors import BitrixError
 from .events import WorkerEvents
 from .leases import Leases
 from .limits import Breaker, Limiter, MethodPauses
 from .mapping import MappingStore
 from .operations import OpKind
-from .outcomes import Outcome, Result, mapping_row, member_outcomes, settlement, stream_ms
+from .outcomes import Outcome, Result, mapping_row, settlement
 from .plan import Call, Plan, plan_unit
-from .policy import Action, RetryPolicy, decide, equal_jitter
+from .policy import Action, RetryPolicy, decide
 from .redis.streams import OperationQueue
+from .reporting import report
+from .sending import Failed, Sender
 from .taxonomy import Classification, ErrorClass, Execution
 from .units import WorkUnit, now_ms
 
@@ -80,6 +81,15 @@ class Delivery:
         self.policy = RetryPolicy.from_settings(settings)
         self.rng = rng or random.Random()
         self.secrets = (settings.webhook.secret,)
+        self.sender = Sender(
+            client,
+            limiter=limiter,
+            pauses=pauses,
+            events=events,
+            policy=self.policy,
+            max_refusals=settings.retries_rate_limited,
+            rng=self.rng,
+        )
         self.log = structlog.get_logger("bitrix_worker.delivery")
 
     # ---- the batch --------------------------------------------------------------------------------------
@@ -223,8 +233,8 @@ class Delivery:
         }
         found: dict[int, int] = {}
         failed: dict[int, tuple[Classification, str]] = {}
-        outcome = await self._call(commands)
-        if isinstance(outcome, _Failed):
+        outcome = await self.sender.send(commands)
+        if isinstance(outcome, Failed):
             failed = dict.fromkeys(range(len(need)), (outcome.classification, outcome.method))
         else:
             for i in range(len(need)):
@@ -281,8 +291,8 @@ class Delivery:
         if not pending:
             return results
         commands = {f"c{i}": p.command for i, p in enumerate(pending) if p.command is not None}
-        outcome = await self._call(commands)
-        if isinstance(outcome, _Failed):
+        outcome = await self.sender.send(commands)
+        if isinstance(outcome, Failed):
             for p in pending:
                 results.append(
                     await self._failure(p, outcome.classification, outcome.method, sent_s=outcome.elapsed_s)
@@ -310,49 +320,6 @@ class Delivery:
             if p.command is not None and p.command.method in paused
         ]
         return deferred, [p for p in pending if p.command is not None and p.command.method not in paused]
-
-    async def _call(self, commands: dict[str, Command]) -> _BatchLike | _Failed:
-        """One request (batch or single); rate-limit refusals are waited out here, never dropped."""
-        bounces = 0
-        while True:
-            waited = await self.limiter.acquire()
-            if waited > 0:
-                self.events.limiter_wait(waited)
-            method = "batch" if len(commands) > 1 else next(iter(commands.values())).method
-            started = time.monotonic()
-            try:
-                if len(commands) > 1:
-                    batch = await self.client.batch(commands, halt=False)
-                    self.events.call("batch", "ok", time.monotonic() - started)
-                    await self._observe("batch", batch.time)
-                    return _BatchLike(batch.results, batch.errors)
-                name, command = next(iter(commands.items()))
-                single = await self.client.call(command.method, command.params)
-                self.events.call(method, "ok", time.monotonic() - started)
-                await self._observe(method, single.time)
-                return _BatchLike({name: single.result}, {})
-            except BitrixError as exc:
-                c = exc.classification
-                self.events.call(method, c.error_class.value, time.monotonic() - started)
-                if (
-                    c.error_class is not ErrorClass.RATE_LIMITED
-                    or bounces >= self.settings.retries_rate_limited
-                ):
-                    return _Failed(c, method, time.monotonic() - started)
-                bounces += 1
-                await self.limiter.penalize()
-                delay = equal_jitter(
-                    bounces, self.policy.rate_limit_base_s, self.policy.backoff_max_s, self.rng
-                )
-                self.log.info(
-                    "rate limited by Bitrix24; waiting", method=method, bounce=bounces, delay_s=delay
-                )
-                await asyncio.sleep(max(delay, c.retry_after_s or 0.0))
-
-    async def _observe(self, method: str, info: object) -> None:
-        operating = getattr(info, "operating", None)
-        if operating is not None:
-            await self.pauses.observe(method, operating, getattr(info, "operating_reset_at", None))
 
     # ---- per-unit results -------------------------------------------------------------------------------
 
@@ -452,58 +419,7 @@ class Delivery:
                     "unit was reclaimed by another worker; its outcome is theirs", ident=r.unit.ident
                 )
                 continue
-            self._report(r, now)
-
-    def _report(self, r: Result, now: int) -> None:
-        if r.outcome is Outcome.RETRY:
-            head = r.unit.head
-            self.log.info(
-                "retry scheduled",
-                op=head.op.value,
-                entity=head.entity.value,
-                key=head.key,
-                stream_id=r.unit.origin,
-                operations=len(r.unit.members),
-                reason=r.reason,
-                delay_s=round(r.delay_s, 3),
-                error_class=_cls(r),
-                attempt=r.unit.attempts,
-            )
-            return
-        for i, outcome, reason in member_outcomes(r):
-            m = r.unit.members[i]
-            error_class = r.classification.error_class if r.classification else None
-            self.events.outcome(outcome, reason, m.operation.entity.value, error_class)
-            self.events.latency(max(0.0, (now - stream_ms(m.origin)) / 1000))
-            fields = {
-                "op": m.operation.op.value,
-                "entity": m.operation.entity.value,
-                "key": m.operation.key,
-                "stream_id": m.origin,
-                "attempt": r.unit.attempts,
-                "error_class": _cls(r),
-            }
-            if outcome == Outcome.DEAD.value:
-                self.log.error("dead-lettered", reason=reason, **fields)
-            elif outcome == Outcome.SKIPPED.value:
-                self.log.warning("skipped", reason=reason, **fields)
-            else:
-                self.log.debug("applied", reason=reason, bitrix_id=r.bitrix_id, **fields)
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    """The whole request failed: every command in it shares this classification."""
-
-    classification: Classification
-    method: str
-    elapsed_s: float
-
-
-@dataclass(slots=True)
-class _BatchLike:
-    results: dict[str, Any]
-    errors: dict[str, Classification]
+            report(r, now, events=self.events, log=self.log)
 
 
 def _not_run() -> Classification:
@@ -514,7 +430,3 @@ def _as_id(result: object) -> int:
     if isinstance(result, bool) or not isinstance(result, int | str):
         raise ValueError(f"unexpected id {result!r}")
     return int(result)
-
-
-def _cls(r: Result) -> str | None:
-    return r.classification.error_class.value if r.classification else None

@@ -1,0 +1,50 @@
+"""Telling the world how each unit ended: one log line per operation, and the metrics hooks.
+
+Every line carries op, entity, key, stream id, attempt and error class (docs/operations.md), so an operator
+can follow one order through the logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .events import WorkerEvents
+from .outcomes import Outcome, Result, member_outcomes, stream_ms
+
+
+def report(r: Result, now_ms: int, *, events: WorkerEvents, log: Any) -> None:
+    error_class = r.classification.error_class if r.classification else None
+    cls = error_class.value if error_class else None
+    if r.outcome is Outcome.RETRY:
+        head = r.unit.head
+        log.info(
+            "retry scheduled",
+            op=head.op.value,
+            entity=head.entity.value,
+            key=head.key,
+            stream_id=r.unit.origin,
+            operations=len(r.unit.members),
+            reason=r.reason,
+            delay_s=round(r.delay_s, 3),
+            error_class=cls,
+            attempt=r.unit.attempts,
+        )
+        return
+    for i, outcome, reason in member_outcomes(r):
+        m = r.unit.members[i]
+        events.outcome(outcome, reason, m.operation.entity.value, error_class)
+        events.latency(max(0.0, (now_ms - stream_ms(m.origin)) / 1000))
+        fields = {
+            "op": m.operation.op.value,
+            "entity": m.operation.entity.value,
+            "key": m.operation.key,
+            "stream_id": m.origin,
+            "attempt": r.unit.attempts,
+            "error_class": cls,
+        }
+        if outcome == Outcome.DEAD.value:
+            log.error("dead-lettered", reason=reason, **fields)
+        elif outcome == Outcome.SKIPPED.value:
+            log.warning("skipped", reason=reason, **fields)
+        else:
+            log.debug("applied", reason=reason, bitrix_id=r.bitrix_id, **fields)

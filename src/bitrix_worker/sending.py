@@ -1,0 +1,107 @@
+"""One request to the portal through the shared limiter: the only place the worker waits out refusals.
+
+A request is counted when it is sent (the limiter books a slot first). A ``QUERY_LIMIT_EXCEEDED`` refusal ran
+nothing, so the same request is sent again after a backoff, slowing the shared limiter for every worker;
+it never spends an operation's failure budget and never drops work. Every other failure is returned as a
+``Failed`` for the policy to decide per operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from .bitrix.client import BitrixClient
+from .bitrix.methods import Command
+from .errors import BitrixError
+from .events import WorkerEvents
+from .limits import Limiter, MethodPauses
+from .policy import RetryPolicy, equal_jitter
+from .taxonomy import Classification, ErrorClass, TimeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The whole request failed: every command in it shares this classification."""
+
+    classification: Classification
+    method: str
+    elapsed_s: float  # since it was sent: how long the portal may already have been running it
+
+
+@dataclass(slots=True)
+class Answered:
+    """Per-command results and errors (one command alone looks like a batch of one)."""
+
+    results: dict[str, Any]
+    errors: dict[str, Classification]
+
+
+class Sender:
+    def __init__(
+        self,
+        client: BitrixClient,
+        *,
+        limiter: Limiter,
+        pauses: MethodPauses,
+        events: WorkerEvents,
+        policy: RetryPolicy,
+        max_refusals: int,
+        rng: random.Random,
+    ) -> None:
+        self.client = client
+        self.limiter = limiter
+        self.pauses = pauses
+        self.events = events
+        self.policy = policy
+        self.max_refusals = max_refusals
+        self.rng = rng
+        self.log = structlog.get_logger("bitrix_worker.sending")
+
+    async def send(self, commands: dict[str, Command]) -> Answered | Failed:
+        """One request (``batch`` for several commands, a plain call for one)."""
+        refusals = 0
+        method = "batch" if len(commands) > 1 else next(iter(commands.values())).method
+        while True:
+            waited = await self.limiter.acquire()
+            if waited > 0:
+                self.events.limiter_wait(waited)
+            started = time.monotonic()
+            try:
+                answered = await self._request(commands, method)
+                self.events.call(method, "ok", time.monotonic() - started)
+                return answered
+            except BitrixError as exc:
+                c = exc.classification
+                self.events.call(method, c.error_class.value, time.monotonic() - started)
+                if c.error_class is not ErrorClass.RATE_LIMITED or refusals >= self.max_refusals:
+                    return Failed(c, method, time.monotonic() - started)
+                refusals += 1
+                await self.limiter.penalize()
+                delay = equal_jitter(
+                    refusals, self.policy.rate_limit_base_s, self.policy.backoff_max_s, self.rng
+                )
+                self.log.info(
+                    "rate limited by Bitrix24; waiting", method=method, bounce=refusals, delay_s=delay
+                )
+                await asyncio.sleep(max(delay, c.retry_after_s or 0.0))
+
+    async def _request(self, commands: dict[str, Command], method: str) -> Answered:
+        if len(commands) > 1:
+            batch = await self.client.batch(commands, halt=False)
+            await self._observe(method, batch.time)
+            return Answered(batch.results, batch.errors)
+        name, command = next(iter(commands.items()))
+        single = await self.client.call(command.method, command.params)
+        await self._observe(method, single.time)
+        return Answered({name: single.result}, {})
+
+    async def _observe(self, method: str, info: TimeInfo | None) -> None:
+        """Feed ``time.operating`` to the method pauses: they stop a method before its budget is spent."""
+        if info is not None and info.operating is not None:
+            await self.pauses.observe(method, info.operating, info.operating_reset_at)
