@@ -35,6 +35,12 @@ from .taxonomy import Classification, ErrorClass, Execution
 from .units import WorkUnit, now_ms
 
 _CALL_OP = {Call.CREATE: OpKind.CREATE, Call.UPDATE: OpKind.UPDATE, Call.DELETE: OpKind.DELETE}
+# successful call -> (reason, what to record in the mapping store)
+_SUCCESS: dict[Call, tuple[str, Literal["active", "deleted"]]] = {
+    Call.CREATE: ("created", "active"),
+    Call.UPDATE: ("updated", "active"),
+    Call.DELETE: ("deleted", "deleted"),
+}
 # decision -> (outcome, fixed reason or "" for the decision's own, what to record in the mapping store)
 _DECISION_OUTCOME: dict[Action, tuple[Outcome, str, Literal["active", "deleted"] | None]] = {
     Action.RETRY: (Outcome.RETRY, "", None),
@@ -70,10 +76,8 @@ class Delivery:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client
         self.queue = queue
         self.store = store
-        self.limiter = limiter
         self.pauses = pauses
         self.breaker = breaker
         self.leases = leases
@@ -324,33 +328,17 @@ class Delivery:
     # ---- per-unit results -------------------------------------------------------------------------------
 
     def _success(self, p: Pending, result: object) -> Result:
-        if p.plan.call is Call.CREATE:
-            return Result(
-                p.unit,
-                Outcome.APPLIED,
-                "created",
-                call=Call.CREATE,
-                bitrix_id=_as_id(result),
-                mapping_state="active",
-                stale=p.plan.stale,
-            )
-        if p.plan.call is Call.DELETE:
-            return Result(
-                p.unit,
-                Outcome.APPLIED,
-                "deleted",
-                call=Call.DELETE,
-                bitrix_id=p.plan.bitrix_id,
-                mapping_state="deleted",
-                stale=p.plan.stale,
-            )
+        call = p.plan.call
+        assert call is not None
+        reason, state = _SUCCESS[call]
+        bitrix_id = _as_id(result) if call is Call.CREATE else p.plan.bitrix_id
         return Result(
             p.unit,
             Outcome.APPLIED,
-            "updated",
-            call=Call.UPDATE,
-            bitrix_id=p.plan.bitrix_id,
-            mapping_state="active",
+            reason,
+            call=call,
+            bitrix_id=bitrix_id,
+            mapping_state=state,
             stale=p.plan.stale,
         )
 
