@@ -18,6 +18,7 @@ from rich.console import Console
 
 from .config import Settings, load_settings
 from .errors import BitrixWorkerError, ConfigError
+from .operations import Entity
 
 app = typer.Typer(
     name="bitrix-worker",
@@ -88,7 +89,7 @@ def run(
 @app.command()
 def enqueue(
     op: Annotated[str, typer.Argument(help="create | update | upsert | delete")],
-    entity: Annotated[str, typer.Argument(help="deal | contact | company | lead")],
+    entity: Annotated[str, typer.Argument(help=" | ".join(e.value for e in Entity))],
     key: Annotated[str, typer.Argument(help="Your external id, e.g. order-42 (becomes ORIGIN_ID).")],
     fields: Annotated[str, typer.Option("--fields", "-f", help="Bitrix24 fields as a JSON object.")] = "{}",
     version: Annotated[
@@ -111,13 +112,10 @@ def enqueue(
         fail(f"invalid operation: {_first_error(exc)}", 2)
 
     async def go() -> str:
-        from redis.asyncio import Redis
+        from .redis.connection import redis_connection
 
-        client = Redis.from_url(settings.redis_url)
-        try:
+        async with redis_connection(settings.redis_url) as client:
             return await do_enqueue(client, operation, stream=settings.stream)
-        finally:
-            await client.aclose()
 
     out.print(run_async(go), highlight=False)
 
@@ -174,7 +172,8 @@ def status(
     ] = 100_000,
 ) -> None:
     """Stream, pending, retries, dead letters, breaker, limiter, counters and live workers at a glance."""
-    from .status import gather_status, redis_connection
+    from .redis.connection import redis_connection
+    from .status import gather_status
 
     settings = settings_or_exit(stream=stream)
 
@@ -198,8 +197,8 @@ IdsArg = Annotated[list[str] | None, typer.Argument(help="Dead-letter entry ids.
 
 
 def _dead_letters(stream: str | None, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from .redis.connection import redis_connection
     from .redis.deadletter import DeadLetters
-    from .status import redis_connection
 
     settings = settings_or_exit(stream=stream)
 

@@ -9,7 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from bitrix_worker.defaults import StreamKeys
-from bitrix_worker.redis.streams import Entry, OperationQueue, Settlement
+from bitrix_worker.redis.streams import OperationQueue
+from bitrix_worker.values import Entry, Settlement
 
 
 def payload(op: str, key: str, **fields: object) -> str:
