@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from .bitrix.client import BitrixClient
-from .bitrix.methods import Command, crm_add, crm_delete, crm_list, crm_update
+from .bitrix.methods import Command, crm_list, parse_id
 from .config import Settings
 from .errors import BitrixWorkerError
 from .events import WorkerEvents
@@ -26,7 +26,7 @@ from .intake import Poison, poison_error, poison_items, poison_settlement
 from .judge import Circumstances, judge_failure
 from .mapping import MappingStore
 from .outcomes import Outcome, Result, mapping_row, settlement
-from .plan import Call, Plan, plan_unit
+from .plan import Call, Plan, command_for, plan_unit
 from .policy import RetryPolicy
 from .reasons import Reason
 from .redis.leases import Leases
@@ -236,21 +236,11 @@ class Delivery:
         settled = {id(r.unit) for r in out}
         return [p for p in pending if id(p.unit) not in settled]
 
-    def _command(self, p: Pending) -> Command:
-        entity = p.unit.head.entity.value
-        if p.plan.call is Call.CREATE:
-            return crm_add(entity, p.plan.fields)
-        if p.plan.bitrix_id is None:
-            raise BitrixWorkerError(f"{p.unit.ident}: planned {p.plan.call} without a Bitrix24 id")
-        if p.plan.call is Call.UPDATE:
-            return crm_update(entity, p.plan.bitrix_id, p.plan.fields)
-        return crm_delete(entity, p.plan.bitrix_id)
-
     async def _send(self, pending: list[Pending]) -> list[Result]:
         if not pending:
             return []
         for p in pending:
-            p.command = self._command(p)
+            p.command = command_for(p.plan, p.unit.head.entity.value)
         methods = sorted({p.command.method for p in pending if p.command is not None})
         paused = await self.pauses.paused_for(methods)
         results: list[Result] = []
@@ -276,7 +266,7 @@ class Delivery:
         if call is None:
             raise BitrixWorkerError(f"{p.unit.ident}: a success without a call")
         reason, state = _SUCCESS[call]
-        bitrix_id = _as_id(result) if call is Call.CREATE else p.plan.bitrix_id
+        bitrix_id = parse_id(result) if call is Call.CREATE else p.plan.bitrix_id
         return Result(
             p.unit, Outcome.APPLIED, reason, call=call, bitrix_id=bitrix_id, mapping_state=state,
             stale=p.plan.stale,
@@ -306,9 +296,3 @@ class Delivery:
         if r.outcome is Outcome.RETRY and r.reason is not Reason.RECREATING:
             self.events.retry(c.error_class, r.delay_s)
         return r
-
-
-def _as_id(result: object) -> int:
-    if isinstance(result, bool) or not isinstance(result, int | str):
-        raise ValueError(f"unexpected id {result!r}")
-    return int(result)

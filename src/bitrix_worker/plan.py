@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .bitrix.methods import Command, crm_add, crm_delete, crm_update
+from .errors import BitrixWorkerError
 from .operations import OpKind
 from .reasons import Reason
 from .units import WorkUnit
@@ -81,3 +83,14 @@ def plan_unit(unit: WorkUnit, mapping: Mapping | None, *, originator_id: str, re
     create_fields = {**fields, **origin_fields(originator_id, head.key)}
     unknown = mapping is not None and mapping.state == "unknown"
     return Plan(Call.CREATE, None, create_fields, stale=stale, reconcile=unit.ambiguous_before or unknown)
+
+
+def command_for(plan: Plan, entity: str) -> Command:
+    """The Bitrix24 command that carries out a plan with a call."""
+    if plan.call is Call.CREATE:
+        return crm_add(entity, plan.fields)
+    if plan.call is None or plan.bitrix_id is None:
+        raise BitrixWorkerError(f"{entity}: no command for {plan.call} without a Bitrix24 id")
+    if plan.call is Call.UPDATE:
+        return crm_update(entity, plan.bitrix_id, plan.fields)
+    return crm_delete(entity, plan.bitrix_id)

@@ -80,7 +80,9 @@ class Worker:
             rng=rng,
             clock=clock,
         )
-        self.log = structlog.get_logger("bitrix_worker.worker").bind(consumer=settings.consumer)
+        self.log = structlog.get_logger("bitrix_worker.worker").bind(
+            consumer=settings.consumer, portal=self.portal.name
+        )
         self._stopping = asyncio.Event()
         self._inflight: set[str] = set()
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -121,13 +123,7 @@ class Worker:
             asyncio.create_task(self._every(max(0.05, idle_s / 3), self._heartbeat)),
         ]
         s = self.settings
-        self.log.info(
-            "worker started",
-            stream=s.stream,
-            group=s.group,
-            portal=self.portal.name,
-            concurrency=s.concurrency,
-        )
+        self.log.info("worker started", stream=s.stream, group=s.group, concurrency=s.concurrency)
         try:
             while not self._stopping.is_set():
                 try:

@@ -47,9 +47,23 @@ class OperationQueue:
         self._settle = register(client, "settle")
         self._promote = register(client, "promote")
         self._reclaim = register(client, "reclaim")
-        self._parked_prefix = keys.parked("")
+        self._migrate = register(client, "migrate_parked")
 
     async def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) if missing; move parked lists of older versions."""
+        await self._create_group()
+        await self._migrate_parked_lists()
+
+    async def _migrate_parked_lists(self) -> None:
+        """Versions before 0.2 parked a key's operations in one list per key; move them into the parked
+        hash (declared in the scripts' KEYS, which Redis Cluster needs). SCAN once at start, never later."""
+        prefix = self.keys.legacy_parked("")
+        with translated("migrating parked lists"):
+            async for raw in self.client.scan_iter(match=prefix + "*", count=1000):
+                key = as_text(raw)
+                await self._migrate(keys=[key, self.keys.parked], args=[key[len(prefix) :]])
+
+    async def _create_group(self) -> None:
         with translated(f"creating consumer group {self.group!r}"):
             try:
                 await self.client.xgroup_create(self.keys.stream, self.group, id="0", mkstream=True)
@@ -61,8 +75,8 @@ class OperationQueue:
         """New entries whose key's turn this consumer now owns; parked ones are not returned."""
         with translated("claim"):
             owned, last = await self._claim(
-                keys=[self.keys.stream, self.keys.holds],
-                args=[self.group, self.consumer, count, self._parked_prefix],
+                keys=[self.keys.stream, self.keys.holds, self.keys.parked],
+                args=[self.group, self.consumer, count],
             )
         return [_entry(i, ident, flat) for i, ident, flat in owned], as_text(last)
 
@@ -77,11 +91,20 @@ class OperationQueue:
         k = self.keys
         with translated("settle"):
             result = await self._settle(
-                keys=[k.stream, k.holds, k.schedule, k.schedule_data, k.dead, k.outcomes, k.counters],
+                keys=[
+                    k.stream,
+                    k.holds,
+                    k.schedule,
+                    k.schedule_data,
+                    k.dead,
+                    k.outcomes,
+                    k.counters,
+                    k.parked,
+                ],
                 args=[
                     self.group,
                     self.consumer,
-                    self._parked_prefix,
+                    "",
                     self.outcomes_maxlen,
                     self.segment_limit,
                     json.dumps([s.as_json() for s in settlements]),
@@ -130,17 +153,6 @@ class OperationQueue:
             return
         with translated("touch"):
             await self.client.xclaim(self.keys.stream, self.group, self.consumer, 0, list(ids), justid=True)
-
-    async def is_idle(self) -> bool:
-        """Nothing new, pending, parked-in-flight or scheduled: what ``--until-idle`` waits for."""
-        k = self.keys
-        with translated("status"):
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.xlen(k.stream)
-                pipe.zcard(k.schedule)
-                pipe.hlen(k.holds)
-                length, scheduled, held = await pipe.execute()
-        return int(length) == 0 and int(scheduled) == 0 and int(held) == 0
 
 
 async def delete_stream_keys(client: RedisClient, keys: StreamKeys) -> None:
