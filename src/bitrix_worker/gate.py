@@ -23,7 +23,7 @@ import structlog
 
 from .bitrix.client import BitrixClient
 from .config import Settings
-from .errors import BitrixError
+from .errors import BitrixError, BitrixWorkerError
 from .events import WorkerEvents
 from .outcomes import Outcome, Result
 from .redis.breaker import Breaker, BreakerState
@@ -137,7 +137,7 @@ class PortalGate:
     async def _probe_read_only(self) -> None:
         """A read-only call that spends no operation: does the webhook work again?"""
         if self._client is None or self._limiter is None:
-            raise RuntimeError("a probing gate needs the portal's client and limiter")
+            raise BitrixWorkerError("a probing gate needs the portal's client and limiter")
         await self._limiter.acquire()
         try:
             await self._client.fields("deal")
