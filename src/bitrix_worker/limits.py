@@ -1,7 +1,7 @@
 """Shared limits in Redis: the portal's request bucket, per-method pauses and the portal circuit breaker.
 
 All three are shared by every worker process on every host, because Bitrix24 counts requests per portal and
-source IP, not per process (docs/error-taxonomy.md, rate_limited / method_limited / auth / blocked).
+source IP, not per process (docs/errors.md, "Limits shared by every worker").
 """
 
 from __future__ import annotations
