@@ -1,6 +1,6 @@
 """Every default in one place, with its unit in the name, and the Redis key layout.
 
-Budgets are retries *after* the first attempt (docs/error-taxonomy.md). Key names derive from the stream
+Budgets are retries *after* the first attempt (docs/errors.md). Key names derive from the stream
 name as ``{<stream>}:<suffix>`` so that every key one Lua script touches sits in the stream's Redis Cluster
 slot.
 """
