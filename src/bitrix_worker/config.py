@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     breaker_cooldown_s: float = Field(default=d.BREAKER_COOLDOWN_S, gt=0)
     breaker_max_cooldown_s: float = Field(default=d.BREAKER_MAX_COOLDOWN_S, gt=0)
     blocked_cooldown_s: float = Field(default=d.BLOCKED_COOLDOWN_S, gt=0)
+    portal_failure_threshold: int = Field(default=d.PORTAL_FAILURE_THRESHOLD, ge=1)
 
     connect_timeout_s: float = Field(default=d.CONNECT_TIMEOUT_S, gt=0)
     read_timeout_s: float = Field(default=d.READ_TIMEOUT_S, gt=0)

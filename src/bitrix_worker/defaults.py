@@ -44,6 +44,7 @@ OPERATING_SAFETY = 0.9
 BREAKER_COOLDOWN_S = 30.0
 BREAKER_MAX_COOLDOWN_S = 600.0
 BLOCKED_COOLDOWN_S = 600.0
+PORTAL_FAILURE_THRESHOLD = 3  # whole requests failing in a row (any worker) before the portal is paused
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 65.0  # the cloud cuts a request at 60 s: never give up before the portal does

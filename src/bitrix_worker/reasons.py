@@ -36,6 +36,7 @@ class Reason(StrEnum):
     BLOCKED = "blocked"  # OVERLOAD_LIMIT: the portal is paused
     LEASE_BUSY = "lease_busy"  # another worker holds the key's create lease
     LEASE_LOST = "lease_lost"  # this worker's create lease lapsed before sending
+    PORTAL_DOWN = "portal_down"  # the portal as a whole is failing: held, no budget spent
 
     @property
     def sentence(self) -> str:
@@ -56,4 +57,5 @@ _SENTENCES: dict[Reason, str] = {
     Reason.BLOCKED: "blocked by Bitrix24 (OVERLOAD_LIMIT): portal paused",
     Reason.LEASE_BUSY: "lease held by another worker",
     Reason.LEASE_LOST: "lease lost before sending",
+    Reason.PORTAL_DOWN: "the portal is failing: held until it recovers",
 }

@@ -28,6 +28,7 @@ HistoryEntry = TypedDict(
         "description": str,
         "method": str,
         "deliveries": int,
+        "portal": bool,  # the whole request failed in a way that may be the portal's (gate.own_failure)
         "at_ms": int,
     },
     total=False,
@@ -38,10 +39,16 @@ REDELIVERY = "redelivery"
 
 
 def attempt_entry(
-    c: Classification, *, attempt: int, method: str, at_ms: int, secrets: Sequence[str] = ()
+    c: Classification,
+    *,
+    attempt: int,
+    method: str,
+    at_ms: int,
+    secrets: Sequence[str] = (),
+    portal: bool = False,
 ) -> HistoryEntry:
     """One failed attempt; the description is truncated and free of secrets."""
-    return {
+    entry: HistoryEntry = {
         "kind": ATTEMPT,
         "attempt": attempt,
         "class": c.error_class.value,
@@ -52,6 +59,9 @@ def attempt_entry(
         "method": method,
         "at_ms": at_ms,
     }
+    if portal:
+        entry["portal"] = True
+    return entry
 
 
 def redelivery_entry(deliveries: int, at_ms: int) -> HistoryEntry:

@@ -24,7 +24,7 @@ from .errors import BitrixError
 from .events import WorkerEvents
 from .policy import RetryPolicy, refusal_delay
 from .redis.limits import Limiter, MethodPauses
-from .taxonomy import Classification, ErrorClass, TimeInfo
+from .taxonomy import Classification, ErrorClass, Execution, TimeInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +89,8 @@ class Sender:
                 if c.error_class is ErrorClass.RATE_LIMITED:
                     delay = refusal_delay(refused_before + refusals + 1, c, self.policy, self.rng)
                 if delay is None:
+                    if c.error_class is ErrorClass.NETWORK and c.execution is Execution.NOT_EXECUTED:
+                        await self.limiter.refund()  # it never reached the portal, which did not count it
                     return Failed(c, method, time.monotonic() - started, refusals)
                 refusals += 1
                 await self.limiter.penalize()

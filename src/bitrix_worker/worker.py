@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -21,16 +21,16 @@ from .config import Settings
 from .delivery import Delivery
 from .errors import BitrixError, StoreError
 from .events import EventFanout, RunSummary, Tally, WorkerEvents
-from .intake import build_units, by_key
+from .intake import Poison, build_units, by_key, poison_error, poison_items, poison_settlement
 from .mapping import MappingStore
-from .outcomes import Result
 from .portal import Portal
+from .reasons import Reason
 from .redis.connection import RedisClient, client_for, ping_or_fail
 from .redis.gauges import QueueReader
 from .redis.leases import Leases, lease_ttl_ms
 from .redis.streams import OperationQueue
 from .redis.workers import WorkerRegistry
-from .units import WorkUnit
+from .taxonomy import ErrorClass
 from .values import Clock, Entry, ms
 
 PROMOTE_INTERVAL_S = 0.1
@@ -77,6 +77,7 @@ class Worker:
             pauses=self.portal.pauses,
             leases=self.leases,
             events=self.events,
+            gate=self.portal.gate,
             rng=rng,
             clock=clock,
         )
@@ -203,11 +204,9 @@ class Worker:
             units, poison = build_units(
                 entries, max_deliveries=self.settings.max_deliveries, at_ms=ms(self.clock)
             )
-            await self.delivery.dead_letter_poison(poison)
+            await self._dead_letter_poison(poison)
             if units:
-                _, held = await self._deliver(units, may_hold=True)
-                if held is not None:
-                    await self.portal.gate.probe(held.unit, self._probe_with)
+                await self.delivery.run(units)
         except (StoreError, BitrixError) as exc:
             self.log.error("batch failed; its entries stay pending and will be reclaimed", error=str(exc))
         except Exception:
@@ -216,22 +215,19 @@ class Worker:
             self._inflight.difference_update(ids)
             self._slots.release()
 
-    async def _deliver(
-        self, units: Sequence[WorkUnit], *, may_hold: bool
-    ) -> tuple[list[Result], Result | None]:
-        """Deliver, let the gate look at the results (it may hold one back as its probe), then settle."""
-        delivered = await self.delivery.deliver(units)
-        try:
-            held = await self.portal.gate.observe(delivered.results, may_hold=may_hold)
-        except BaseException:
-            await self.delivery.abandon(delivered)
-            raise
-        await self.delivery.finish(delivered, [r for r in delivered.results if r is not held])
-        return delivered.results, held
-
-    async def _probe_with(self, unit: WorkUnit) -> list[Result]:
-        results, _ = await self._deliver([unit], may_hold=False)
-        return results
+    async def _dead_letter_poison(self, poison: list[Poison]) -> None:
+        """Dead-letter entries that can never be processed, one dead-letter entry per operation in them."""
+        settlements = []
+        for p in poison:
+            self.log.error("dead-lettered", reason=p.reason, error_class="poison", stream_id=p.entry.id)
+            at = ms(self.clock)
+            for _ in poison_items(p.entry):
+                self.events.outcome("dead_lettered", Reason.POISON, "", ErrorClass.POISON)
+            if p.ident:
+                settlements.append(poison_settlement(p, at))
+            else:
+                await self.queue.dead_letter_raw(p.entry, poison_error(p.reason, p.entry.id, [], at))
+        await self.queue.settle(settlements)
 
     async def _drain(self) -> None:
         if not self._tasks:
