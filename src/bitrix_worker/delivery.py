@@ -20,7 +20,7 @@ import structlog
 from .bitrix.client import BitrixClient
 from .bitrix.methods import Command, crm_list, parse_id
 from .config import Settings
-from .errors import BitrixWorkerError
+from .errors import BitrixWorkerError, StoreError
 from .events import WorkerEvents
 from .gate import PortalGate, PortalView, own_failure
 from .judge import Circumstances, judge_failure
@@ -33,6 +33,7 @@ from .redis.leases import Leases
 from .redis.limits import Limiter, MethodPauses
 from .redis.streams import OperationQueue
 from .reporting import report
+from .retrying import until_written
 from .sending import Answered, Failed, Sender
 from .taxonomy import Classification, ErrorClass, Execution
 from .units import WorkUnit
@@ -130,13 +131,18 @@ class Delivery:
         return delivered
 
     async def finish(self, delivered: Delivered, results: Sequence[Result]) -> None:
-        """Write the mapping rows and settle ``results`` atomically; then release the batch's leases."""
+        """Write the mapping rows and settle ``results`` atomically; then release the batch's leases.
+
+        What the portal answered is kept: a store that fails here is retried until it answers (a Redis
+        restart costs seconds), never treated as a failed batch whose calls would be sent again.
+        """
         try:
             rows = [row for r in results if (row := mapping_row(r, delivered.token)) is not None]
             if rows:
-                await self.store.record_many(rows)
+                await until_written("mapping rows", lambda: self.store.record_many(rows), self.log)
             now = ms(self.clock)
-            settled = await self.queue.settle([settlement(r, now) for r in results])
+            settlements = [settlement(r, now) for r in results]
+            settled = await until_written("settlement", lambda: self.queue.settle(settlements), self.log)
             for r, ok in zip(results, settled, strict=True):
                 if ok:
                     report(r, now, events=self.events, log=self.log)
@@ -145,7 +151,10 @@ class Delivery:
                         "unit was reclaimed by another worker; its outcome is theirs", ident=r.unit.ident
                     )
         finally:
-            await self.leases.release(delivered.leased, delivered.token)
+            try:
+                await self.leases.release(delivered.leased, delivered.token)
+            except StoreError as exc:  # bookkeeping: an unreleased lease lapses by itself
+                self.log.warning("could not release create leases; they will lapse", error=str(exc))
 
     async def run(self, units: Sequence[WorkUnit]) -> list[Result]:
         """Deliver and finish one batch."""

@@ -28,7 +28,7 @@ import structlog
 
 from .bitrix.client import BitrixClient
 from .config import Settings
-from .errors import BitrixError, BitrixWorkerError
+from .errors import BitrixError, BitrixWorkerError, StoreError
 from .events import WorkerEvents
 from .records import HistoryEntry
 from .redis.breaker import Breaker, BreakerState
@@ -148,13 +148,19 @@ class PortalGate:
         """Whether this answer shows a failure that may be the portal's, and the portal's health record; the
         gate counts it unless every operation in the request is failing on its own."""
         c = whole_request_failure(answer)
-        if c is None:
-            if isinstance(answer, Answered):
-                await self.note_answer()
-            return PortalView(None)
-        ok_at = await self.healthy_since_ms()
-        if not all(own_failure(u.history, ok_at) for u in units):
-            await self.note_portal_failure(c)
+        try:
+            if c is None:
+                if isinstance(answer, Answered):
+                    await self.note_answer()
+                return PortalView(None)
+            ok_at = await self.healthy_since_ms()
+            if not all(own_failure(u.history, ok_at) for u in units):
+                await self.note_portal_failure(c)
+        except StoreError as exc:
+            # Bookkeeping after the portal has answered: keep the answer. Without the health record the
+            # failure counts as the portal's (it spends nothing), which is the safe side.
+            self._log.warning("could not update the portal's health record", error=str(exc))
+            return PortalView(c)
         return PortalView(c, ok_at)
 
     async def note_answer(self) -> None:

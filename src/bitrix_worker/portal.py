@@ -43,3 +43,14 @@ class Portal:
         )
         gate = PortalGate.from_settings(redis, settings, limiter=limiter, client=client, events=events)
         return cls(name, client, limiter, pauses, gate)
+
+    async def claim_wait_s(self, ahead_s: float) -> float | None:
+        """How long to wait before claiming more work, or None to claim now.
+
+        Claim no further ahead than the shared limiter can send: entries claimed while the portal's bucket is
+        booked for seconds ahead would only wait in this process's memory; if it dies they are redelivered
+        (and counted as deliveries) for nothing. Claiming just in time keeps the pending list honest and
+        bounds what a crash hands to the reclaimer.
+        """
+        wait = (await self.limiter.state()).next_free_s
+        return None if wait <= ahead_s else min(wait - ahead_s, 1.0)

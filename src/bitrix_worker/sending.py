@@ -20,7 +20,7 @@ import structlog
 
 from .bitrix.client import BitrixClient
 from .bitrix.methods import Command
-from .errors import BitrixError
+from .errors import BitrixError, StoreError
 from .events import WorkerEvents
 from .policy import RetryPolicy, refusal_delay
 from .redis.limits import Limiter, MethodPauses
@@ -110,6 +110,14 @@ class Sender:
         return Answered({name: single.result}, {})
 
     async def _observe(self, method: str, info: TimeInfo | None) -> None:
-        """Feed ``time.operating`` to the method pauses: they stop a method before its budget is spent."""
+        """Feed ``time.operating`` to the method pauses: they stop a method before its budget is spent.
+
+        Bookkeeping: the portal has answered, so a Redis failure here must not turn that answer into a failure
+        (the next answer brings the figure again)."""
         if info is not None and info.operating is not None:
-            await self.pauses.observe(method, info.operating, info.operating_reset_at)
+            try:
+                await self.pauses.observe(method, info.operating, info.operating_reset_at)
+            except StoreError as exc:
+                self.log.warning(
+                    "could not record the method's operating time", method=method, error=str(exc)
+                )
