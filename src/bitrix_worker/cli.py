@@ -283,18 +283,27 @@ def dlq_replay(
     everything: Annotated[bool, typer.Option("--all", help="Every entry.")] = False,
     rate: Annotated[str, typer.Option(help="Pace, e.g. 50/s or 600/min.")] = "50/s",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be replayed.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replay even what would roll its key back.")] = False,
     as_json: JsonFlag = False,
     stream: Stream = None,
 ) -> None:
-    """Put entries back on the stream (history kept, fresh retry budget), oldest first, at a limited rate."""
+    """Put entries back on the stream (history kept, fresh retry budget), oldest first, at a limited rate.
+
+    An entry whose key has moved on since (a newer version, or a later write) is skipped with the reason
+    unless --force: replaying it would roll the key back."""
+    from .status import replay_hazards
+
     wanted = _ids(ids)
     _one_selector(wanted, error_class, everything)
     per_s = parse_rate(rate)
+    settings = settings_or_exit(stream=stream)
 
     async def action(d: Any) -> Any:
         chosen, missing = await d.select(ids=wanted, error_class=error_class, everything=everything)
-        report = await d.replay(chosen, rate_per_s=per_s, dry_run=dry_run)
+        hazards = {} if force else await replay_hazards(settings.database_url, chosen)
+        report = await d.replay([e for e in chosen if e.id not in hazards], rate_per_s=per_s, dry_run=dry_run)
         report.missing[:0] = missing
+        report.skipped = [(e.id, hazards[e.id]) for e in chosen if e.id in hazards]
         return report
 
     report = _dead_letters(stream, action)

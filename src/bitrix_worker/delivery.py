@@ -114,6 +114,8 @@ class Delivery:
                 pending.append(Pending(u, plan))
             elif plan.skip is not None:
                 delivered.results.append(Result(u, Outcome.SKIPPED, plan.skip, stale=plan.stale))
+            elif plan.dead is not None:
+                delivered.results.append(Result(u, Outcome.DEAD, plan.dead, stale=plan.stale))
             else:
                 reason = plan.done or Reason.NOTHING_TO_DELETE
                 delivered.results.append(Result(u, Outcome.APPLIED, reason, stale=plan.stale))

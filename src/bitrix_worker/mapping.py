@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from .errors import StoreError
 from .redaction import redact
-from .values import Mapping, State
+from .values import LastWrite, Mapping, State
 
 __all__ = ["DEFAULT_TABLE", "Mapping", "MappingStore", "State"]
 
@@ -199,6 +199,24 @@ class MappingStore:
                     m = Mapping(row.entity, row.key, row.bitrix_id, row.version, row.state, row.fence)
                     result[(m.entity, m.key)] = m
         return result
+
+    async def last_writes(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LastWrite]:
+        """State, version and time of each key's last write (for the replay guard; missing keys absent)."""
+        wanted = list(dict.fromkeys(pairs))
+        t = self._table
+        found: dict[tuple[str, str], LastWrite] = {}
+        async with self._connection("last_writes") as conn:
+            for start in range(0, len(wanted), CHUNK_ROWS):
+                chunk = wanted[start : start + CHUNK_ROWS]
+                stmt = select(t.c.entity, t.c.key, t.c.state, t.c.version, t.c.updated_at).where(
+                    tuple_(t.c.entity, t.c.key).in_(chunk)
+                )
+                for row in await conn.execute(stmt):
+                    at = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+                    found[(row.entity, row.key)] = LastWrite(
+                        row.state, row.version, int(at.timestamp() * 1000)
+                    )
+        return found
 
     async def count(self, state: State | None = None) -> int:
         stmt = select(func.count()).select_from(self._table)

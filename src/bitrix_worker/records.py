@@ -36,6 +36,7 @@ HistoryEntry = TypedDict(
 
 ATTEMPT = "attempt"
 REDELIVERY = "redelivery"
+REPLAY = "replay"
 
 
 def attempt_entry(
@@ -75,6 +76,12 @@ def redelivery_entry(deliveries: int, at_ms: int) -> HistoryEntry:
     }
 
 
+def replay_entry(at_ms: int) -> HistoryEntry:
+    """An operator replayed it from the dead-letter stream: it may have run before it was given up (a batch
+    can commit and still be dead-lettered), so a create looks itself up first."""
+    return {"kind": REPLAY, "execution": Execution.AMBIGUOUS.value, "at_ms": at_ms}
+
+
 def attempts_in(history: Sequence[Any]) -> int:
     return sum(1 for h in history if isinstance(h, dict) and h.get("kind") == ATTEMPT)
 
@@ -100,10 +107,13 @@ def dead_letter_error(
     at_ms: int,
     classification: Classification | None = None,
     error_class: str = ErrorClass.POISON.value,
+    may_have_run: bool = False,
 ) -> str:
     """The ``error`` field of a dead-letter entry (its shape is documented in the README).
 
     Without a classification (poison) the class is ``error_class`` and the description is the reason.
+    ``may_have_run``: a create that may have made its entity before it was given up (a replay of it looks
+    itself up first).
     """
     c = classification
     return json.dumps(
@@ -117,6 +127,7 @@ def dead_letter_error(
             "history": list(history),
             "stream_id": stream_id,
             "dead_lettered_at": at_ms,
+            **({"may_have_run": True} if may_have_run else {}),
         },
         separators=(",", ":"),
     )

@@ -147,12 +147,14 @@ def _history_cells(h: dict[str, Any]) -> list[str]:
 
 
 def replay_view(r: ReplayReport) -> RenderableType:
+    skipped = [Text(f"skipped {d}: {why} (--force replays it anyway)") for d, why in r.skipped]
     if r.dry_run:
         return Group(
             Text(f"dry run: would replay {len(r.selected)} entries (nothing changed)"),
             dead_table(r.selected, title="would replay"),
+            *skipped,
         )
-    line = f"replayed {len(r.replayed)} of {len(r.selected)} entries"
+    line = f"replayed {len(r.replayed)} of {len(r.selected) + len(r.skipped)} entries"
     if r.missing:
         line += f"; {len(r.missing)} were already gone: {', '.join(r.missing[:10])}"
-    return Text(line)
+    return Group(Text(line), *skipped)

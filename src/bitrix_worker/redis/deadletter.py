@@ -109,6 +109,7 @@ class ReplayReport:
     selected: list[DeadEntry]
     replayed: list[tuple[str, str]] = field(default_factory=list)  # (dead-letter id, new stream id)
     missing: list[str] = field(default_factory=list)  # gone before we got to them
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, why): would roll its key back
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +117,7 @@ class ReplayReport:
             "selected": len(self.selected),
             "replayed": [{"dead_id": d, "stream_id": s} for d, s in self.replayed],
             "missing": self.missing,
+            "skipped": [{"dead_id": d, "reason": r} for d, r in self.skipped],
             "would_replay": [e.summary() for e in self.selected] if self.dry_run else [],
         }
 
