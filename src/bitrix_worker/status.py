@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -21,6 +20,7 @@ from .config import Settings
 from .errors import BitrixWorkerError, StoreError
 from .limits import Breaker, Limiter
 from .mapping import MappingStore
+from .redaction import redact_url
 from .redis.deadletter import SCAN_CAP, DeadLetters
 
 LIVE_HEARTBEATS = 3
@@ -33,13 +33,8 @@ def heartbeat_interval_s(settings: Settings) -> float:
 
 
 def safe_redis_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
+    """The URL without its password or tokens, for messages (``redaction.redact_url``)."""
+    return redact_url(url)
 
 
 @asynccontextmanager
