@@ -91,8 +91,8 @@ def _mask_path(path: str) -> str:
         segment = parts[i]
         if segment.lower() in _ANCHORS and i not in masked:
             continue
-        shown = _DIGITS_SHOWN.fullmatch(segment) or _WORD_SHOWN.fullmatch(segment) or _METHOD.fullmatch(segment)
-        if i in masked or not shown:
+        plain = any(p.fullmatch(segment) for p in (_DIGITS_SHOWN, _WORD_SHOWN, _METHOD))
+        if i in masked or not plain:
             parts[i] = REDACTED
     return "/".join(parts)
 

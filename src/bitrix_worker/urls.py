@@ -1,4 +1,4 @@
-"""Strict checks of the connection URLs in the settings, so a typo stops the start instead of going wrong later.
+"""Strict checks of the settings' connection URLs: a typo stops the start instead of going wrong later.
 
 redis-py reads ``redis://host:6379/x`` as database 0 without a word (on a shared Redis that is another
 tenant's stream), and a bad port or a host with a space in any URL only fails at the first connection, as a
