@@ -11,8 +11,10 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from harness import Bench
 
 from bitrix_worker.bitrix import BitrixClient
 from bitrix_worker.bitrix import methods as m
@@ -137,3 +139,27 @@ def test_four_300_mb_answers_in_flight_stay_under_200_mb_rss(emulator: EmulatorS
     report = json.loads(done.stdout)
     assert report["outcomes"] == ["server_error/ambiguous"] * 4
     assert report["peak_rss_mb"] <= 200, report
+
+
+# ---- end to end: the worker's batch ends, and the creates are neither lost nor duplicated ---------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "faults"),
+    [("trickle", {"trickle_interval_s": 0.3}), ("huge", {"huge_bytes": 50_000_000})],
+)
+async def test_the_worker_gets_past_a_hostile_batch_answer(
+    bench: Bench, kind: str, faults: dict[str, Any]
+) -> None:
+    """Before: a trickled batch answer held its operations forever, and a huge one was read whole."""
+    await bench.admin.set_faults(
+        rules=[{"method": "batch", "scope": "request", "sequence": [kind]}], **faults
+    )
+    for key in ("h1", "h2", "h3"):
+        await bench.enqueue("create", key, {"TITLE": key})
+    started = time.monotonic()
+    summary = await bench.run(timeout_s=30, request_deadline_s=1.0, max_response_bytes=CAP)
+    assert time.monotonic() - started < 20
+    assert summary.outcomes == {"applied": 3}
+    assert sorted(row["ORIGIN_ID"] for row in await bench.entities()) == ["h1", "h2", "h3"]
+    assert await bench.total_calls("crm.deal.add") == 3  # the ambiguous creates were looked up, not resent
