@@ -7,6 +7,7 @@ No Redis is needed: every case fails (or, for `config`, succeeds) before any con
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bitrix_worker.cli import app
+from bitrix_worker.errors import StoreError
+from bitrix_worker.mapping import MappingStore
 
 SECRET = "cli-webhook-secret-0123"
 PASSWORD = "cli-redis-pw-4567"
@@ -90,3 +93,27 @@ def test_config_masks_passwords_and_the_secret_but_shows_hosts() -> None:
         assert "postgresql+asyncpg://app:***@db.internal:5432/crm" in output
         assert "https://portal.example.com/rest/1/***/" in output
     assert json.loads(as_json.stdout)["redis_url"] == "redis://:***@redis.internal:6379/3"
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_connection_errors_show_urls_without_passwords() -> None:
+    port = _closed_port()
+    env = {**GOOD, "REDIS_URL": f"redis://:{PASSWORD}@127.0.0.1:{port}/0"}
+    result = CliRunner().invoke(app, ["status"], env=env)
+    assert result.exit_code == 1
+    assert f"redis://:***@127.0.0.1:{port}/0" in result.stderr
+    assert PASSWORD not in result.stderr
+
+
+async def test_mapping_store_errors_show_urls_without_passwords() -> None:
+    port = _closed_port()
+    url = f"postgresql+asyncpg://app:{DB_PASSWORD}@127.0.0.1:{port}/crm?password={DB_PASSWORD}"
+    with pytest.raises(StoreError) as info:
+        await MappingStore.connect(url)
+    assert f"app:***@127.0.0.1:{port}/crm?password=***" in str(info.value)
+    assert DB_PASSWORD not in str(info.value)
