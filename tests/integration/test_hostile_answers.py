@@ -4,6 +4,7 @@ within its deadline, holding at most the size cap. Real loopback HTTP against th
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from harness import Bench
 
@@ -112,6 +114,26 @@ async def test_an_answer_under_the_cap_is_read_whole(client: BitrixClient, admin
     await admin.set_faults(rules=[{"method": "crm.deal.add", "kind": "huge", "max_hits": 1}], huge_bytes=CAP)
     result = await client.call("crm.deal.add", {"fields": {"TITLE": "exactly at the cap"}})
     assert len(result.result["pad"]) == CAP - len('{"result":{"pad":""}}')
+
+
+async def test_the_trickle_fault_sends_headers_at_once_then_one_byte_per_interval(
+    emulator: EmulatorServer, admin: EmulatorAdmin
+) -> None:
+    await admin.set_faults(rules=[{"method": "crm.deal.add", "kind": "trickle"}])
+    url = emulator.webhook_url + "crm.deal.add"
+    async with httpx.AsyncClient(timeout=5.0) as raw:
+        started = time.monotonic()
+        async with raw.stream("POST", url, json={"fields": {"TITLE": "raw"}}) as response:
+            assert response.status_code == 200
+            assert time.monotonic() - started < 0.5
+            arrivals = []
+            async for chunk in response.aiter_raw():
+                arrivals.append((time.monotonic(), chunk))
+                if len(arrivals) == 4:
+                    break
+    assert b"".join(chunk for _, chunk in arrivals) == b'{"re'
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
+    assert all(gap >= 0.15 for gap in gaps), gaps
 
 
 def test_four_300_mb_answers_in_flight_stay_under_200_mb_rss(emulator: EmulatorServer) -> None:
