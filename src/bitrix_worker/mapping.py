@@ -44,7 +44,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .errors import StoreError
-from .redaction import redact
+from .redaction import redact, redact_url
 from .values import LastWrite, Mapping, State
 
 __all__ = ["DEFAULT_TABLE", "Mapping", "MappingStore", "State"]
@@ -114,7 +114,7 @@ class MappingStore:
     async def connect(cls, database_url: str, *, table: str = DEFAULT_TABLE) -> MappingStore:
         """Create the engine and the table if missing; raises ``StoreError`` if the database is unusable."""
         url = _async_url(database_url)
-        safe_url = url.render_as_string(hide_password=True)
+        safe_url = redact_url(url.render_as_string(hide_password=False))  # password and ?password= masked
         try:
             engine = cls._create_engine(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:

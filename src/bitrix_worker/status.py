@@ -91,12 +91,20 @@ async def _portal_state(
     )
 
 
-async def mapping_counts(database_url: str) -> dict[str, Any]:
-    """Rows per state in the mapping store; a missing SQLite file is reported, never created."""
+def _missing_sqlite_file(database_url: str) -> str | None:
+    """The path of a SQLite store that does not exist yet (reads must not create it), else None."""
     if database_url.startswith("sqlite") and ":///" in database_url:
         path = database_url.split(":///", 1)[1]
-        if path and path != ":memory:" and not Path(path).exists():  # noqa: ASYNC240 - one stat call
-            return {"active": 0, "deleted": 0, "note": f"{path} does not exist yet"}
+        if path and path != ":memory:" and not Path(path).exists():
+            return path
+    return None
+
+
+async def mapping_counts(database_url: str) -> dict[str, Any]:
+    """Rows per state in the mapping store; a missing SQLite file is reported, never created."""
+    path = _missing_sqlite_file(database_url)
+    if path is not None:
+        return {"active": 0, "deleted": 0, "note": f"{path} does not exist yet"}
     try:
         store = await MappingStore.connect(database_url)
     except StoreError as exc:
@@ -112,8 +120,8 @@ async def mapping_counts(database_url: str) -> dict[str, Any]:
 async def replay_hazards(database_url: str, entries: Sequence[DeadEntry]) -> dict[str, str]:
     """Dead-letter id -> why replaying it would roll its key back (``replay_guard``); safe ones are absent."""
     wanted = [e for e in entries if e.operation.get("entity") and e.operation.get("key")]
-    if not wanted:
-        return {}
+    if not wanted or _missing_sqlite_file(database_url) is not None:
+        return {}  # no store yet: nothing was ever applied
     store = await MappingStore.connect(database_url)
     try:
         last = await store.last_writes(

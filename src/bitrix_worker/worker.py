@@ -101,6 +101,8 @@ class Worker:
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
             max_connections=settings.concurrency * 2 + 4,
+            request_deadline_s=settings.request_deadline_s,
+            max_response_bytes=settings.max_response_bytes,
         )
         try:
             yield cls(settings, redis=redis, client=client, store=store, events=events)
