@@ -24,7 +24,15 @@ from .config import Settings
 from .delivery import Delivery
 from .errors import BitrixError, StoreError
 from .events import EventFanout, WorkerEvents
-from .intake import Poison, build_units, by_key, poison_error, poison_items, poison_settlement
+from .intake import (
+    Poison,
+    build_units,
+    by_key,
+    poison_error,
+    poison_items,
+    poison_outcome,
+    poison_settlement,
+)
 from .leases import Leases
 from .limits import Breaker, Limiter, MethodPauses
 from .mapping import MappingStore
@@ -284,7 +292,9 @@ class Worker:
             if p.ident:
                 settlements.append(poison_settlement(p, at))
             else:
-                await self.queue.dead_letter_raw(p.entry, poison_error(p.reason, p.entry.id, [], at))
+                await self.queue.dead_letter_raw(
+                    p.entry, poison_error(p.reason, p.entry.id, [], at), poison_outcome(p.entry.id, "", at)
+                )
         await self.queue.settle(settlements)
 
     # ---- background duties ------------------------------------------------------------------------------
