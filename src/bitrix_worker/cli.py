@@ -17,10 +17,12 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from .cli_support import HelpGroup, enum_choice, json_object, run_summary
 from .config import Settings, load_settings
 from .errors import BitrixWorkerError, ConfigError
 
 app = typer.Typer(
+    cls=HelpGroup,
     name="bitrix-worker",
     help="Deliver CRM operations from a Redis Stream to Bitrix24, reliably and without waste.",
     no_args_is_help=True,
@@ -84,7 +86,7 @@ def run(
 
     summary = run_async(lambda: run_worker(settings, until_idle=until_idle))
     if until_idle:
-        err.print(f"idle: {dict(summary.outcomes) or 'nothing to do'}", highlight=False)
+        err.print(run_summary(summary.outcomes), highlight=False)
 
 
 @app.command()
@@ -99,14 +101,17 @@ def enqueue(
     stream: Stream = None,
 ) -> None:
     """Append one operation to the stream (what a producer does with XADD)."""
+    from .operations import Entity, OpKind
     from .producer import build_operation
     from .producer import enqueue as do_enqueue
 
+    for problem in (enum_choice("op", op, OpKind), enum_choice("entity", entity, Entity)):
+        if problem:
+            fail(problem, 2)
+    parsed = json_object("--fields", fields)
+    if isinstance(parsed, str):
+        fail(parsed, 2)
     settings = settings_or_exit(stream=stream)
-    try:
-        parsed = json.loads(fields)
-    except json.JSONDecodeError as exc:
-        fail(f"--fields is not JSON: {exc.msg}", 2)
     try:
         operation = build_operation(op, entity, key, parsed, version)
     except (ValueError, ValidationError) as exc:
@@ -163,7 +168,13 @@ def emulator(
         )
     except (ValueError, ValidationError) as exc:
         fail(f"bad emulator setting: {_first_error(exc)}", 2)
-    err.print(f"emulator: webhook http://{host}:{port}/rest/{cfg.user_id}/***/ (admin: /_emulator/)")
+    # Printed in full: the emulator's secret is a fixed local test value, and the URL is there to be copied.
+    err.print(
+        f"emulator: webhook http://{host}:{port}/rest/{cfg.user_id}/{cfg.secret}/ (admin: /_emulator/)",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     serve(cfg, host=host, port=port)
 
 
@@ -193,7 +204,9 @@ def status(
     out.print(status_view(result))
 
 
-dlq = typer.Typer(help="Inspect, replay and purge the dead-letter stream.", no_args_is_help=True)
+dlq = typer.Typer(
+    cls=HelpGroup, help="Inspect, replay and purge the dead-letter stream.", no_args_is_help=True
+)
 app.add_typer(dlq, name="dlq")
 ClassOpt = Annotated[str | None, typer.Option("--class", help="Only entries of this error class.")]
 IdsArg = Annotated[list[str] | None, typer.Argument(help="Dead-letter entry ids.", show_default=False)]
@@ -212,6 +225,14 @@ def _dead_letters(stream: str | None, action: Callable[[Any], Coroutine[Any, Any
     return run_async(go)
 
 
+def _check_class(error_class: str | None) -> None:
+    from .taxonomy import ErrorClass
+
+    problem = error_class and enum_choice("--class", error_class, ErrorClass)
+    if problem:
+        fail(problem, 2)
+
+
 def _ids(raw: list[str] | None) -> list[str]:
     from .redis.deadletter import parse_id
 
@@ -222,6 +243,7 @@ def _ids(raw: list[str] | None) -> list[str]:
 
 
 def _one_selector(ids: list[str], error_class: str | None, everything: bool) -> None:
+    _check_class(error_class)
     if sum([bool(ids), error_class is not None, everything]) != 1:
         fail("say which entries: ids, --class CLASS or --all (exactly one)", 2)
 
@@ -245,12 +267,16 @@ def dlq_list(
     error_class: ClassOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 50,
     oldest: Annotated[bool, typer.Option("--oldest", help="Oldest first (default: newest first).")] = False,
+    key: Annotated[
+        str | None, typer.Option(help="Only this key: entity:key (deal:order-42) or the bare key (order-42).")
+    ] = None,
     as_json: JsonFlag = False,
     stream: Stream = None,
 ) -> None:
     """List dead-lettered operations with their error class and description."""
+    _check_class(error_class)
     entries = _dead_letters(
-        stream, lambda d: d.entries(newest=not oldest, error_class=error_class, limit=limit)
+        stream, lambda d: d.entries(newest=not oldest, error_class=error_class, limit=limit, key=key)
     )
     if as_json:
         print_json([e.summary() for e in entries])
@@ -276,7 +302,12 @@ def dlq_show(
         return
     from .views import dead_entry_view
 
-    out.print(dead_entry_view(entry), highlight=False)
+    head, history = dead_entry_view(entry)
+    out.print(head, highlight=False)
+    # The payload as one unwrapped line, so that it can be copied whole at any terminal width.
+    out.print("payload:", style="bold", highlight=False)
+    out.print(entry.payload, markup=False, highlight=False, soft_wrap=True)
+    out.print(history, highlight=False)
 
 
 @dlq.command("replay")
