@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from .cli_support import HelpGroup, enum_choice, json_object, run_summary
+from .cli_support import HelpGroup, enum_choice, first_error, json_object, run_summary
 from .config import Settings, load_settings
 from .errors import BitrixWorkerError, ConfigError
 
@@ -98,11 +98,15 @@ def enqueue(
     version: Annotated[
         int | None, typer.Option(help="Increasing per key; older versions are skipped.")
     ] = None,
+    op_id: Annotated[
+        str | None,
+        typer.Option(help="Your id for this change: a repeat within the dedupe window adds nothing."),
+    ] = None,
     stream: Stream = None,
 ) -> None:
     """Append one operation to the stream (what a producer does with XADD)."""
     from .operations import Entity, OpKind
-    from .producer import build_operation
+    from .producer import build_operation, check_op_id
     from .producer import enqueue as do_enqueue
 
     for problem in (enum_choice("op", op, OpKind), enum_choice("entity", entity, Entity)):
@@ -115,14 +119,19 @@ def enqueue(
     try:
         operation = build_operation(op, entity, key, parsed, version)
     except (ValueError, ValidationError) as exc:
-        fail(f"invalid operation: {_first_error(exc)}", 2)
+        fail(f"invalid operation: {first_error(exc)}", 2)
+    try:
+        if op_id is not None:
+            check_op_id(op_id)
+    except ValueError as exc:
+        fail(f"--op-id: {exc}", 2)
 
     async def go() -> str:
         from redis.asyncio import Redis
 
         client = Redis.from_url(settings.redis_url)
         try:
-            return await do_enqueue(client, operation, stream=settings.stream)
+            return await do_enqueue(client, operation, stream=settings.stream, op_id=op_id)
         finally:
             await client.aclose()
 
@@ -167,7 +176,7 @@ def emulator(
             seed=seed,
         )
     except (ValueError, ValidationError) as exc:
-        fail(f"bad emulator setting: {_first_error(exc)}", 2)
+        fail(f"bad emulator setting: {first_error(exc)}", 2)
     # Printed in full: the emulator's secret is a fixed local test value, and the URL is there to be copied.
     err.print(
         f"emulator: webhook http://{host}:{port}/rest/{cfg.user_id}/{cfg.secret}/ (admin: /_emulator/)",
@@ -393,13 +402,6 @@ def demo(
         )
     )
     raise typer.Exit(code)
-
-
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        e = exc.errors(include_url=False, include_input=False)[0]
-        return f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
-    return str(exc)
 
 
 def main() -> None:

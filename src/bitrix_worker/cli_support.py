@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
 
+from pydantic import ValidationError
 from typer.core import TyperGroup
 
 
@@ -49,6 +50,14 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     return "an array"
+
+
+def first_error(exc: Exception) -> str:
+    """The first problem of a pydantic error (``op: Input should be 'create', ...``), else the message."""
+    if isinstance(exc, ValidationError):
+        e = exc.errors(include_url=False, include_input=False)[0]
+        return f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
+    return str(exc)
 
 
 def run_summary(outcomes: Mapping[str, int]) -> str:

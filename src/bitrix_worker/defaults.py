@@ -51,6 +51,7 @@ PORTAL_REQUEST_TIMEOUT_S = 60.0  # after this a sent request has certainly finis
 SHUTDOWN_GRACE_S = 30.0
 HTTP_PORT = 9400
 OUTCOMES_MAXLEN = 100_000
+DEDUPE_WINDOW_S = 3600.0  # a producer's op_id is remembered this long (producer.enqueue(op_id=...))
 DESCRIPTION_MAX_CHARS = 200
 HISTORY_MAX_ENTRIES = 50
 
@@ -109,6 +110,10 @@ class StreamKeys:
 
     def breaker(self, portal: str) -> str:
         return self._k(f"breaker:{portal}")
+
+    def dedupe(self, op_id: str) -> str:
+        """String with a TTL: a producer's op_id -> the stream id it was first enqueued under."""
+        return self._k(f"dedupe:{op_id}")
 
     @property
     def workers(self) -> str:

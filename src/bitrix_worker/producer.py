@@ -1,16 +1,25 @@
-"""The Python producer API: ``await enqueue(redis, op)``. Other languages just XADD the same JSON."""
+"""The Python producer API, async: ``await enqueue(redis, op)``. Other languages just XADD the same JSON;
+the sync twin for Django/Flask is ``sync_producer``.
+
+Idempotent enqueue: pass ``op_id`` (your own id for this change, e.g. ``order-42:v7`` or an outbox row id)
+and a second enqueue with the same ``op_id`` within ``dedupe_window_s`` adds nothing and returns the first
+entry's stream id. One Lua script checks and appends, so two concurrent producers cannot both add it. It is
+for a producer that retries after a timeout without knowing whether its XADD landed; the worker stays safe
+without it (a repeated create acts as an update, an older ``version`` is skipped), it only saves calls.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .defaults import STREAM
+from .defaults import DEAD_STREAM, DEDUPE_WINDOW_S, STREAM, StreamKeys
 from .errors import StoreError
-from .operations import PAYLOAD_FIELD, Entity, Operation, OpKind, encode_operation
+from .operations import MAX_KEY_LENGTH, PAYLOAD_FIELD, Entity, Operation, OpKind, encode_operation
+from .redis.scripts import load_source
 
 
 def build_operation(
@@ -20,19 +29,59 @@ def build_operation(
     fields: Mapping[str, Any] | None = None,
     version: int | None = None,
 ) -> Operation:
-    """Validate like the worker will; raises pydantic.ValidationError on bad input."""
-    return Operation(
-        op=OpKind(op), entity=Entity(entity), key=key, fields=dict(fields or {}), version=version
+    """Validate like the worker will; raises pydantic.ValidationError (naming the allowed values)."""
+    return Operation.model_validate(
+        {
+            "op": op,
+            "entity": entity,
+            "key": key,
+            "fields": {} if fields is None else fields,
+            "version": version,
+        }
     )
 
 
-async def enqueue(client: Redis, operation: Operation, *, stream: str = STREAM) -> str:
-    """Append one operation; returns its stream id."""
+def check_op_id(op_id: str) -> None:
+    """ValueError unless ``op_id`` can name a Redis key: 1-200 characters, no control characters."""
+    if not op_id or len(op_id) > MAX_KEY_LENGTH or any(ord(ch) < 32 for ch in op_id):
+        raise ValueError(f"op_id must be 1-{MAX_KEY_LENGTH} printable characters")
+
+
+def dedupe_args(
+    stream: str, operation: Operation, op_id: str, window_s: float
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``enqueue.lua``; ValueError for an op_id or window the stream cannot keep."""
+    check_op_id(op_id)
+    if window_s <= 0:
+        raise ValueError("dedupe_window_s must be > 0")
+    key = StreamKeys(stream=stream, dead=DEAD_STREAM).dedupe(op_id)
+    return [stream, key], [encode_operation(operation), op_id, max(1, int(window_s * 1000))]
+
+
+ENQUEUE_SCRIPT = load_source("enqueue")
+
+
+def text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+async def enqueue(
+    client: Redis,
+    operation: Operation,
+    *,
+    stream: str = STREAM,
+    op_id: str | None = None,
+    dedupe_window_s: float = DEDUPE_WINDOW_S,
+) -> str:
+    """Append one operation; returns its stream id (with ``op_id``: the first one's, for a duplicate)."""
     try:
-        raw = await client.xadd(stream, {PAYLOAD_FIELD: encode_operation(operation)})
+        if op_id is None:
+            return text(await client.xadd(stream, {PAYLOAD_FIELD: encode_operation(operation)}))
+        keys, args = dedupe_args(stream, operation, op_id, dedupe_window_s)
+        _, stream_id = await client.register_script(ENQUEUE_SCRIPT)(keys=keys, args=args)
     except RedisError as exc:
         raise StoreError(f"enqueue failed: {exc}") from exc
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+    return text(stream_id)
 
 
 async def enqueue_many(client: Redis, operations: Iterable[Operation], *, stream: str = STREAM) -> list[str]:
@@ -41,7 +90,7 @@ async def enqueue_many(client: Redis, operations: Iterable[Operation], *, stream
         async with client.pipeline(transaction=False) as pipe:
             for operation in operations:
                 pipe.xadd(stream, {PAYLOAD_FIELD: encode_operation(operation)})
-            ids = await pipe.execute()
+            ids: Sequence[Any] = await pipe.execute()
     except RedisError as exc:
         raise StoreError(f"enqueue failed: {exc}") from exc
-    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    return [text(i) for i in ids]

@@ -95,6 +95,23 @@ def test_enqueue_valid_object_still_works(env: dict[str, str], redis_url: str) -
     }  # fmt: skip
 
 
+def test_enqueue_op_id_deduplicates(env: dict[str, str], redis_url: str) -> None:
+    args = ["enqueue", "create", "deal", "k-3", "-f", '{"TITLE": "x"}', "--op-id", "k-3:create"]
+    first, second = invoke(env, *args), invoke(env, *args)
+    assert first.exit_code == second.exit_code == 0
+    assert first.stdout == second.stdout  # the duplicate reports the first entry's id
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.xlen(env["BITRIX_WORKER_STREAM"]) == 1
+    finally:
+        client.close()
+    bad = invoke(env, "enqueue", "create", "deal", "k-3", "--op-id", "a\tb")
+    assert (bad.exit_code, bad.stderr.strip()) == (
+        2,
+        "error: --op-id: op_id must be 1-200 printable characters",
+    )
+
+
 @pytest.mark.parametrize(
     "args",
     [["--help"], ["run", "--help"], ["dlq", "--help"], ["dlq", "list", "--help"], ["config", "--help"]],

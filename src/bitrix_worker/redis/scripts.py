@@ -7,7 +7,7 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-SCRIPT_NAMES = ("claim", "settle", "promote", "reclaim", "limiter", "leases", "breaker")
+SCRIPT_NAMES = ("claim", "settle", "promote", "reclaim", "limiter", "leases", "breaker", "enqueue")
 
 
 def load_source(name: str) -> str:
