@@ -38,6 +38,7 @@ MAX_DELIVERIES = 5
 RATE_BURST = 50
 RATE_PER_S = 2.0
 RATE_SAFETY = 0.98  # fraction of the portal's drain rate and burst we allow ourselves (docs/benchmarks.md)
+RATE_SHARE = 1.0  # fraction of the portal's budget this deployment may use; the rest is left to other apps
 OPERATING_BUDGET_S = 480.0
 OPERATING_SAFETY = 0.9
 

@@ -94,7 +94,7 @@ class Worker:
             keys.limiter(portal),
             rate_per_s=settings.rate_per_s,
             burst=settings.rate_burst,
-            safety=settings.rate_safety,
+            safety=settings.rate_fraction,
         )
         self.breaker = Breaker(
             redis,
