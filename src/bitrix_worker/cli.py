@@ -237,7 +237,8 @@ def _dead_letters(stream: str | None, action: Callable[[Any], Coroutine[Any, Any
 def _check_class(error_class: str | None) -> None:
     from .taxonomy import ErrorClass
 
-    problem = error_class and enum_choice("--class", error_class, ErrorClass)
+    # "unknown": dead letters whose error record is unreadable are listed under it.
+    problem = error_class and enum_choice("--class", error_class, ErrorClass, "unknown")
     if problem:
         fail(problem, 2)
 

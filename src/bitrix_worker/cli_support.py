@@ -19,9 +19,9 @@ def choices(values: Iterable[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
-def enum_choice(name: str, raw: str, kind: type[Enum]) -> str | None:
-    """None when ``raw`` is one of ``kind``'s values, else the line to print."""
-    allowed = [str(m.value) for m in kind]
+def enum_choice(name: str, raw: str, kind: type[Enum], *also: str) -> str | None:
+    """None when ``raw`` is one of ``kind``'s values (or ``also``), else the line to print."""
+    allowed = [str(m.value) for m in kind] + list(also)
     return None if raw in allowed else f"{name} {raw!r}: use {choices(allowed)}"
 
 

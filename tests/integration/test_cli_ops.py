@@ -70,7 +70,7 @@ def test_enqueue_fields_must_be_a_json_object(
         (["enqueue", "create", "invoice", "k"],
          "error: entity 'invoice': use deal, contact, company or lead"),
         (["dlq", "list", "--class", "oops"], "error: --class 'oops': use not_found, invalid_data, auth, "
-         "rate_limited, method_limited, blocked, server_error, network or poison"),
+         "rate_limited, method_limited, blocked, server_error, network, poison or unknown"),
         (["dlq", "replay", "--class", "Auth"], "error: --class 'Auth': use not_found"),
     ],
 )  # fmt: skip
