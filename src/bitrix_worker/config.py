@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     rate_burst: int = Field(default=d.RATE_BURST, ge=1)
     rate_per_s: float = Field(default=d.RATE_PER_S, gt=0)
     rate_safety: float = Field(default=d.RATE_SAFETY, gt=0, le=1)
+    rate_share: float = Field(default=d.RATE_SHARE, gt=0, le=1)
     operating_budget_s: float = Field(default=d.OPERATING_BUDGET_S, gt=0)
     operating_safety: float = Field(default=d.OPERATING_SAFETY, gt=0, le=1)
 
@@ -151,6 +152,15 @@ class Settings(BaseSettings):
         if self.webhook_url is None or not self.webhook_url.get_secret_value():
             raise ConfigError("BITRIX_WEBHOOK_URL", "is required (https://<portal>/rest/<user>/<secret>/)")
         return WebhookUrl.parse(self.webhook_url.get_secret_value())
+
+    @property
+    def rate_fraction(self) -> float:
+        """Fraction of the portal's rate and burst the shared limiter allows all workers together.
+
+        ``rate_safety`` keeps the workers just below the portal's ceiling; ``rate_share`` leaves the rest of
+        the budget to other applications that call the same portal (docs/benchmarks.md, "Sharing").
+        """
+        return self.rate_safety * self.rate_share
 
     @property
     def keys(self) -> d.StreamKeys:

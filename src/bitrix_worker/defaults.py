@@ -38,6 +38,7 @@ MAX_DELIVERIES = 5
 RATE_BURST = 50
 RATE_PER_S = 2.0
 RATE_SAFETY = 0.98  # fraction of the portal's drain rate and burst we allow ourselves (docs/benchmarks.md)
+RATE_SHARE = 1.0  # fraction of the portal's budget this deployment may use; the rest is left to other apps
 OPERATING_BUDGET_S = 480.0
 OPERATING_SAFETY = 0.9
 
@@ -54,6 +55,7 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a real answer to 50 commands is well un
 SHUTDOWN_GRACE_S = 30.0
 HTTP_PORT = 9400
 OUTCOMES_MAXLEN = 100_000
+DEDUPE_WINDOW_S = 3600.0  # a producer's op_id is remembered this long (producer.enqueue(op_id=...))
 DESCRIPTION_MAX_CHARS = 200
 HISTORY_MAX_ENTRIES = 50
 
@@ -117,6 +119,10 @@ class StreamKeys:
 
     def breaker(self, portal: str) -> str:
         return self._k(f"breaker:{portal}")
+
+    def dedupe(self, op_id: str) -> str:
+        """String with a TTL: a producer's op_id -> the stream id it was first enqueued under."""
+        return self._k(f"dedupe:{op_id}")
 
     @property
     def workers(self) -> str:

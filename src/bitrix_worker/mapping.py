@@ -44,6 +44,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .errors import StoreError
+from .extras import require
 from .redaction import redact, redact_url
 from .values import LastWrite, Mapping, State
 
@@ -137,6 +138,7 @@ class MappingStore:
             engine = create_async_engine(url, **pool)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             return engine
+        require("asyncpg", extra="postgres", feature="a PostgreSQL mapping store (DATABASE_URL)")
         return create_async_engine(
             url,
             pool_size=5,

@@ -33,7 +33,7 @@ class Portal:
             keys.limiter(name),
             rate_per_s=settings.rate_per_s,
             burst=settings.rate_burst,
-            safety=settings.rate_safety,
+            safety=settings.rate_fraction,
         )
         pauses = MethodPauses(
             redis,

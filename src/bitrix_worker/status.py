@@ -82,7 +82,7 @@ async def _portal_state(
     ).state()  # fmt: skip
     limiter = await Limiter(
         client, keys.limiter(portal), rate_per_s=settings.rate_per_s, burst=settings.rate_burst,
-        safety=settings.rate_safety,
+        safety=settings.rate_fraction,
     ).state()  # fmt: skip
     return (
         portal,

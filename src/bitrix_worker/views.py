@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -89,24 +90,23 @@ def status_view(s: Status) -> RenderableType:
     return Group(*parts)
 
 
-def dead_table(entries: Iterable[DeadEntry], title: str = "dead letters") -> Table:
-    table = Table("id", "key", "op", "class", "attempts", "description", "dead-lettered", title=title)
+def dead_table(entries: Iterable[DeadEntry], title: str = "dead letters") -> RenderableType:
+    """Two lines per entry, no table: at any terminal width the id (``dlq show/replay`` need it whole) and
+    the key come first on their line and are never cut; the description wraps below, indented."""
+    parts: list[RenderableType] = [Text(title, style="bold")]
     for e in entries:
         s = e.summary()
-        cells = [
-            e.id,
-            e.key,
-            str(s["op"] or "?"),
-            e.error_class,
-            str(s["attempts"] if s["attempts"] is not None else "?"),
-            _short(s["description"]),
-            _since_ms(s["dead_lettered_at"]),
-        ]
-        table.add_row(*map(escape, cells))
-    return table
+        tries = s["attempts"] if s["attempts"] is not None else "?"
+        parts.append(
+            Text.assemble((e.id, "bold"), "  ", (e.error_class, "red"), f"  {s['op'] or '?'} {e.key}")
+        )
+        meta = (f"{tries} attempts, {_since_ms(s['dead_lettered_at'])}: ", "dim")
+        parts.append(Padding(Text.assemble(meta, _short(s["description"], 300)), (0, 0, 0, 4)))
+    return Group(*parts)
 
 
-def dead_entry_view(e: DeadEntry) -> RenderableType:
+def dead_entry_view(e: DeadEntry) -> tuple[RenderableType, RenderableType]:
+    """(head, history); the payload is not in the head table: printed apart, unwrapped, it copies whole."""
     head = Table(box=None, show_header=False)
     head.add_column(style="bold")
     head.add_column()
@@ -119,7 +119,6 @@ def dead_entry_view(e: DeadEntry) -> RenderableType:
         ("attempts", e.error.get("attempts")),
         ("original stream id", e.error.get("stream_id")),
         ("dead-lettered", _since_ms(e.error.get("dead_lettered_at"))),
-        ("payload", e.payload),
     ]:
         head.add_row(name, escape(str(value)))
     history = Table(
@@ -129,8 +128,7 @@ def dead_entry_view(e: DeadEntry) -> RenderableType:
         history.add_row(
             *map(escape, _history_cells(h)),
         )
-
-    return Group(head, history)
+    return head, history
 
 
 def _history_cells(h: dict[str, Any]) -> list[str]:

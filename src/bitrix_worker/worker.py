@@ -22,7 +22,7 @@ from .delivery import Delivery
 from .errors import BitrixError, StoreError
 from .events import EventFanout, RunSummary, Tally, WorkerEvents
 from .inflight import InFlight
-from .intake import Poison, build_units, by_key, poison_error, poison_items, poison_settlement
+from .intake import Poison, build_units, by_key, poison_error, poison_items, poison_outcome, poison_settlement
 from .mapping import MappingStore
 from .portal import Portal
 from .reasons import Reason
@@ -225,7 +225,9 @@ class Worker:
             if p.ident:
                 settlements.append(poison_settlement(p, at))
             else:
-                await self.queue.dead_letter_raw(p.entry, poison_error(p.reason, p.entry.id, [], at))
+                await self.queue.dead_letter_raw(
+                    p.entry, poison_error(p.reason, p.entry.id, [], at), poison_outcome(p.entry.id, "", at)
+                )
         await self.queue.settle(settlements)
 
     async def _sleep(self, seconds: float) -> None:
