@@ -78,6 +78,9 @@ def run(
     http_port: Annotated[
         int | None, typer.Option(help="Port for /metrics, /healthz, /readyz (0: off).")
     ] = None,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Test the webhook with one read-only call first.")
+    ] = True,
 ) -> None:
     """Consume the stream and deliver operations to Bitrix24 until stopped (SIGTERM/SIGINT)."""
     settings = settings_or_exit(
@@ -85,7 +88,7 @@ def run(
     )
     from .runner import run_worker
 
-    summary = run_async(lambda: run_worker(settings, until_idle=until_idle))
+    summary = run_async(lambda: run_worker(settings, until_idle=until_idle, check=check))
     if until_idle:
         err.print(run_summary(summary.outcomes), highlight=False)
 
@@ -415,3 +418,12 @@ def demo(
 
 def main() -> None:
     app()
+
+
+def _add_portal_commands() -> None:
+    from .cli_portal import portal_app
+
+    app.add_typer(portal_app, name="portal")
+
+
+_add_portal_commands()

@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     outcomes_maxlen: int = Field(default=d.OUTCOMES_MAXLEN, ge=0)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_successes: bool = True
 
     @field_validator("webhook_url")
     @classmethod

@@ -147,7 +147,7 @@ class Delivery:
             settled = await until_written("settlement", lambda: self.queue.settle(settlements), self.log)
             for r, ok in zip(results, settled, strict=True):
                 if ok:
-                    report(r, now, events=self.events, log=self.log)
+                    report(r, now, events=self.events, log=self.log, successes=self.settings.log_successes)
                 else:
                     self.log.warning(
                         "unit was reclaimed by another worker; its outcome is theirs", ident=r.unit.ident

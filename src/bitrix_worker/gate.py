@@ -133,14 +133,12 @@ class PortalGate:
     async def pause(self, reason: str) -> None:
         """Stop every worker consuming for this portal until ``resume``; nothing probes meanwhile."""
         await self._breaker.pause(reason)
-        self._events.breaker(True, reason)
-        self._log.warning("portal paused by an operator", reason=reason)
+        self._events.breaker(True, reason)  # the workers log it when they start waiting
 
     async def resume(self) -> None:
         """Reopen now, whatever paused the portal (a fixed webhook need not wait out its cool-down)."""
         await self._breaker.close()
         self._events.breaker(False, "resumed")
-        self._log.info("portal resumed")
 
     # ---- health, as the worker's requests see it ------------------------------------------------------
 

@@ -133,6 +133,7 @@ def poison_outcome(origin: str, ident: str, at_ms: int) -> list[str]:
         ident=ident,
         outcome="dead_lettered",
         reason=Reason.POISON.sentence,
+        code=Reason.POISON.value,
         at_ms=at_ms,
         error_class=ErrorClass.POISON.value,
     )

@@ -133,6 +133,7 @@ def settlement(r: Result, at_ms: int) -> Settlement:
             op=u.members[f.index].operation.op.value,
             outcome=f.outcome.value,
             reason=f.text,
+            code=f.reason.value,
             attempts=u.attempts,
             at_ms=at_ms,
             error_class=c.error_class.value

@@ -142,6 +142,7 @@ def outcome_record(
     at_ms: int,
     op: str | None = None,
     attempts: int | None = None,
+    code: str | None = None,
     error_class: str | None = None,
     bitrix_id: int | None = None,
 ) -> list[str]:
@@ -151,6 +152,8 @@ def outcome_record(
     if op is not None:
         record += ["op", op]
     record += ["outcome", outcome, "reason", reason]
+    if code is not None:
+        record += ["code", code]
     if attempts is not None:
         record += ["attempts", str(attempts)]
     record += ["at_ms", str(at_ms)]

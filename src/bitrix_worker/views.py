@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -66,7 +67,7 @@ def status_view(s: Status) -> RenderableType:
         row("portal", "unknown (set BITRIX_WEBHOOK_URL to see breaker and limiter)")
     else:
         b = s.breaker or {}
-        breaker = f"OPEN: {b.get('reason')} (until {b.get('until', 0):.0f})" if b.get("open") else "closed"
+        breaker = gate_line(b)
         row("portal", s.portal)
         row("breaker", f"{breaker}, trips {b.get('trips', 0)}")
         lim = s.limiter or {}
@@ -156,3 +157,16 @@ def replay_view(r: ReplayReport) -> RenderableType:
     if r.missing:
         line += f"; {len(r.missing)} were already gone: {', '.join(r.missing[:10])}"
     return Group(Text(line), *skipped)
+
+
+def gate_line(b: dict[str, Any]) -> str:
+    """The portal gate in words: why it is paused and until when, in local time and from now."""
+    if not b.get("open"):
+        return "open (consuming)"
+    reason = b.get("reason") or "no reason given"
+    if b.get("manual"):
+        return f"PAUSED by an operator: {reason} (until `bitrix-worker portal resume`)"
+    until = float(b.get("until") or 0)
+    left = max(0.0, until - time.time())
+    at = datetime.fromtimestamp(until).strftime("%H:%M:%S") if until else "?"
+    return f"PAUSED: {reason}; next probe at {at} (in {left:.0f} s)"

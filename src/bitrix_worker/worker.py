@@ -145,6 +145,8 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(StoreError):  # a dead Redis: the heartbeat ages out instead
+                await self.registry.leave(self.settings.consumer)
             self.log.info("worker stopped", **dict(self.summary.outcomes))
         return self.summary
 
