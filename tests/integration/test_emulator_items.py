@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from bitrix_worker.emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer
 
@@ -130,7 +131,7 @@ async def test_smart_invoice_and_smart_process_items(client: httpx.AsyncClient, 
     _, body = await call(client, "crm.item.add", entityTypeId=1256, fields={"title": "Box", "categoryId": 9})
     assert (body["result"]["item"]["id"], body["result"]["item"]["stageId"]) == (1, "DT1256_0:NEW")
     _, body = await call(
-        client, "crm.item.update", entityTypeId=1256, id=1, fields={"categoryId": 4, "id": 99}
+        client, "crm.item.update", entityTypeId=1256, id=1, fields={"CATEGORY_ID": 4, "id": 99}
     )
     assert (body["result"]["item"]["id"], body["result"]["item"]["categoryId"]) == (1, 4)
     _, body = await call(client, "crm.item.list", entityTypeId=31, filter={"=xmlId": "shop:inv-1"})
@@ -222,3 +223,9 @@ async def test_quotes_old_api_and_item_share_a_table(client: httpx.AsyncClient) 
     _, body = await call(client, "crm.item.update", entityTypeId=7, id=1, fields={"stageId": "SENT"})
     _, body = await call(client, "crm.quote.get", id=1)
     assert body["result"]["STATUS_ID"] == "SENT"
+
+
+def test_configured_smart_process_types_are_checked() -> None:
+    with pytest.raises(ValidationError, match="out of allowed range"):
+        EmulatorConfig(smart_process_types=[{"id": 1, "entityTypeId": 1031, "title": "odd"}])  # type: ignore[list-item]
+    assert [t.entity_type_id for t in EmulatorConfig().smart_process_types] == [128]

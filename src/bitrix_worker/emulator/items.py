@@ -197,7 +197,9 @@ class ItemStore:
             raise
 
     def _own_fields(self, etid: int, fields: dict[str, Any]) -> dict[str, Any]:
-        out = {name: _incoming(name, value) for name, value in fields.items() if name not in _READ_ONLY}
+        # the controller reads either spelling: TITLE and title both set the title
+        named = {to_camel(to_upper(name, etid), etid): value for name, value in fields.items()}
+        out = {name: _incoming(name, value) for name, value in named.items() if name not in _READ_ONLY}
         currency = out.get("currencyId")
         if currency is not None and str(currency) not in CURRENCIES:
             raise engine_error("CRM_FIELD_ERROR_VALUE_NOT_VALID", 'Invalid value for field "Currency"')
