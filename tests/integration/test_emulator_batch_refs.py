@@ -16,6 +16,8 @@ import pytest
 from bitrix_worker.bitrix.querystring import encode_query
 from bitrix_worker.emulator import EmulatorAdmin, EmulatorServer
 
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
 
 @pytest.fixture
 def server() -> Iterator[EmulatorServer]:
@@ -151,3 +153,14 @@ async def test_reference_forms(client: httpx.AsyncClient) -> None:
     assert deal["COMMENTS"] == "found 1"
     assert deal["ADDITIONAL_INFO"] == "$result stays"
     assert deal["TITLE"] == "x $result[find] y"  # an array cannot be spliced into text: the reference stays
+
+
+@pytest.mark.parametrize(
+    ("halt", "halts"), [(0, False), (1, True), (False, False), ("0", False), ("false", True)]
+)
+async def test_halt_is_read_as_php_reads_it(client: httpx.AsyncClient, halt: Any, halts: bool) -> None:
+    """``(bool)"false"`` is true in PHP: a form-encoded ``halt=false`` stops the batch."""
+    commands = {"bad": cmd("crm.deal.get", id=9), "next": cmd("crm.deal.add", fields={"TITLE": "t"})}
+    response = await client.post("batch", content=encode_query({"halt": halt, "cmd": commands}), headers=FORM)
+    ran = response.json()["result"]["result"]
+    assert (ran == []) is halts

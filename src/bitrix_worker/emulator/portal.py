@@ -40,9 +40,10 @@ Handler = Callable[[dict[str, Any]], Result]
 
 
 def truthy(value: Any) -> bool:
-    """PHP-ish truth for ``halt``: true, 1, "1", "true", "Y"."""
+    """PHP ``(bool)`` as the batch reads ``halt``: only ``""`` and ``"0"`` are false among strings, so a
+    form-encoded ``halt=false`` *halts* (send 0/1 or a JSON boolean)."""
     if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "y", "yes", "on")
+        return value not in ("", "0")
     return bool(value)
 
 
