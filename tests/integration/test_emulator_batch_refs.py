@@ -164,3 +164,13 @@ async def test_halt_is_read_as_php_reads_it(client: httpx.AsyncClient, halt: Any
     response = await client.post("batch", content=encode_query({"halt": halt, "cmd": commands}), headers=FORM)
     ran = response.json()["result"]["result"]
     assert (ran == []) is halts
+
+
+async def test_a_command_that_is_not_a_string_is_skipped_silently(client: httpx.AsyncClient) -> None:
+    commands = {
+        "obj": {"method": "crm.deal.add", "params": {"fields": {"TITLE": "t"}}},
+        "ok": "crm.deal.list",
+    }
+    response = await client.post("batch", json={"halt": 1, "cmd": commands})
+    result = response.json()["result"]
+    assert (result["result"], result["result_error"]) == ({"ok": []}, [])

@@ -263,8 +263,10 @@ class Portal:
         times: dict[str, Any] = {}
         escalated: str | None = None
         for n, (key, spec) in enumerate(commands):
+            if not isinstance(spec, str):
+                continue  # e.g. an SDK-style {method, params} object: skipped without result or error
             start = self.clock()
-            method, _, query = str(spec).partition("?")
+            method, _, query = spec.partition("?")
             method = method.strip().lower().removesuffix(".json")
             try:
                 sections = {"result": result, "next": nexts, "total": totals, "time": times, "error": errors}
