@@ -19,6 +19,8 @@ _LEADING = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 def php_int(value: Any) -> int:  # noqa: PLR0911 - one return per PHP type rule
     """PHP 8 ``(int)$value``: arrays give 0 when empty and 1 otherwise; strings use their numeric prefix."""
+    if isinstance(value, str) and value.isdigit():  # the common case, first: every id of every call
+        return int(value)
     if value is None:
         return 0
     if isinstance(value, bool):

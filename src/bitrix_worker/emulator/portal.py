@@ -239,7 +239,10 @@ class Portal:
             return fault, Result(None), 0.0
         if fault is not None and fault not in TRANSPORT_KINDS and fault != "500_after_commit":
             raise fault_error(fault)
-        res, processing = self.call(method, substitute(parse_query(query), sections))
+        params = parse_query(query)
+        if "$" in query or "%24" in query:  # only a command with a reference needs the walk
+            params = substitute(params, sections)
+        res, processing = self.call(method, params)
         if fault == "500_after_commit":
             raise fault_error("500")
         # timeout_commit: the portal finishes the whole batch, then the answer is late
@@ -262,6 +265,7 @@ class Portal:
         nexts: dict[str, Any] = {}
         times: dict[str, Any] = {}
         escalated: str | None = None
+        sections = {"result": result, "next": nexts, "total": totals, "time": times, "error": errors}
         for n, (key, spec) in enumerate(commands):
             if not isinstance(spec, str):
                 continue  # e.g. an SDK-style {method, params} object: skipped without result or error
@@ -269,7 +273,6 @@ class Portal:
             method, _, query = spec.partition("?")
             method = method.strip().lower().removesuffix(".json")
             try:
-                sections = {"result": result, "next": nexts, "total": totals, "time": times, "error": errors}
                 fault, res, processing = self._command(n, method, query, sections)
             except ApiError as exc:
                 self.stats.count(method or "?", exc.outcome)
