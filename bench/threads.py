@@ -79,7 +79,9 @@ def area_of_stack(frames: list[str]) -> str:
 
 def fold_threads(text: str) -> dict[int, dict[str, Any]]:
     """py-spy ``--threads --format raw`` stacks -> per native thread id: name, samples, samples by area."""
-    threads: dict[int, dict[str, Any]] = defaultdict(lambda: {"name": "", "samples": 0, "areas": Counter()})
+    threads: dict[int, dict[str, Any]] = defaultdict(
+        lambda: {"name": "", "samples": 0, "areas": Counter(), "leaf": Counter(), "ours": Counter()}
+    )
     for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -95,6 +97,11 @@ def fold_threads(text: str) -> dict[int, dict[str, Any]]:
         t["name"] = t["name"] or (match[2] or "").strip()
         t["samples"] += int(count)
         t["areas"][area_of_stack(frames)] += int(count)
+        if frames:
+            t["leaf"][frames[-1]] += int(count)
+        for f in set(frames):
+            if "bitrix_worker/" in f:
+                t["ours"][f] += int(count)
     return dict(threads)
 
 
@@ -116,7 +123,16 @@ def attribute(pid: int, delta: dict[int, float], folded: dict[int, dict[str, Any
     total = sum(delta.values())
     if not total:
         return {"cpu_s": 0.0}
+    main = folded.get(pid, {"samples": 0})
+
+    def top(kind: str, n: int = 12) -> list[tuple[str, float]]:
+        if not main["samples"]:
+            return []
+        return [(f, round(100 * c / main["samples"], 1)) for f, c in main[kind].most_common(n)]
+
     return {
+        "main_thread_top_self_pct": top("leaf"),
+        "main_thread_top_ours_inclusive_pct": top("ours", 20),
         "cpu_s": round(total, 3),
         "threads": rows,
         "by_area_pct": [(a, round(100 * s / total, 1)) for a, s in by_area.most_common()],

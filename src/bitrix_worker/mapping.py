@@ -11,19 +11,18 @@ Every write is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement (bat
 per chunk, one transaction), so concurrent writers in many processes are safe without explicit locks. The
 statement text is rendered by SQLAlchemy once per row count and reused (``mapping_sql``): building it per
 batch used to be half of the worker's CPU.
-SQLite (the default, via aiosqlite) runs in WAL mode with a busy timeout so several worker processes can
-share one file; PostgreSQL goes through asyncpg. Driver errors become ``StoreError`` here, with the
-database password hidden.
+SQLite (the default) runs in WAL mode with a busy timeout so several worker processes can share one file;
+each store operation runs whole in a thread (``mapping_engine``). PostgreSQL goes through asyncpg. Driver
+errors become ``StoreError`` here, with the database password hidden.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -35,15 +34,15 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    event,
     func,
     select,
 )
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.sql import Executable
 
 from .errors import StoreError
+from .mapping_engine import Runner, open_runner
 from .mapping_sql import StatementCache
 from .redaction import redact
 
@@ -54,12 +53,11 @@ State = Literal["active", "deleted", "unknown"]
 next create of the key looks it up by ORIGIN_ID first."""
 
 DEFAULT_TABLE = "bitrix_mapping"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-"""How long a SQLite writer waits for another process's write lock before failing."""
-PG_CONNECT_TIMEOUT_S = 10.0
 CHUNK_ROWS = 500
 """Rows per statement in get_many/record_many: far below SQLite's and asyncpg's bound-parameter limits."""
 _CREATE_ATTEMPTS = 3
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +72,10 @@ class Mapping:
     fence: int = 0
 
 
-def _async_url(database_url: str) -> URL:
-    """``postgresql://`` -> asyncpg, ``sqlite:///`` -> aiosqlite; other drivers are refused."""
+def _database_url(database_url: str) -> URL:
+    """``postgresql://`` -> asyncpg, ``sqlite:///`` -> the standard sqlite3 module in a thread pool (any
+    driver suffix given, such as ``sqlite+aiosqlite``, is accepted and replaced); other databases are
+    refused."""
     try:
         url = make_url(database_url)
     except ArgumentError as exc:
@@ -84,7 +84,7 @@ def _async_url(database_url: str) -> URL:
     if backend == "postgresql" or url.drivername == "postgres":
         return url.set(drivername="postgresql+asyncpg")
     if backend == "sqlite":
-        return url.set(drivername="sqlite+aiosqlite")
+        return url.set(drivername="sqlite")
     raise StoreError(f"mapping store: unsupported database {url.drivername!r} (use sqlite or postgresql)")
 
 
@@ -103,69 +103,40 @@ def _build_table(name: str) -> Table:
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-    finally:
-        cursor.close()
-
-
 class MappingStore:
-    """Fenced, versioned (entity, key) -> Bitrix id store over SQLAlchemy async."""
+    """Fenced, versioned (entity, key) -> Bitrix id store over SQLAlchemy (see ``mapping_engine``)."""
 
-    def __init__(self, engine: AsyncEngine, table: Table, safe_url: str, password: str | None) -> None:
-        self._engine = engine
+    def __init__(self, runner: Runner, table: Table, safe_url: str, password: str | None) -> None:
+        self._runner = runner
         self._table = table
         self._safe_url = safe_url
         self._secrets = [password] if password else []
-        self._sql = StatementCache(table, engine.dialect)
+        self._sql = StatementCache(table, runner.dialect)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     @classmethod
     async def connect(cls, database_url: str, *, table: str = DEFAULT_TABLE) -> MappingStore:
         """Create the engine and the table if missing; raises ``StoreError`` if the database is unusable."""
-        url = _async_url(database_url)
+        url = _database_url(database_url)
         safe_url = url.render_as_string(hide_password=True)
         try:
-            engine = cls._create_engine(url)
+            runner = open_runner(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"mapping store {safe_url}: cannot create engine: {type(exc).__name__}") from exc
-        store = cls(engine, _build_table(table), safe_url, url.password)
+        store = cls(runner, _build_table(table), safe_url, url.password)
         try:
             await store._create_table()
         except BaseException:
-            await engine.dispose()
+            await runner.close()
             raise
         return store
-
-    @staticmethod
-    def _create_engine(url: URL) -> AsyncEngine:
-        if url.get_backend_name() == "sqlite":
-            in_memory = url.database in (None, "", ":memory:")
-            pool: dict[str, Any] = (
-                {} if in_memory else {"pool_size": 4, "max_overflow": 8, "pool_timeout": 60}
-            )
-            engine = create_async_engine(url, **pool)
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-            return engine
-        return create_async_engine(
-            url,
-            pool_size=5,
-            max_overflow=10,
-            pool_pre_ping=True,
-            connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
-        )
 
     async def _create_table(self) -> None:
         # Two processes starting together may both see the table missing; the loser's CREATE fails.
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
-                async with self._engine.begin() as conn:
-                    await conn.run_sync(self._table.metadata.create_all)
+                await self._runner.write(self._table.metadata.create_all)
                 return
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 if attempt == _CREATE_ATTEMPTS or not await self.ping():
@@ -173,13 +144,12 @@ class MappingStore:
                 await asyncio.sleep(0.05 * attempt)
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._runner.close()
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query (for /readyz)."""
         try:
-            async with self._engine.connect() as conn:
-                await conn.execute(select(1))
+            await self._runner.read(_execute, select(1))
         except (SQLAlchemyError, OSError, TimeoutError):
             return False
         return True
@@ -199,9 +169,7 @@ class MappingStore:
         wanted = list(dict.fromkeys(pairs))
         if not wanted:
             return {}
-        async with self._connection("get_many") as conn:
-            # one greenlet hop for all the chunks (run_sync), not one per statement
-            return await conn.run_sync(self._select, wanted)
+        return await self._run("get_many", self._runner.read, self._select, wanted)
 
     def _select(self, conn: Connection, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Mapping]:
         by_entity: dict[str, list[tuple[str, str]]] = {}
@@ -221,8 +189,7 @@ class MappingStore:
         stmt = select(func.count()).select_from(self._table)
         if state is not None:
             stmt = stmt.where(self._table.c.state == state)
-        async with self._connection("count") as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+        return int(await self._run("count", self._runner.read, _scalar, stmt))
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -255,14 +222,13 @@ class MappingStore:
         if not rows:
             return []
         stamp = self._sql.stamp(datetime.now(UTC))
-        async with self._transaction("record_many") as conn:
-            return await conn.run_sync(self._write, rows, stamp)
+        return await self._run("record_many", self._runner.write, self._write, rows, stamp)
 
     async def forget(self, entity: str, key: str) -> None:
         """Delete the row outright (tests and admin; the worker tombstones with ``mark_deleted``)."""
         t = self._table
-        async with self._transaction("forget") as conn:
-            await conn.execute(t.delete().where(and_(t.c.entity == entity, t.c.key == key)))
+        stmt = t.delete().where(and_(t.c.entity == entity, t.c.key == key))
+        await self._run("forget", self._runner.write, _execute, stmt)
 
     def _write(self, conn: Connection, rows: Sequence[Mapping], stamp: Any) -> list[bool]:
         applied = [False] * len(rows)
@@ -278,21 +244,30 @@ class MappingStore:
 
     # -- error boundary ----------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _connection(self, what: str) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.connect() as conn:
-                yield conn
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            raise self._error(what, exc) from exc
+    async def _run(
+        self,
+        what: str,
+        how: Callable[..., Awaitable[T]],
+        fn: Callable[..., T],
+        *args: Any,
+    ) -> T:
+        """``how`` (the runner's read or write) of ``fn``, driver errors turned into ``StoreError``.
 
-    @asynccontextmanager
-    async def _transaction(self, what: str) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as conn:
-                yield conn
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            raise self._error(what, exc) from exc
+        Retried once when the connection turned out to be dead (the server restarted, a proxy dropped it):
+        SQLAlchemy then discards every pooled connection older than the failure, so the retry gets a fresh
+        one. Safe to repeat: reads change nothing and the upsert is idempotent (a repeat of a committed
+        write carries the same fence and version, so it applies the same values again).
+        """
+        for attempt in (1, 2):
+            try:
+                return await how(fn, *args)
+            except DBAPIError as exc:
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise self._error(what, exc) from exc
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                raise self._error(what, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
@@ -300,6 +275,14 @@ class MappingStore:
         if detail:
             message += f": {detail[:300]}"
         return StoreError(redact(message, self._secrets))
+
+
+def _execute(conn: Connection, stmt: Executable) -> None:
+    conn.execute(stmt)
+
+
+def _scalar(conn: Connection, stmt: Executable) -> Any:
+    return conn.execute(stmt).scalar_one()
 
 
 def _values(row: Mapping, stamp: Any) -> tuple[Any, ...]:
