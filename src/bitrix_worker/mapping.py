@@ -217,12 +217,15 @@ class MappingStore:
         """``record_applied`` for each row, in one transaction; returns whether each row applied.
 
         Rows for the same key apply in order (one statement per occurrence round), the rest in chunks of
-        ``CHUNK_ROWS`` rows per statement.
+        ``CHUNK_ROWS`` rows per statement. A worker's batch is one statement, atomic on its own.
         """
         if not rows:
             return []
         stamp = self._sql.stamp(datetime.now(UTC))
-        return await self._run("record_many", self._runner.write, self._write, rows, stamp)
+        rounds = _rounds(rows)
+        single = len(rounds) == 1 and len(rows) <= CHUNK_ROWS
+        how = self._runner.write_one if single else self._runner.write
+        return await self._run("record_many", how, self._write, rows, rounds, stamp)
 
     async def forget(self, entity: str, key: str) -> None:
         """Delete the row outright (tests and admin; the worker tombstones with ``mark_deleted``)."""
@@ -230,9 +233,11 @@ class MappingStore:
         stmt = t.delete().where(and_(t.c.entity == entity, t.c.key == key))
         await self._run("forget", self._runner.write, _execute, stmt)
 
-    def _write(self, conn: Connection, rows: Sequence[Mapping], stamp: Any) -> list[bool]:
+    def _write(
+        self, conn: Connection, rows: Sequence[Mapping], rounds: list[list[int]], stamp: Any
+    ) -> list[bool]:
         applied = [False] * len(rows)
-        for round_ in _rounds(rows):
+        for round_ in rounds:
             for start in range(0, len(round_), CHUNK_ROWS):
                 chunk = round_[start : start + CHUNK_ROWS]
                 values = [_values(rows[i], stamp) for i in chunk]
