@@ -1,10 +1,12 @@
 """The mapping store as it was before the statement cache, for side-by-side cost measurements only.
 
-``mapping_37ab23b.py`` is ``src/bitrix_worker/mapping.py`` byte for byte as of commit 37ab23b (the last
-commit before issue 14's cost work): Core statements built and compiled for every batch, reads by
-``(entity, key) IN (VALUES ...)``. ``bench.cost`` starts one worker process with it installed in place of
-``bitrix_worker.mapping`` and one without, against the same emulator, stream and database, so the ratio
-between them is measured in one run on one machine state.
+The baseline is the worker as of commit 37ab23b (the last commit before issue 14's cost work) where it
+differs in cost: ``mapping_37ab23b.py`` is ``src/bitrix_worker/mapping.py`` byte for byte as of that commit
+(Core statements built and compiled for every batch, reads by ``(entity, key) IN (VALUES ...)``, every
+cursor call a hop to aiosqlite's thread), and redis-py parses replies in pure Python, as it did before
+``hiredis`` became a dependency. ``bench.cost`` starts one worker process with this installed and one
+without, against the same emulator, stream and database, so the ratio between them is measured in one run
+on one machine state.
 
     python -c "from bench.baseline import install; install(); from bitrix_worker.cli import main; main()" run
 
@@ -22,7 +24,11 @@ SOURCE_COMMIT = "37ab23b"
 
 
 def install() -> None:
-    """Load the frozen module as ``bitrix_worker.mapping`` before anything imports the current one."""
+    """Load the frozen module as ``bitrix_worker.mapping`` before anything imports the current one, and
+    hide ``hiredis`` from redis-py (it picks its parser when first imported)."""
+    if "redis" in sys.modules:
+        raise RuntimeError("redis was imported before the baseline could hide hiredis")
+    sys.modules["hiredis"] = None  # type: ignore[assignment]  # "import hiredis" now raises ImportError
     import bitrix_worker
 
     if "bitrix_worker.mapping" in sys.modules:

@@ -124,17 +124,19 @@ async def test_cost_smoke_measures_both_variants_in_one_run(tmp_path: Path) -> N
 
 
 def test_baseline_worker_runs_the_frozen_mapping_store(tmp_path: Path) -> None:
-    """The baseline variant must really load the old module, not silently fall back to the current one."""
+    """The baseline variant must really run the old module and redis-py's pure-Python parser, not silently
+    fall back to the current code."""
     import subprocess
     import sys
 
     code = cost.BASELINE_CLI[1].replace("from bitrix_worker.cli import main; main()", "")
     code += "import bitrix_worker.mapping as m, bitrix_worker.delivery as d; "
-    code += "print(m.__file__, d.MappingStore is m.MappingStore)"
+    code += "import redis.utils as u; "
+    code += "print(m.__file__, d.MappingStore is m.MappingStore, u.HIREDIS_AVAILABLE)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
     )
-    assert out.stdout.split() == [str(FROZEN), "True"]
+    assert out.stdout.split() == [str(FROZEN), "True", "False"]
 
 
 def test_thread_attribution_and_report_rendering(tmp_path: Path) -> None:
