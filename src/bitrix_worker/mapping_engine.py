@@ -85,7 +85,12 @@ class ThreadRunner:
     def __init__(self, engine: Engine, threads: int) -> None:
         self.engine = engine
         self.dialect = engine.dialect
-        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mapping-store")
+        self._size = threads
+        self._threads = self._pool()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        # starts no thread until the first operation
+        return ThreadPoolExecutor(max_workers=self._size, thread_name_prefix="mapping-store")
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._run(partial(self._read, fn, *args))
@@ -111,7 +116,10 @@ class ThreadRunner:
             return fn(conn, *args)
 
     def _close(self) -> None:
-        self._threads.shutdown(wait=True)
+        # Like AsyncEngine.dispose(): the connections and threads go, the runner stays usable (it reconnects
+        # and starts threads again on the next operation), as the readiness probe relies on.
+        threads, self._threads = self._threads, self._pool()
+        threads.shutdown(wait=True)
         self.engine.dispose()
 
 

@@ -15,6 +15,7 @@ Pure logic: no I/O here; ``MappingStore`` executes what this module renders.
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class StatementCache:
         self._dialect = dialect
         self._size = size
         self._cache: OrderedDict[tuple[str, int], Rendered] = OrderedDict()
+        self._lock = threading.Lock()  # SQLite's store operations run in several threads at once
         stamp = table.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
         self._stamp: Callable[[Any], Any] = stamp or (lambda value: value)
         for name in ROW_COLUMNS[:-1]:
@@ -131,16 +133,18 @@ class StatementCache:
 
     def _get(self, kind: str, n: int) -> Rendered:
         key = (kind, n)
-        found = self._cache.get(key)
-        if found is not None:
-            self._cache.move_to_end(key)
-            return found
+        with self._lock:
+            found = self._cache.get(key)
+            if found is not None:
+                self._cache.move_to_end(key)
+                return found
         if kind == "upsert":
             stmt = upsert_statement(self._table, n, self._dialect)
         else:
             stmt = select_statement(self._table, n)
         rendered = _render(stmt, self._dialect)
-        self._cache[key] = rendered
-        if len(self._cache) > self._size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = rendered
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
         return rendered

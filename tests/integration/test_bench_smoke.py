@@ -106,8 +106,10 @@ async def test_fault_mix_smoke_accounts_for_every_operation(tmp_path: Path) -> N
 
 
 async def test_cost_smoke_measures_both_variants_in_one_run(tmp_path: Path) -> None:
+    # 1,000 keys, not 100: with 100 keys and 20,000 queued the worker parks most of the stream behind the
+    # in-flight keys before applying the coalesced units (~3 s with nothing finished), longer than a window
     r = await cost.main(
-        tmp_path, deals=100, backlog=20_000, window_s=1.5, profile_s=0, repeats=1, backends=("sqlite",)
+        tmp_path, deals=1000, backlog=20_000, window_s=1.5, profile_s=0, repeats=1, backends=("sqlite",)
     )
     assert [(x["backend"], x["variant"]) for x in r["runs"]] == [
         ("sqlite", "baseline"),

@@ -106,3 +106,12 @@ async def test_postgres_connection_dropped_by_the_server_is_replaced(postgres_ur
     finally:
         await store.close()
         await drop_table(postgres_url, table)
+
+
+async def test_closed_store_reconnects_on_use(mapping_store: MappingStore) -> None:
+    """``close`` releases connections (and SQLite's threads) but, like an engine's dispose, the store
+    stays usable: the worker's readiness probe pings it after shutdown began."""
+    assert await mapping_store.record_applied("deal", "k", bitrix_id=1, version=1, fence=1)
+    await mapping_store.close()
+    assert await mapping_store.ping()
+    assert await mapping_store.get("deal", "k") == Mapping("deal", "k", 1, 1, "active", 1)
