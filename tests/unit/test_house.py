@@ -53,7 +53,7 @@ def test_only_the_client_speaks_http() -> None:
 
 
 def test_only_the_mapping_store_speaks_sql() -> None:
-    assert _importers("sqlalchemy") == {"mapping.py"}
+    assert _importers("sqlalchemy") == {"mapping.py", "mapping_sql.py", "mapping_engine.py"}
 
 
 def test_no_redis_error_is_caught_outside_the_translator() -> None:
