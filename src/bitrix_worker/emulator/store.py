@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .catalog import PortalSchema
+from .config import SchemaConfig
 from .errors import ApiError, bad_request
-from .schema import CURRENCIES, FIELDS, NUMERIC_TYPES, Field
+from .schema import FIELDS, NUMERIC_TYPES, EntityFields
+from .writes import clean, merge_multifield
+from .writes import number as _number
 
 PAGE_SIZE = 50
 ENTITIES = tuple(FIELDS)
@@ -63,30 +67,6 @@ class Table:
             self.by_origin.setdefault(new, set()).add(row_id)
 
 
-def _wire(value: Any) -> Any:
-    """Python value -> the string form the portal returns."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "Y" if value else "N"
-    if isinstance(value, list | tuple):
-        return [_wire(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _wire(v) for k, v in value.items()}
-    return str(value)
-
-
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(str(value).strip())
-    except ValueError:
-        return None
-
-
 def _positive_id(params: dict[str, Any]) -> int:
     raw = params.get("id", params.get("ID"))
     try:
@@ -113,57 +93,47 @@ def _array(params: dict[str, Any], name: str, *, required: bool) -> dict[str, An
 class CrmStore:
     """All four entity tables plus the method implementations."""
 
-    def __init__(self, user_id: int = 1) -> None:
+    def __init__(self, user_id: int = 1, schema: SchemaConfig | None = None) -> None:
         self.user_id = str(user_id)
+        self.schema_config = schema or SchemaConfig()
+        self.schema = PortalSchema(self.schema_config)
         self.tables: dict[str, Table] = {e: Table() for e in ENTITIES}
+        self._multi_id = 0
 
     def reset(self) -> None:
+        """Empty tables and the configured schema again (fields added at run time are gone)."""
         self.tables = {e: Table() for e in ENTITIES}
+        self.schema = PortalSchema(self.schema_config)
+        self._multi_id = 0
 
     # -- writes -------------------------------------------------------------------------------------
 
-    def _clean(self, entity: str, fields: dict[str, Any]) -> dict[str, Any]:
-        known = FIELDS[entity]
-        out: dict[str, Any] = {}
-        for raw_name, raw in fields.items():
-            name = str(raw_name).upper()
-            spec = known.get(name)
-            if spec is None:
-                if name.startswith("UF_"):
-                    out[name] = _wire(raw)
-                continue  # the portal silently ignores unknown fields
-            if spec.read_only:
-                continue
-            out[name] = self._value(spec, raw)
-        return out
+    def _next_multi_id(self) -> int:
+        self._multi_id += 1
+        return self._multi_id
 
-    @staticmethod
-    def _value(spec: Field, raw: Any) -> Any:
-        if spec.type == "crm_currency" and raw not in (None, ""):
-            if str(raw) not in CURRENCIES:
-                raise bad_request(f'Invalid value for the "{spec.title}" field')
-            return str(raw)
-        if spec.type == "double" and raw not in (None, ""):
-            number = _number(raw)
-            if number is None:
-                raise bad_request(f'Invalid value for the "{spec.title}" field')
-            return f"{number:.2f}"
-        if spec.type == "integer" and raw not in (None, ""):
-            number = _number(raw)
-            if number is None:
-                raise bad_request(f'Invalid value for the "{spec.title}" field')
-            return str(int(number))
-        return _wire(raw)
+    def _write(self, entity: str, row: dict[str, Any], fields: dict[str, Any], *, updating: bool) -> None:
+        known = self.schema.fields[entity]
+        values = clean(known, fields, updating=updating, currencies=self.schema.currencies)
+        for name, value in values.items():
+            multi = known[name].type == "crm_multifield"
+            row[name] = merge_multifield(row.get(name), value, name, self._next_multi_id) if multi else value
+
+    def _check_required(self, entity: str, row: dict[str, Any]) -> None:
+        for name, spec in self.schema.fields[entity].items():
+            if spec.required and row.get(name) in (None, "", []):
+                raise bad_request(f'The "{spec.label or spec.title}" field is required.')
 
     def add(self, entity: str, params: dict[str, Any]) -> Result:
-        values = self._clean(entity, _array(params, "fields", required=True))
+        fields = _array(params, "fields", required=True)
         _array(params, "params", required=False)
+        row = dict(self.schema.fields[entity].defaults)
+        self._write(entity, row, fields, updating=False)
+        self._check_required(entity, row)
         table = self.tables[entity]
         row_id = table.next_id
         table.next_id += 1
         stamp = portal_time()
-        row = dict(FIELDS[entity].defaults)
-        row.update(values)
         row.update(
             ID=str(row_id),
             DATE_CREATE=stamp,
@@ -187,10 +157,10 @@ class CrmStore:
 
     def update(self, entity: str, params: dict[str, Any]) -> Result:
         row_id, row = self._row(entity, params)
-        values = self._clean(entity, _array(params, "fields", required=True))
+        fields = _array(params, "fields", required=True)
         _array(params, "params", required=False)
         old_origin = row.get("ORIGIN_ID")
-        row.update(values)
+        self._write(entity, row, fields, updating=True)
         row["DATE_MODIFY"] = portal_time()
         row["MODIFY_BY_ID"] = self.user_id
         self.tables[entity].index(row_id, old_origin, row.get("ORIGIN_ID"))
@@ -220,11 +190,12 @@ class CrmStore:
         return [dict(r) for r in self.tables[entity].rows.values()]
 
     def fields(self, entity: str) -> Result:
-        return Result({name: spec.describe() for name, spec in FIELDS[entity].items()})
+        return Result({name: spec.describe(name) for name, spec in self.schema.fields[entity].items()})
 
     def list(self, entity: str, params: dict[str, Any]) -> Result:
         table = self.tables[entity]
-        tests, candidates = _compile_filter(entity, table, _array(params, "filter", required=False))
+        known = self.schema.fields[entity]
+        tests, candidates = _compile_filter(known, table, _array(params, "filter", required=False))
         order = _array(params, "order", required=False)
         rows: Iterable[dict[str, Any]] = (
             table.rows.values() if candidates is None else (r for i in candidates if (r := table.rows.get(i)))
@@ -233,26 +204,26 @@ class CrmStore:
         if candidates is not None:
             matched.sort(key=lambda r: int(r["ID"]))
         for name, direction in reversed(list(order.items())):
-            key = _sort_key(entity, str(name).upper())
+            key = _sort_key(known, str(name).upper())
             matched.sort(key=key, reverse=str(direction).upper() == "DESC")
         start = max(0, int(_number(params.get("start")) or 0))
         page = matched[start : start + PAGE_SIZE]
-        project = _projector(entity, params.get("select"))
+        project = _projector(known, params.get("select"))
         after = start + PAGE_SIZE
         return Result([project(r) for r in page], len(matched), after if after < len(matched) else None)
 
 
-def _projector(entity: str, select: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def _projector(fields: EntityFields, select: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     names = [str(s).upper() for s in select] if isinstance(select, list) and select else ["*"]
     standard = "*" in names
     user = "UF_*" in names
     wanted = ["ID"] + [n for n in names if n not in ("*", "UF_*", "ID")]
-    fields = FIELDS[entity]
+    standard_names = [n for n in fields if not n.startswith("UF_")]
 
     def project(row: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if standard:
-            out.update((n, row.get(n)) for n in fields if not fields[n].multiple or n in row)
+            out.update((n, row.get(n)) for n in standard_names if not fields[n].multiple or n in row)
         if user:
             out.update((n, v) for n, v in row.items() if n.startswith("UF_"))
         for n in wanted:
@@ -262,8 +233,8 @@ def _projector(entity: str, select: Any) -> Callable[[dict[str, Any]], dict[str,
     return project
 
 
-def _sort_key(entity: str, name: str) -> Callable[[dict[str, Any]], tuple[int, float, str]]:
-    spec = FIELDS[entity].get(name)
+def _sort_key(fields: EntityFields, name: str) -> Callable[[dict[str, Any]], tuple[int, float, str]]:
+    spec = fields.get(name)
     numeric = spec is not None and spec.type in NUMERIC_TYPES
 
     def key(row: dict[str, Any]) -> tuple[int, float, str]:
@@ -282,7 +253,7 @@ def _like(pattern: str) -> re.Pattern[str]:
 
 
 def _compile_filter(
-    entity: str, table: Table, flt: dict[str, Any]
+    fields: EntityFields, table: Table, flt: dict[str, Any]
 ) -> tuple[list[Callable[[dict[str, Any]], bool]], list[int] | None]:
     """Filter dict -> row predicates, plus candidate IDs when an indexed equality narrows the scan."""
     tests: list[Callable[[dict[str, Any]], bool]] = []
@@ -291,8 +262,8 @@ def _compile_filter(
         key = str(raw_key)
         op = next((o for o in _FILTER_OPS if key.startswith(o)), "=")
         name = key[len(op) :].upper() if key.startswith(op) else key.upper()
-        spec = FIELDS[entity].get(name)
-        if spec is None and not name.startswith("UF_"):
+        spec = fields.get(name)
+        if spec is None:
             continue  # as on the portal, filter keys that are no field are ignored
         numeric = spec is not None and spec.type in NUMERIC_TYPES
         tests.append(_predicate(op, name, want, numeric))
