@@ -52,6 +52,7 @@ SHUTDOWN_GRACE_S = 30.0
 HTTP_PORT = 9400
 OUTCOMES_MAXLEN = 100_000
 DESCRIPTION_MAX_CHARS = 200
+SCHEMA_TTL_S = 3600.0  # a portal's field schema is refetched at most this often (plus on a surprise)
 HISTORY_MAX_ENTRIES = 50
 
 
@@ -114,6 +115,14 @@ class StreamKeys:
 
     def breaker(self, portal: str) -> str:
         return self._k(f"breaker:{portal}")
+
+    def schema(self, portal: str, entity: str) -> str:
+        """String: the parsed field schema of one entity on one portal (JSON, shared by all workers)."""
+        return self._k(f"schema:{portal}:{entity}")
+
+    def schema_refresh(self, portal: str, entity: str) -> str:
+        """Short-lived lock: the one worker refetching a stale schema while the others keep using it."""
+        return self._k(f"schema-refresh:{portal}:{entity}")
 
     @property
     def workers(self) -> str:
