@@ -133,7 +133,7 @@ def _unknown(name: str, value: Any, schema: EntitySchema) -> Finding:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or value in ("", [], {})
+    return value is None or value == "" or (type(value) in (list, dict) and not value)
 
 
 def _problem_finding(spec: FieldSchema, value: Any, problem: Problem, where: str = "") -> Finding:
@@ -196,10 +196,17 @@ def _entry_problem(name: str, where: str, entry: Mapping[str, Any]) -> tuple[Fin
     return None
 
 
+_SCALARS = (str, int, float, bool)
+
+
 def _check_value(spec: FieldSchema, value: Any, ctx: Context) -> Finding | None:
+    """One field's value; exact ``type()`` tests first, since payload values are plain JSON types."""
+    check = check_for(spec.type)
+    if type(value) in _SCALARS and spec.type != "crm_multifield":
+        problem = check(value, spec, ctx)
+        return None if problem is None else _problem_finding(spec, value, problem)
     if spec.type == "crm_multifield":
         return _multifield(spec, value)
-    check = check_for(spec.type)
     if isinstance(value, list | tuple):
         if not spec.multiple:
             expected = "a single value (the portal would keep only the first)"

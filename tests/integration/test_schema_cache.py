@@ -147,8 +147,20 @@ async def test_unreadable_or_invalidated_entries_are_refetched(
     await redis_client.set(keys.schema("emulator", "contact"), "not json")
     assert await worker.get("contact") is None
     before = await _calls(admin)
-    assert await worker.load("contact", fetch("contact")) == schema
+    assert await cache().load("contact", fetch("contact")) == schema  # another worker: no memo yet
     assert await _calls(admin) == before + 2
+
+
+async def test_each_process_memoises_its_last_read_for_a_few_seconds(parts: Any) -> None:
+    admin, fetch, cache, clock, _, _ = parts
+    worker, other = cache(), cache()
+    schema = await worker.load("deal", fetch("deal"))
+    await admin.add_field("deal", name="UF_CRM_COUPON", label="Coupon")
+    refreshed = await other.load("deal", fetch("deal"), refresh=True)
+    assert "UF_CRM_COUPON" in refreshed.fields
+    assert await worker.load("deal", fetch("deal")) is schema  # its memo: no Redis read, no call
+    clock.now += 10
+    assert await worker.load("deal", fetch("deal")) == refreshed
 
 
 async def test_a_failing_fetch_raises_a_classified_error(parts: Any) -> None:
