@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from fieldschemas import portal_schema
+from fieldschemas import CONFIG, portal_schema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bitrix_worker.emulator.portal import Portal
 from bitrix_worker.schema import (
     EntitySchema,
     FieldSchema,
@@ -192,3 +193,27 @@ def test_values_built_from_the_schema_have_no_findings(
     if fields.get("STAGE_ID") is not None:
         fields["STAGE_ID"] = data.draw(st.sampled_from(sorted(DEAL.statuses["DEAL_STAGE"])))
     assert validate("update", fields, DEAL) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), chosen=st.lists(st.sampled_from(WRITABLE), unique=True, min_size=1, max_size=10))
+def test_what_the_validator_accepts_the_portal_stores(data: st.DataObject, chosen: list[FieldSchema]) -> None:
+    """The other half of "no silent loss": a create that passes validation keeps every field it sent."""
+    portal = Portal(CONFIG)
+    fields: dict[str, Any] = {"UF_CRM_ORDER_NO": "A-1"}
+    for spec in chosen:
+        value = data.draw(_valid_value(spec).filter(lambda v: not _ref_or_empty(v)), label=spec.name)
+        fields[spec.name] = value
+    if "STAGE_ID" in fields:
+        category = fields.get("CATEGORY_ID", 0)
+        fields["STAGE_ID"] = data.draw(st.sampled_from(sorted(DEAL.statuses[DEAL.stage_list(int(category))])))
+    assert validate("create", fields, DEAL) == []
+    new_id = portal.call("crm.deal.add", {"fields": fields})[0].value
+    row = portal.call("crm.deal.get", {"id": new_id})[0].value
+    lost = {name for name in fields if row.get(name) in (None, [], "")}
+    assert lost == set(), {name: fields[name] for name in lost}
+
+
+def _ref_or_empty(value: Any) -> bool:
+    items = value if isinstance(value, list) else [value]
+    return any(isinstance(v, dict) or v in ("", None) for v in items)
