@@ -168,3 +168,22 @@ async def test_a_failing_fetch_raises_a_classified_error(parts: Any) -> None:
     await admin.set_faults(rules=[{"kind": "500", "method": "crm.currency.list"}])
     with pytest.raises(BitrixError):
         await fetch("deal")()
+
+
+async def test_a_failing_refresh_keeps_the_stale_copy_and_retries_once_per_claim(
+    parts: Any, redis_client: aioredis.Redis
+) -> None:
+    admin, fetch, cache, _, _, keys = parts
+    worker = cache()
+    schema = await worker.load("deal", fetch("deal"))
+    await admin.set_faults(rules=[{"kind": "500", "method": "crm.currency.list"}])
+    before = await _calls(admin)
+    assert await worker.load("deal", fetch("deal"), refresh=True) == schema
+    assert await _calls(admin) == before + 1  # the first batch failed: no second one
+    assert await cache().load("deal", fetch("deal"), refresh=True) == schema
+    assert await _calls(admin) == before + 1  # the claim is still held: nobody hammers a failing portal
+    await admin.clear_faults()
+    await admin.add_field("deal", name="UF_CRM_COUPON", label="Coupon")
+    await redis_client.delete(keys.schema_refresh("emulator", "deal"))  # as if its 30 s had passed
+    refreshed = await cache().load("deal", fetch("deal"), refresh=True)
+    assert "UF_CRM_COUPON" in refreshed.fields

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..defaults import StreamKeys
+from ..errors import BitrixError
 from ..schema import EntitySchema
 from ..values import Clock, as_text
 from .connection import RedisClient
@@ -92,19 +93,23 @@ class SchemaCache:
         with translated("schema refresh release"):
             await self._client.delete(self._keys.schema_refresh(self._portal, entity))
 
-    async def _refetch(self, entity: str, fetch: Fetch) -> EntitySchema:
+    async def _refetch(self, entity: str, fetch: Fetch, stale: EntitySchema) -> EntitySchema:
+        """Refetch under the claim. If the portal fails, go on with the stale copy and keep the claim until
+        it expires: while the portal is failing, the fleet retries the fetch once per ``REFRESH_CLAIM_S``."""
         try:
             schema = await fetch()
-            await self.put(schema)
-            return schema
-        finally:
-            await self._release(entity)
+        except BitrixError:
+            return stale
+        await self.put(schema)
+        await self._release(entity)
+        return schema
 
     async def load(self, entity: str, fetch: Fetch, *, refresh: bool = False) -> EntitySchema:
         """The schema to validate with: cached if fresh (and not ``refresh``), else fetched by one worker.
 
-        Without any cached copy every caller fetches (a cold start costs each worker one fetch once).
-        With a stale or distrusted copy only the claim holder fetches; the others use the copy meanwhile.
+        Without any cached copy every caller fetches (a cold start costs each worker one fetch once) and a
+        failing portal raises its BitrixError. With a stale or distrusted copy only the claim holder
+        fetches; the others, and the holder if the fetch fails, use the copy meanwhile.
         """
         now = self._clock()
         memo = self._memo.get(entity)
@@ -122,7 +127,7 @@ class SchemaCache:
             schema = await fetch()
             await self.put(schema)
         elif await self._claim(entity):
-            schema = await self._refetch(entity, fetch)
+            schema = await self._refetch(entity, fetch, cached.schema)
         else:
             schema = cached.schema
         self._memo[entity] = (schema, now)
