@@ -70,6 +70,8 @@ async def test_fields_answer_in_the_portals_shape(rest: Any) -> None:
     assert fields["STAGE_ID"]["statusType"] == "DEAL_STAGE"
     assert fields["CATEGORY_ID"]["isImmutable"] is True
     assert fields["ID"]["isReadOnly"] is True
+    assert fields["CONTACT_ID"]["isDeprecated"] is True
+    assert "isDeprecated" not in fields["TITLE"]
     _, contact = await rest("crm.contact.fields")
     assert contact["result"]["LAST_NAME"]["isRequired"] is True
 

@@ -27,6 +27,7 @@ class Field:
     multiple: bool = False
     required: bool = False
     immutable: bool = False
+    deprecated: bool = False
     status_type: str | None = None
     items: tuple[tuple[str, str], ...] = ()  # enumeration: (ID, VALUE)
     label: str | None = None  # user fields: the human label (their ``title`` is the field code)
@@ -43,6 +44,8 @@ class Field:
             "isDynamic": user,
             "title": name if user else self.title,
         }
+        if self.deprecated:
+            out["isDeprecated"] = True
         if self.type == "enumeration":
             out["items"] = [{"ID": i, "VALUE": v} for i, v in self.items]
         if self.status_type is not None:
@@ -112,7 +115,7 @@ FIELDS: dict[str, EntityFields] = {
             "IS_MANUAL_OPPORTUNITY": Field("char", "Manual amount"),
             "TAX_VALUE": Field("double", "Tax rate"),
             "COMPANY_ID": Field("crm_company", "Company"),
-            "CONTACT_ID": Field("crm_contact", "Contact"),
+            "CONTACT_ID": Field("crm_contact", "Contact", deprecated=True),
             "CONTACT_IDS": Field("crm_contact", "Contacts", multiple=True),
             "LEAD_ID": Field("crm_lead", "Lead", read_only=True),
             "BEGINDATE": Field("date", "Start date"),
