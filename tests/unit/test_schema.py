@@ -23,6 +23,7 @@ from bitrix_worker.schema import (
 from bitrix_worker.validation import FindingKind, validate
 
 DEAL = portal_schema("deal")
+CONTACT = portal_schema("contact")
 
 ITEM_FIELDS = {
     "fields": {
@@ -129,17 +130,23 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=10,
 )
-names = st.sampled_from(sorted(DEAL.fields)) | st.text(max_size=20)
+names = st.sampled_from(sorted(DEAL.fields) + sorted(CONTACT.fields)) | st.text(max_size=20)
+entry = st.dictionaries(
+    st.sampled_from(["ID", "VALUE", "VALUE_TYPE", "DELETE", "X"]), json_values, max_size=4
+)
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     op=st.sampled_from(["create", "update", "upsert", "delete"]),
-    fields=st.dictionaries(names, json_values, max_size=8),
+    fields=st.dictionaries(names, json_values | st.lists(entry, max_size=3), max_size=8),
     category=st.none() | st.integers(-2, 5),
+    schema=st.sampled_from([DEAL, CONTACT]),
 )
-def test_validate_never_raises(op: str, fields: dict[str, Any], category: int | None) -> None:
-    for finding in validate(op, fields, DEAL, category_id=category):
+def test_validate_never_raises(
+    op: str, fields: dict[str, Any], category: int | None, schema: EntitySchema
+) -> None:
+    for finding in validate(op, fields, schema, category_id=category):
         assert finding.field in fields or finding.kind is FindingKind.REQUIRED_MISSING
         assert finding.message
         assert len(finding.value) <= 80
