@@ -209,8 +209,9 @@ def _check_value(spec: FieldSchema, value: Any, ctx: Context) -> Finding | None:
         return _multifield(spec, value)
     if isinstance(value, list | tuple):
         if not spec.multiple:
-            expected = "a single value (the portal would keep only the first)"
-            message = f"{spec.name} takes one value, got {len(value)}: Bitrix24 would keep only the first"
+            expected = "a single value, not a list"
+            fate = "keep only the first" if spec.user_field else 'store 1 or the text "Array"'
+            message = f"{spec.name} takes one value, got a list of {len(value)}: Bitrix24 would {fate}"
             return _finding(FindingKind.NOT_MULTIPLE, spec.name, value, expected, message)
         for n, item in enumerate(value):
             problem = check(item, spec, ctx)

@@ -123,6 +123,13 @@ async def test_category_is_ignored_on_update_and_bad_dates_are_dropped(rest: Any
     assert (await rest.admin.entities("deal"))[0]["UF_CRM_DELIVERY_DATE"] == "2024-06-02"
 
 
+async def test_a_list_for_a_single_field_is_not_stored_as_sent(rest: Any) -> None:
+    fields = {"TITLE": ["Order 1", "x"], "COMPANY_ID": [5, 6], "UF_CRM_PAYMENT_METHOD": ["1001", "1000"]}
+    await rest("crm.deal.add", fields=fields)
+    row = (await rest.admin.entities("deal"))[0]
+    assert (row["TITLE"], row["COMPANY_ID"], row["UF_CRM_PAYMENT_METHOD"]) == ("Array", "1", "1001")
+
+
 async def test_required_field_missing_is_an_error(rest: Any) -> None:
     status, body = await rest("crm.contact.add", fields={"NAME": "Ann"})
     assert status == 400

@@ -2,7 +2,8 @@
 
 As Bitrix24's old-API REST layer does, without an error: a name that is not in the entity's schema is
 dropped (also a misspelt ``UF_CRM_*``), read-only fields are dropped, immutable ones (``CATEGORY_ID``) too on
-update, a date it cannot parse is dropped, an array sent to a single-value field keeps its first element.
+update, a date it cannot parse is dropped; an array sent to a single-value user field keeps its first
+element, one sent to a standard field becomes PHP's cast of an array (1, or the text "Array").
 Invalid currencies and non-numbers in numeric fields are the few things that answer 400, as on a portal.
 Multi-fields (PHONE, EMAIL) merge entry by entry: an entry with an ``ID`` but no ``VALUE`` deletes.
 """
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import bad_request
-from .schema import DATE_TYPES, EntityFields, Field
+from .schema import DATE_TYPES, NUMERIC_TYPES, EntityFields, Field
 
 _RU_DATE = re.compile(r"^(\d{2})\.(\d{2})\.(\d{4})$")
 DROP = object()  # marker: the portal silently ignores this value
@@ -63,10 +64,22 @@ def _date(spec: Field, raw: Any) -> Any:
     return parsed.isoformat(timespec="seconds")
 
 
-def coerce(spec: Field, raw: Any, currencies: list[str]) -> Any:
+def _cast_list(spec: Field, raw: list[Any] | tuple[Any, ...], *, user_field: bool) -> Any:
+    """A list sent to a single-value field: a user field keeps the first element; a standard field gets
+    PHP's cast of an array: 1 for numbers and ids, the text "Array" otherwise; a date is dropped."""
+    if user_field or not raw:
+        return raw[0] if raw else None
+    if spec.type in DATE_TYPES:
+        return DROP
+    return 1 if spec.type in NUMERIC_TYPES else "Array"
+
+
+def coerce(spec: Field, raw: Any, currencies: list[str], *, user_field: bool = False) -> Any:
     """One value as the portal stores it, ``DROP`` if it silently ignores it; ApiError for the few 400s."""
     if isinstance(raw, list | tuple) and not spec.multiple:
-        raw = raw[0] if raw else None  # a single-value field keeps the first element
+        raw = _cast_list(spec, raw, user_field=user_field)
+        if raw is DROP:
+            return DROP
     if raw in (None, ""):
         return None
     if spec.type in DATE_TYPES:
@@ -96,7 +109,7 @@ def clean(
         if spec.type == "crm_multifield":
             out[name] = raw
             continue
-        value = coerce(spec, raw, currencies)
+        value = coerce(spec, raw, currencies, user_field=name.startswith("UF_"))
         if isinstance(value, list):
             value = [v for v in value if v is not DROP]
         if value is not DROP:
