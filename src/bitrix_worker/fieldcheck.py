@@ -149,10 +149,10 @@ def _values(schema: EntitySchema, name: str) -> str:
 
 def schema_table(schema: EntitySchema) -> Table:
     table = Table(box=None, title=f"{schema.entity} fields")
-    for column in ("field", "type"):
+    for column in ("field", "type", "label"):
         table.add_column(column, no_wrap=True)
-    for column in ("label", "flags", "values"):
-        table.add_column(column)
+    for column in ("flags", "values"):
+        table.add_column(column)  # these wrap, so a narrow terminal still shows every field on one line
     for name, spec in schema.fields.items():
         flags = [
             flag
