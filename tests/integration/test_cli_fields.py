@@ -83,7 +83,7 @@ def test_fields_prints_the_schema_with_labels_and_caches_it(
 def test_fields_of_an_unknown_entity_is_bad_usage(env: dict[str, str]) -> None:
     result = invoke(env, "fields", "planet")
     assert result.exit_code == 2
-    assert "unknown entity" in result.output
+    assert "entity 'planet': use deal" in result.output
 
 
 def test_check_finds_a_misspelt_field_and_names_the_right_one(env: dict[str, str], tmp_path: Path) -> None:
