@@ -421,9 +421,10 @@ def main() -> None:
 
 
 def _add_portal_commands() -> None:
-    from .cli_portal import portal_app
+    from .cli_portal import portal_app, store_app
 
     app.add_typer(portal_app, name="portal")
+    app.add_typer(store_app, name="store")
 
 
 _add_portal_commands()
