@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .faults import FaultConfig
 from .schema import CURRENCIES
@@ -53,12 +53,38 @@ class SchemaConfig(BaseModel):
     currencies: list[str] = Field(default_factory=lambda: list(CURRENCIES), min_length=1)
 
 
+class SmartProcessType(BaseModel):
+    """A smart-process type as ``crm.type.list`` shows it; ``id`` (the type's own id) is not the
+    ``entityTypeId`` items are addressed with."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: int = Field(ge=1)
+    entity_type_id: int = Field(alias="entityTypeId")
+    title: str = Field(min_length=1)
+    code: str = ""
+    products: bool = Field(default=True, alias="isLinkWithProductsEnabled")
+    categories: bool = Field(default=True, alias="isCategoriesEnabled")
+
+    @field_validator("entity_type_id")
+    @classmethod
+    def _in_range(cls, value: int) -> int:
+        if not (128 <= value <= 192 or (value >= 1030 and value % 2 == 0)):
+            raise ValueError("entityTypeId is out of allowed range (128..192, or an even number >= 1030)")
+        return value
+
+
+def _default_types() -> list[SmartProcessType]:
+    return [SmartProcessType(id=1, entity_type_id=128, title="Delivery")]
+
+
 class EmulatorConfig(BaseModel):
     """Portal identity, limits (defaults are the non-Enterprise cloud plan), faults and field schema.
 
     ``processing_s`` maps a method name (or a glob such as ``crm.deal.*``) to the simulated seconds each
     call of it takes; that time feeds the per-method operating budget and ``time.processing``, without
-    actually sleeping (use ``faults.latency`` for real delay).
+    actually sleeping (use ``faults.latency`` for real delay). ``smart_process_types`` are the smart
+    processes the portal starts with (``crm.type.add`` adds more).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -74,6 +100,7 @@ class EmulatorConfig(BaseModel):
     seed: int | None = None
     limits_enabled: bool = True
     crm_schema: SchemaConfig = Field(default_factory=SchemaConfig)
+    smart_process_types: list[SmartProcessType] = Field(default_factory=_default_types)
 
 
 class LimitsUpdate(BaseModel):

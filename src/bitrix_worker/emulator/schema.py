@@ -1,4 +1,4 @@
-"""Field lists of the four CRM entities: a small but realistic subset of ``crm.<entity>.fields``.
+"""Field lists of the old-API CRM entities: a small but realistic subset of ``crm.<entity>.fields``.
 
 These are the start-up defaults; ``catalog.PortalSchema`` copies them per portal and adds the user fields,
 required flags and pipelines of the emulator's configuration (or added at run time via ``/_emulator/``).
@@ -12,7 +12,7 @@ from typing import Any
 
 CURRENCIES = ("RUB", "USD", "EUR", "KZT", "BYN", "UAH")
 NUMERIC_TYPES = frozenset(
-    {"integer", "double", "user", "crm_company", "crm_contact", "crm_lead", "crm_category"}
+    {"integer", "double", "user", "crm_company", "crm_contact", "crm_lead", "crm_deal", "crm_category"}
 )
 DATE_TYPES = frozenset({"date", "datetime"})
 
@@ -33,7 +33,7 @@ class Field:
     label: str | None = None  # user fields: the human label (their ``title`` is the field code)
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def describe(self, name: str) -> dict[str, Any]:
+    def describe(self, name: str = "") -> dict[str, Any]:
         user = name.startswith("UF_")
         out: dict[str, Any] = {
             "type": self.type,
@@ -179,6 +179,28 @@ FIELDS: dict[str, EntityFields] = {
         },
         {"STATUS_ID": "NEW", "CURRENCY_ID": "RUB", "OPPORTUNITY": "0.00", "OPENED": "Y"},
     ),
+    "quote": EntityFields(  # crm.quote.fields documents no source or external-id fields
+        {k: v for k, v in _COMMON.items() if not k.startswith(("ORIGIN", "SOURCE_"))}
+        | {
+            "TITLE": Field("string", "Title"),
+            "STATUS_ID": _status("Status", "QUOTE_STATUS"),
+            "CURRENCY_ID": Field("crm_currency", "Currency"),
+            "OPPORTUNITY": Field("double", "Amount"),
+            "TAX_VALUE": Field("double", "Tax amount"),
+            "COMPANY_ID": Field("crm_company", "Company"),
+            "CONTACT_ID": Field("crm_contact", "Contact"),
+            "CONTACT_IDS": Field("crm_contact", "Contacts", multiple=True),
+            "DEAL_ID": Field("crm_deal", "Deal"),
+            "LEAD_ID": Field("crm_lead", "Lead"),
+            "QUOTE_NUMBER": Field("string", "Estimate number", read_only=True),
+            "BEGINDATE": Field("date", "Date of issue"),
+            "CLOSEDATE": Field("date", "Date of completion"),
+            "CLOSED": Field("char", "Completed"),
+            "CONTENT": Field("string", "Content"),
+            "TERMS": Field("string", "Terms"),
+        },
+        {"STATUS_ID": "DRAFT", "CURRENCY_ID": "RUB", "OPPORTUNITY": "0.00", "OPENED": "Y", "CLOSED": "N"},
+    ),
 }
 
 DEAL_STAGES = (
@@ -246,6 +268,13 @@ STATUS_LISTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("EMPLOYEES_2", "50-250"),
         ("EMPLOYEES_3", "250-500"),
         ("EMPLOYEES_4", "over 500"),
+    ),
+    "QUOTE_STATUS": (
+        ("DRAFT", "New"),
+        ("SENT", "Sent to client"),
+        ("RECEIVED", "Received"),
+        ("APPROVED", "Approved"),
+        ("DECLAINED", "Declined"),
     ),
     "HONORIFIC": (("HNR_EN_1", "Mr."), ("HNR_EN_2", "Mrs."), ("HNR_EN_3", "Ms."), ("HNR_EN_4", "Dr.")),
 }

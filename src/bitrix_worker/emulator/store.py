@@ -18,6 +18,7 @@ from typing import Any
 from .catalog import PortalSchema
 from .config import SchemaConfig
 from .errors import ApiError, bad_request
+from .php import php_int
 from .schema import FIELDS, NUMERIC_TYPES, EntityFields
 from .writes import clean, merge_multifield
 from .writes import number as _number
@@ -25,6 +26,7 @@ from .writes import number as _number
 PAGE_SIZE = 50
 ENTITIES = tuple(FIELDS)
 _FILTER_OPS = (">=", "<=", "!=", "!@", "=%", "%=", ">", "<", "=", "!", "@", "%")
+NOT_RETURNED = frozenset({"CONTACT_IDS"})  # accepted by add/update, absent from get/list (docs)
 
 _stamp_cache: tuple[int, str] = (0, "")
 
@@ -68,11 +70,9 @@ class Table:
 
 
 def _positive_id(params: dict[str, Any]) -> int:
-    raw = params.get("id", params.get("ID"))
-    try:
-        value = int(str(raw).strip()) if raw is not None and not isinstance(raw, bool) else 0
-    except ValueError:
-        value = 0
+    """``(int)$params['id']`` as the old API reads it: an array (a batch reference to a failed command)
+    becomes 1, so such a call lands on entity 1 — the portal's behaviour, reproduced on purpose."""
+    value = php_int(params.get("id", params.get("ID")))
     if value <= 0:
         raise bad_request("ID is not defined or invalid.")
     return value
@@ -90,6 +90,37 @@ def _array(params: dict[str, Any], name: str, *, required: bool) -> dict[str, An
     raise bad_request(f"Parameter '{name}' must be array.")
 
 
+def _contacts(values: dict[str, Any]) -> dict[str, Any]:
+    """``CONTACT_IDS`` replaces the contact set and its first is the (deprecated) ``CONTACT_ID``; a lone
+    ``CONTACT_ID`` makes a set of one."""
+    if "CONTACT_IDS" in values:
+        ids = values["CONTACT_IDS"]
+        ids = [str(php_int(i)) for i in (ids if isinstance(ids, list) else [ids]) if php_int(i) > 0]
+        values["CONTACT_IDS"] = ids
+        values["CONTACT_ID"] = ids[0] if ids else None
+    elif values.get("CONTACT_ID") not in (None, "", "0"):
+        values["CONTACT_IDS"] = [values["CONTACT_ID"]]
+    return values
+
+
+def _stage_prefix(category: Any) -> str:
+    number = php_int(category)
+    return f"C{number}:" if number > 0 else ""
+
+
+def _default_stage(row: dict[str, Any]) -> None:
+    """A deal created in pipeline N without a stage starts at ``CN:NEW``."""
+    if "CATEGORY_ID" in row and "STAGE_ID" in row and ":" not in str(row["STAGE_ID"] or ""):
+        row["STAGE_ID"] = _stage_prefix(row["CATEGORY_ID"]) + str(row["STAGE_ID"] or "NEW")
+
+
+def _move_stage(row: dict[str, Any]) -> None:
+    """A pipeline move keeps the stage's meaning: ``C1:WON`` -> ``C2:WON`` (the portal picks the first stage
+    of the new pipeline with the same semantics)."""
+    stage = str(row.get("STAGE_ID") or "NEW").rpartition(":")[2]
+    row["STAGE_ID"] = _stage_prefix(row["CATEGORY_ID"]) + stage
+
+
 class CrmStore:
     """All four entity tables plus the method implementations."""
 
@@ -99,6 +130,7 @@ class CrmStore:
         self.schema = PortalSchema(self.schema_config)
         self.tables: dict[str, Table] = {e: Table() for e in ENTITIES}
         self._multi_id = 0
+        self.on_remove: Callable[[str, int], None] | None = None  # product rows go with their owner
 
     def reset(self) -> None:
         """Empty tables and the configured schema again (fields added at run time are gone)."""
@@ -112,12 +144,16 @@ class CrmStore:
         self._multi_id += 1
         return self._multi_id
 
-    def _write(self, entity: str, row: dict[str, Any], fields: dict[str, Any], *, updating: bool) -> None:
+    def _write(
+        self, entity: str, row: dict[str, Any], fields: dict[str, Any], *, updating: bool
+    ) -> dict[str, Any]:
+        """What the portal keeps of ``fields`` (``writes.clean``), applied to ``row``; returns it."""
         known = self.schema.fields[entity]
-        values = clean(known, fields, updating=updating, currencies=self.schema.currencies)
+        values = _contacts(clean(known, fields, updating=updating, currencies=self.schema.currencies))
         for name, value in values.items():
             multi = known[name].type == "crm_multifield"
             row[name] = merge_multifield(row.get(name), value, name, self._next_multi_id) if multi else value
+        return values
 
     def _check_required(self, entity: str, row: dict[str, Any]) -> None:
         for name, spec in self.schema.fields[entity].items():
@@ -134,6 +170,7 @@ class CrmStore:
         row_id = table.next_id
         table.next_id += 1
         stamp = portal_time()
+        _default_stage(row)
         row.update(
             ID=str(row_id),
             DATE_CREATE=stamp,
@@ -155,12 +192,16 @@ class CrmStore:
             raise bad_request("Not found")
         return row_id, row
 
-    def update(self, entity: str, params: dict[str, Any]) -> Result:
+    def update(self, entity: str, params: dict[str, Any], *, move: bool = False) -> Result:
+        """``crm.<entity>.update``; ``move=True`` is crm.item.update's path, where a pipeline change works."""
         row_id, row = self._row(entity, params)
         fields = _array(params, "fields", required=True)
         _array(params, "params", required=False)
         old_origin = row.get("ORIGIN_ID")
-        self._write(entity, row, fields, updating=True)
+        old_category = row.get("CATEGORY_ID")
+        values = self._write(entity, row, fields, updating=not move)
+        if row.get("CATEGORY_ID") != old_category and "STAGE_ID" not in values:
+            _move_stage(row)
         row["DATE_MODIFY"] = portal_time()
         row["MODIFY_BY_ID"] = self.user_id
         self.tables[entity].index(row_id, old_origin, row.get("ORIGIN_ID"))
@@ -178,13 +219,15 @@ class CrmStore:
         if row is None:
             return False
         table.index(row_id, row.get("ORIGIN_ID"), None)
+        if self.on_remove is not None:
+            self.on_remove(entity, row_id)
         return True
 
     # -- reads --------------------------------------------------------------------------------------
 
     def get(self, entity: str, params: dict[str, Any]) -> Result:
         _, row = self._row(entity, params)
-        return Result(dict(row))
+        return Result({k: v for k, v in row.items() if k not in NOT_RETURNED})
 
     def all(self, entity: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.tables[entity].rows.values()]
@@ -218,12 +261,16 @@ def _projector(fields: EntityFields, select: Any) -> Callable[[dict[str, Any]], 
     standard = "*" in names
     user = "UF_*" in names
     wanted = ["ID"] + [n for n in names if n not in ("*", "UF_*", "ID")]
-    standard_names = [n for n in fields if not n.startswith("UF_")]
+    standard_names = [n for n in fields if not n.startswith("UF_") and n not in NOT_RETURNED]
 
     def project(row: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if standard:
-            out.update((n, row.get(n)) for n in standard_names if not fields[n].multiple or n in row)
+            out.update(
+                (n, row.get(n))
+                for n in standard_names
+                if (not fields[n].multiple or n in row) and n not in NOT_RETURNED
+            )
         if user:
             out.update((n, v) for n, v in row.items() if n.startswith("UF_"))
         for n in wanted:

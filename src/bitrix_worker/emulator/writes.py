@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import bad_request
+from .php import php_int
 from .schema import DATE_TYPES, NUMERIC_TYPES, EntityFields, Field
 
 _RU_DATE = re.compile(r"^(\d{2})\.(\d{2})\.(\d{4})$")
@@ -64,9 +65,17 @@ def _date(spec: Field, raw: Any) -> Any:
     return parsed.isoformat(timespec="seconds")
 
 
-def _cast_list(spec: Field, raw: list[Any] | tuple[Any, ...], *, user_field: bool) -> Any:
-    """A list sent to a single-value field: a user field keeps the first element; a standard field gets
-    PHP's cast of an array: 1 for numbers and ids, the text "Array" otherwise; a date is dropped."""
+ID_TYPES = frozenset({"integer", "user", "crm_company", "crm_contact", "crm_lead", "crm_deal"})
+
+
+def _cast_list(spec: Field, raw: list[Any] | tuple[Any, ...] | dict[str, Any], *, user_field: bool) -> Any:
+    """A list or object sent to a single-value field: an id-like standard field gets PHP's ``(int)`` of it
+    (1 when non-empty); a user field keeps a list's first element; another standard field gets the cast of
+    an array, the text "Array"; a date is dropped."""
+    if not user_field and spec.type in ID_TYPES:
+        return str(php_int(raw))
+    if isinstance(raw, dict):
+        return raw
     if user_field or not raw:
         return raw[0] if raw else None
     if spec.type in DATE_TYPES:
@@ -76,7 +85,7 @@ def _cast_list(spec: Field, raw: list[Any] | tuple[Any, ...], *, user_field: boo
 
 def coerce(spec: Field, raw: Any, currencies: list[str], *, user_field: bool = False) -> Any:
     """One value as the portal stores it, ``DROP`` if it silently ignores it; ApiError for the few 400s."""
-    if isinstance(raw, list | tuple) and not spec.multiple:
+    if not spec.multiple and isinstance(raw, list | tuple | dict):
         raw = _cast_list(spec, raw, user_field=user_field)
         if raw is DROP:
             return DROP
