@@ -254,3 +254,13 @@ def _add_portal_commands() -> None:
 
 
 _add_portal_commands()
+
+
+def _add_field_commands() -> None:
+    from .cli_fields import check, fields
+
+    app.command()(fields)
+    app.command()(check)
+
+
+_add_field_commands()

@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .redaction import WebhookUrl, redact_url
 from .taxonomy import ErrorClass
 from .urls import check_database_url, check_host, check_redis_url
+from .validation import DEFAULT_ACTIONS, FindingAction, FindingKind
 
 ENV_PREFIX = "BITRIX_WORKER_"
 _PLAIN_ENV = {
@@ -108,6 +109,15 @@ class Settings(BaseSettings):
     http_port: int = Field(default=d.HTTP_PORT, ge=0, le=65535)
     http_host: str = "127.0.0.1"
     outcomes_maxlen: int = Field(default=d.OUTCOMES_MAXLEN, ge=0)
+    schema_ttl_s: float = Field(default=d.SCHEMA_TTL_S, gt=0)
+    on_unknown_field: FindingAction = DEFAULT_ACTIONS[FindingKind.UNKNOWN_FIELD]
+    on_read_only: FindingAction = DEFAULT_ACTIONS[FindingKind.READ_ONLY]
+    on_immutable: FindingAction = DEFAULT_ACTIONS[FindingKind.IMMUTABLE]
+    on_required_missing: FindingAction = DEFAULT_ACTIONS[FindingKind.REQUIRED_MISSING]
+    on_wrong_type: FindingAction = DEFAULT_ACTIONS[FindingKind.WRONG_TYPE]
+    on_not_in_list: FindingAction = DEFAULT_ACTIONS[FindingKind.NOT_IN_LIST]
+    on_not_multiple: FindingAction = DEFAULT_ACTIONS[FindingKind.NOT_MULTIPLE]
+    on_multifield_delete: FindingAction = DEFAULT_ACTIONS[FindingKind.MULTIFIELD_DELETE]
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_successes: bool = True
@@ -183,6 +193,10 @@ class Settings(BaseSettings):
             ErrorClass.POISON: 0,
         }
         return budgets[error_class]
+
+    def finding_actions(self) -> dict[FindingKind, FindingAction]:
+        """What to do with each kind of validation finding (``BITRIX_WORKER_ON_<KIND>``)."""
+        return {kind: getattr(self, f"on_{kind.value}") for kind in FindingKind}
 
     def redacted(self) -> dict[str, Any]:
         """Effective settings for display: every URL through ``redact_url`` (webhook secret, passwords,

@@ -68,6 +68,7 @@ LIVE_HEARTBEATS = 3  # a worker is live while its last heartbeat is younger than
 OUTCOMES_MAXLEN = 100_000
 DEDUPE_WINDOW_S = 3600.0  # a producer's op_id is remembered this long (producer.enqueue(op_id=...))
 DESCRIPTION_MAX_CHARS = 200
+SCHEMA_TTL_S = 3600.0  # a portal's field schema is refetched at most this often (plus on a surprise)
 HISTORY_MAX_ENTRIES = 50
 
 
@@ -130,6 +131,14 @@ class StreamKeys:
 
     def breaker(self, portal: str) -> str:
         return self._k(f"breaker:{portal}")
+
+    def schema(self, portal: str, entity: str) -> str:
+        """String: the parsed field schema of one entity on one portal (JSON, shared by all workers)."""
+        return self._k(f"schema:{portal}:{entity}")
+
+    def schema_refresh(self, portal: str, entity: str) -> str:
+        """Short-lived lock: the one worker refetching a stale schema while the others keep using it."""
+        return self._k(f"schema-refresh:{portal}:{entity}")
 
     def dedupe(self, op_id: str) -> str:
         """String with a TTL: a producer's op_id -> the stream id it was first enqueued under."""

@@ -33,6 +33,10 @@ class WorkerEvents:
     def breaker(self, is_open: bool, reason: str) -> None:
         """The portal's circuit breaker opened or closed."""
 
+    def field_finding(self, kind: str, action: str, entity: str) -> None:
+        """Validation found something in an operation's fields (``validation.FindingKind`` / ``FindingAction``
+        values); ``action`` is what was done about it: reject, warn or drop."""
+
 
 class EventFanout(WorkerEvents):
     """Sends every event to several subscribers."""
@@ -63,6 +67,10 @@ class EventFanout(WorkerEvents):
     def breaker(self, is_open: bool, reason: str) -> None:
         for s in self._subs:
             s.breaker(is_open, reason)
+
+    def field_finding(self, kind: str, action: str, entity: str) -> None:
+        for s in self._subs:
+            s.field_finding(kind, action, entity)
 
 
 @dataclass

@@ -20,12 +20,15 @@ from .operations import Entity
 from .reasons import Reason
 from .redis.gauges import QueueReader
 from .taxonomy import ErrorClass
+from .validation import FindingAction, FindingKind
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _ENTITY_NAMES = "|".join(e.value for e in Entity)
 _METHOD = re.compile(rf"^(batch|crm\.({_ENTITY_NAMES})\.(add|update|delete|list|get|fields))$")
 _ENTITIES = frozenset(e.value for e in Entity)
 _RESULTS = frozenset({"ok", *(c.value for c in ErrorClass)})
+_KINDS = frozenset(k.value for k in FindingKind)
+_ACTIONS = frozenset(a.value for a in FindingAction)
 CALL_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 65)
 E2E_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -70,6 +73,12 @@ class PrometheusEvents(WorkerEvents):
         self.dead_lettered = Counter(
             "bitrix_worker_dead_lettered", "Operations dead-lettered.", ["error_class"], registry=r
         )
+        self.field_findings = Counter(
+            "bitrix_worker_field_findings",
+            "Validation findings in operations' fields, by kind and the action taken.",
+            ["kind", "action", "entity"],
+            registry=r,
+        )
         self.limiter_wait_s = Counter(
             "bitrix_worker_limiter_wait_seconds",
             "Time spent waiting for the shared rate limiter.",
@@ -113,6 +122,13 @@ class PrometheusEvents(WorkerEvents):
 
     def breaker(self, is_open: bool, reason: str) -> None:
         self.breaker_open.set(1 if is_open else 0)
+
+    def field_finding(self, kind: str, action: str, entity: str) -> None:
+        self.field_findings.labels(
+            kind if kind in _KINDS else "other",
+            action if action in _ACTIONS else "other",
+            entity if entity in _ENTITIES else "none",
+        ).inc()
 
     # ---- gauges and exposition --------------------------------------------------------------------------
 

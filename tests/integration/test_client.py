@@ -11,7 +11,14 @@ import pytest
 
 from bitrix_worker.bitrix import BitrixClient, Command
 from bitrix_worker.bitrix import methods as m
-from bitrix_worker.emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer, FaultConfig
+from bitrix_worker.emulator import (
+    EmulatorAdmin,
+    EmulatorConfig,
+    EmulatorServer,
+    FaultConfig,
+    SchemaConfig,
+    UserFieldConfig,
+)
 from bitrix_worker.errors import (
     AuthError,
     BitrixError,
@@ -25,10 +32,13 @@ from bitrix_worker.taxonomy import ErrorClass, Execution
 SECRET = "integration-secret-7"
 ORIGINATOR = "bitrix-worker-test"
 
+#: The portal keeps only user fields it has; these tests write one multiple field.
+TAGS = SchemaConfig(user_fields={"deal": [UserFieldConfig(name="UF_CRM_TAGS", multiple=True)]})
+
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorServer]:
-    config = EmulatorConfig(secret=SECRET, faults=FaultConfig(hang_s=5.0))
+    config = EmulatorConfig(secret=SECRET, faults=FaultConfig(hang_s=5.0), crm_schema=TAGS)
     with EmulatorServer(config) as server:
         yield server
 

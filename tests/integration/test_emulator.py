@@ -8,7 +8,13 @@ import httpx
 import pytest
 
 from bitrix_worker.bitrix.querystring import encode_query
-from bitrix_worker.emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer
+from bitrix_worker.emulator import (
+    EmulatorAdmin,
+    EmulatorConfig,
+    EmulatorServer,
+    SchemaConfig,
+    UserFieldConfig,
+)
 from bitrix_worker.errors import EmulatorError
 
 TIME_KEYS = {
@@ -22,10 +28,13 @@ TIME_KEYS = {
     "operating_reset_at",
 }
 
+#: The portal keeps only user fields it has; these tests write one multiple field.
+TAGS = SchemaConfig(user_fields={"company": [UserFieldConfig(name="UF_CRM_TAGS", multiple=True)]})
+
 
 @pytest.fixture
 def server() -> Iterator[EmulatorServer]:
-    with EmulatorServer(EmulatorConfig(user_id=7, secret="s3cret")) as srv:
+    with EmulatorServer(EmulatorConfig(user_id=7, secret="s3cret", crm_schema=TAGS)) as srv:
         yield srv
 
 

@@ -175,3 +175,16 @@ def test_label_values_are_folded_into_a_fixed_set() -> None:
     assert 'entity="none"' in text
     assert 'method="other",result="other"' in text
     assert 'reason="budget_spent"' in text  # the code, never the sentence with its numbers
+
+
+def test_field_findings_are_counted_by_kind_action_and_entity() -> None:
+    events = PrometheusEvents()
+    events.field_finding("unknown_field", "reject", "deal")
+    events.field_finding("unknown_field", "reject", "deal")
+    events.field_finding("UF_CRM_SECRET_NAME", "explode", "order-7")
+    text = events.render().decode()
+    assert (
+        'bitrix_worker_field_findings_total{action="reject",entity="deal",kind="unknown_field"} 2.0' in text
+    )
+    assert 'bitrix_worker_field_findings_total{action="other",entity="none",kind="other"} 1.0' in text
+    assert "UF_CRM_SECRET_NAME" not in text

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bitrix_worker.emulator import EmulatorConfig, FaultConfig
+from bitrix_worker.emulator import EmulatorConfig, FaultConfig, SchemaConfig, UserFieldConfig
 from bitrix_worker.emulator.errors import ApiError
 from bitrix_worker.emulator.faults import FaultEngine
 from bitrix_worker.emulator.portal import Portal
@@ -14,7 +14,9 @@ from bitrix_worker.emulator.portal import Portal
 
 @pytest.fixture
 def portal() -> Portal:
-    return Portal(EmulatorConfig())
+    user_fields = [UserFieldConfig(name=n, multiple=n == "UF_CRM_X") for n in ("UF_CRM_X", "UF_CRM_K")]
+    schema = SchemaConfig(user_fields={"deal": user_fields, "lead": user_fields})
+    return Portal(EmulatorConfig(crm_schema=schema))
 
 
 def call(portal: Portal, method: str, **params: Any) -> Any:

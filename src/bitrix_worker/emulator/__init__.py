@@ -7,7 +7,7 @@ injectable faults and ``/_emulator/`` admin endpoints.
 
 from .admin import EmulatorAdmin
 from .app import create_app
-from .config import EmulatorConfig, LimitsUpdate
+from .config import EmulatorConfig, LimitsUpdate, PipelineConfig, SchemaConfig, UserFieldConfig
 from .faults import AuthOutage, FaultConfig, FaultKind, FaultRule, Latency
 from .limits import LeakyBucket, OperatingBudget
 from .server import EmulatorServer, serve
@@ -24,6 +24,9 @@ __all__ = [
     "LeakyBucket",
     "LimitsUpdate",
     "OperatingBudget",
+    "PipelineConfig",
+    "SchemaConfig",
+    "UserFieldConfig",
     "create_app",
     "serve",
 ]

@@ -88,6 +88,22 @@ class EmulatorAdmin:
         data: dict[str, Any] = await self._call("POST", "/limits", changes)
         return data
 
+    async def add_field(self, entity: str, **spec: Any) -> dict[str, Any]:
+        """Add a user field (``name``, ``type``, ``label``, ``multiple``, ``required``, ``items``) at run
+        time; returns its descriptor. Gone after ``reset``."""
+        data: dict[str, Any] = await self._call("POST", f"/fields/{entity}", spec)
+        return data
+
+    async def add_pipeline(
+        self, pipeline_id: int, name: str, stages: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Add a deal pipeline; returns ``{"id", "name", "stages"}`` with the prefixed stage ids."""
+        body: dict[str, Any] = {"id": pipeline_id, "name": name}
+        if stages is not None:
+            body["stages"] = stages
+        data: dict[str, Any] = await self._call("POST", "/pipelines", body)
+        return data
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

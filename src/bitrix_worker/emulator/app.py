@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..bitrix.querystring import parse_query
-from .config import EmulatorConfig, LimitsUpdate
+from .config import EmulatorConfig, LimitsUpdate, PipelineConfig, UserFieldConfig
 from .errors import ApiError, invalid_credentials, method_not_found, query_limit
 from .faults import COMMIT_THEN_ANSWER, FRONT_DOOR_KINDS, FaultConfig, fault_error
 from .hostile import HOSTILE_ANSWERS, hostile_answer
@@ -310,6 +310,26 @@ async def limits(request: Request) -> Response:
     return JSONResponse(portal.limits())
 
 
+async def add_field(request: Request) -> Response:
+    """Add a user field at run time: the next ``crm.<entity>.fields`` shows it, writes keep it."""
+    entity = _entity(request)
+    if entity is None:
+        return JSONResponse({"error": "unknown entity", "entities": list(ENTITIES)}, status_code=404)
+    try:
+        spec = UserFieldConfig.model_validate(await _json_body(request))
+    except (ValueError, ValidationError) as exc:
+        return _bad(exc)
+    return JSONResponse(_portal(request).store.schema.add_user_field(entity, spec))
+
+
+async def add_pipeline(request: Request) -> Response:
+    try:
+        spec = PipelineConfig.model_validate(await _json_body(request))
+    except (ValueError, ValidationError) as exc:
+        return _bad(exc)
+    return JSONResponse(_portal(request).store.schema.add_pipeline(spec))
+
+
 def create_app(config: EmulatorConfig | None = None) -> Starlette:
     """A fresh emulated portal behind a Starlette app (the portal is ``app.portal``)."""
     routes = [
@@ -324,6 +344,8 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         Route("/_emulator/reset", reset, methods=["POST"]),
         Route("/_emulator/faults", faults, methods=["GET", "POST"]),
         Route("/_emulator/limits", limits, methods=["GET", "POST"]),
+        Route("/_emulator/fields/{entity}", add_field, methods=["POST"]),
+        Route("/_emulator/pipelines", add_pipeline, methods=["POST"]),
     ]
     app = EmulatorApp(routes=routes)
     app.portal = Portal(config or EmulatorConfig())

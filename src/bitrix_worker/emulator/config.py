@@ -2,9 +2,55 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .faults import FaultConfig
+from .schema import CURRENCIES
+
+FieldType = Literal[
+    "string", "integer", "double", "boolean", "date", "datetime", "enumeration", "money", "url", "address",
+    "employee", "crm", "crm_status", "file", "iblock_element", "iblock_section",
+]  # fmt: skip
+
+
+class UserFieldConfig(BaseModel):
+    """One user field (``UF_CRM_*``) of an entity; ``items`` are the list values of an enumeration,
+    given as labels (IDs are assigned from 1000 up) or as ``{"ID": ..., "VALUE": ...}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^UF_CRM_[A-Z0-9_]+$", max_length=50)
+    type: FieldType = "string"
+    label: str = ""
+    multiple: bool = False
+    required: bool = False
+    items: list[str | dict[str, str]] = Field(default_factory=list)
+    status_type: str | None = None  # crm_status user fields: which status list
+
+
+class PipelineConfig(BaseModel):
+    """An extra deal pipeline (category ``id`` > 0); its stage ids get the ``C<id>:`` prefix."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int = Field(ge=1)
+    name: str = Field(min_length=1)
+    stages: list[str] = Field(default_factory=lambda: ["NEW", "WORK", "WON", "LOSE"], min_length=1)
+
+
+class SchemaConfig(BaseModel):
+    """Per-portal field schema on top of the built-in standard fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_fields: dict[Literal["deal", "contact", "company", "lead"], list[UserFieldConfig]] = Field(
+        default_factory=dict
+    )
+    required: dict[Literal["deal", "contact", "company", "lead"], list[str]] = Field(default_factory=dict)
+    pipelines: list[PipelineConfig] = Field(default_factory=list)
+    currencies: list[str] = Field(default_factory=lambda: list(CURRENCIES), min_length=1)
 
 
 class SmartProcessType(BaseModel):
@@ -33,7 +79,7 @@ def _default_types() -> list[SmartProcessType]:
 
 
 class EmulatorConfig(BaseModel):
-    """Portal identity, limits (defaults are the non-Enterprise cloud plan) and faults.
+    """Portal identity, limits (defaults are the non-Enterprise cloud plan), faults and field schema.
 
     ``processing_s`` maps a method name (or a glob such as ``crm.deal.*``) to the simulated seconds each
     call of it takes; that time feeds the per-method operating budget and ``time.processing``, without
@@ -53,6 +99,7 @@ class EmulatorConfig(BaseModel):
     faults: FaultConfig = Field(default_factory=FaultConfig)
     seed: int | None = None
     limits_enabled: bool = True
+    crm_schema: SchemaConfig = Field(default_factory=SchemaConfig)
     smart_process_types: list[SmartProcessType] = Field(default_factory=_default_types)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from ..crm import is_smart_process_type, to_camel, to_upper
 from .config import SmartProcessType
 from .errors import ApiError, engine_error, invalid_parameter, missing_parameter
-from .schema import CURRENCIES, FIELDS, Field
+from .schema import CURRENCIES, Field
 from .store import _FILTER_OPS, ENTITIES, PAGE_SIZE, CrmStore, Result, _predicate, portal_time
 
 SHARED = {1: "lead", 2: "deal", 3: "contact", 4: "company", 7: "quote"}
@@ -149,7 +149,7 @@ class ItemStore:
         if etid in SHARED:
             entity = SHARED[etid]
             row = self.crm.tables[entity].rows[item_id]
-            specs = FIELDS[entity]
+            specs = self.crm.schema.fields[entity]
             item = {
                 to_camel(name, etid): _typed(specs.get(name), value)
                 for name, value in row.items()
@@ -318,9 +318,9 @@ class ItemStore:
     def fields(self, params: dict[str, Any]) -> Result:
         etid = self.entity_type(params)
         if etid in SHARED:
-            specs = FIELDS[SHARED[etid]]
+            specs = self.crm.schema.fields[SHARED[etid]]
             described = {
-                to_camel(name, etid): spec.describe() | {"upperName": name}
+                to_camel(name, etid): spec.describe(name) | {"upperName": name}
                 for name, spec in specs.items()
                 if spec.type != "crm_multifield"
             }

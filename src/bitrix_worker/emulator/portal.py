@@ -36,6 +36,12 @@ from .store import ENTITIES, CrmStore, Result, portal_time
 from .substitution import substitute
 
 BATCH_MAX = 50
+_CATALOG = {
+    "crm.category.list": "category_list",
+    "crm.status.list": "status_list",
+    "crm.status.entity.items": "status_entity_items",
+    "crm.currency.list": "currency_list",
+}
 Handler = Callable[[dict[str, Any]], Result]
 
 
@@ -80,8 +86,10 @@ class Portal:
         self.user_id = str(config.user_id)
         self.clock = clock
         self._stop: asyncio.Event | None = None
-        self.store = CrmStore(config.user_id)
+        self.store = CrmStore(config.user_id, config.crm_schema)
         self.handlers: dict[str, Handler] = {"profile": self._profile}
+        for method, name in _CATALOG.items():
+            self.handlers[method] = partial(self._catalog, name)
         for entity in ENTITIES:
             for op in ("add", "update", "get", "list", "delete"):
                 self.handlers[f"crm.{entity}.{op}"] = partial(getattr(self.store, op), entity)
@@ -182,6 +190,10 @@ class Portal:
 
     def _fields(self, entity: str, params: dict[str, Any]) -> Result:
         return self.store.fields(entity)
+
+    def _catalog(self, name: str, params: dict[str, Any]) -> Result:
+        """Pipelines, status lists and currencies: read from the schema current at call time."""
+        return Result(getattr(self.store.schema, name)(params))
 
     def processing(self, method: str) -> float:
         """Simulated seconds one call of ``method`` takes (exact name first, then globs)."""

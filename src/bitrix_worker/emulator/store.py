@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .catalog import PortalSchema
+from .config import SchemaConfig
 from .errors import ApiError, bad_request
 from .php import php_int
-from .schema import CURRENCIES, FIELDS, NUMERIC_TYPES, Field
+from .schema import FIELDS, NUMERIC_TYPES, EntityFields
+from .writes import clean, merge_multifield
+from .writes import number as _number
 
 PAGE_SIZE = 50
 ENTITIES = tuple(FIELDS)
 _FILTER_OPS = (">=", "<=", "!=", "!@", "=%", "%=", ">", "<", "=", "!", "@", "%")
-_ID_TYPES = frozenset({"integer", "user", "crm_company", "crm_contact", "crm_lead", "crm_deal"})
 NOT_RETURNED = frozenset({"CONTACT_IDS"})  # accepted by add/update, absent from get/list (docs)
 
 _stamp_cache: tuple[int, str] = (0, "")
@@ -64,30 +67,6 @@ class Table:
                     del self.by_origin[old]
         if new is not None:
             self.by_origin.setdefault(new, set()).add(row_id)
-
-
-def _wire(value: Any) -> Any:
-    """Python value -> the string form the portal returns."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "Y" if value else "N"
-    if isinstance(value, list | tuple):
-        return [_wire(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _wire(v) for k, v in value.items()}
-    return str(value)
-
-
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(str(value).strip())
-    except ValueError:
-        return None
 
 
 def _positive_id(params: dict[str, Any]) -> int:
@@ -145,61 +124,52 @@ def _move_stage(row: dict[str, Any]) -> None:
 class CrmStore:
     """All four entity tables plus the method implementations."""
 
-    def __init__(self, user_id: int = 1) -> None:
+    def __init__(self, user_id: int = 1, schema: SchemaConfig | None = None) -> None:
         self.user_id = str(user_id)
+        self.schema_config = schema or SchemaConfig()
+        self.schema = PortalSchema(self.schema_config)
         self.tables: dict[str, Table] = {e: Table() for e in ENTITIES}
+        self._multi_id = 0
         self.on_remove: Callable[[str, int], None] | None = None  # product rows go with their owner
 
     def reset(self) -> None:
+        """Empty tables and the configured schema again (fields added at run time are gone)."""
         self.tables = {e: Table() for e in ENTITIES}
+        self.schema = PortalSchema(self.schema_config)
+        self._multi_id = 0
 
     # -- writes -------------------------------------------------------------------------------------
 
-    def _clean(self, entity: str, fields: dict[str, Any], *, update: bool = False) -> dict[str, Any]:
-        """Fields as the old API stores them; on update it also drops immutable ones (``CATEGORY_ID``)."""
-        known = FIELDS[entity]
-        out: dict[str, Any] = {}
-        for raw_name, raw in fields.items():
-            name = str(raw_name).upper()
-            spec = known.get(name)
-            if spec is None:
-                if name.startswith("UF_"):
-                    out[name] = _wire(raw)
-                continue  # the portal silently ignores unknown fields
-            if spec.read_only or (update and spec.immutable):
-                continue
-            out[name] = self._value(spec, raw)
-        return _contacts(out)
+    def _next_multi_id(self) -> int:
+        self._multi_id += 1
+        return self._multi_id
 
-    @staticmethod
-    def _value(spec: Field, raw: Any) -> Any:
-        if spec.type in _ID_TYPES and not spec.multiple and isinstance(raw, list | dict):
-            return str(php_int(raw))  # the proxies cast non-scalars for id-like fields
-        if spec.type == "crm_currency" and raw not in (None, ""):
-            if str(raw) not in CURRENCIES:
-                raise bad_request(f'Invalid value for the "{spec.title}" field')
-            return str(raw)
-        if spec.type == "double" and raw not in (None, ""):
-            number = _number(raw)
-            if number is None:
-                raise bad_request(f'Invalid value for the "{spec.title}" field')
-            return f"{number:.2f}"
-        if spec.type == "integer" and raw not in (None, ""):
-            number = _number(raw)
-            if number is None:
-                raise bad_request(f'Invalid value for the "{spec.title}" field')
-            return str(int(number))
-        return _wire(raw)
+    def _write(
+        self, entity: str, row: dict[str, Any], fields: dict[str, Any], *, updating: bool
+    ) -> dict[str, Any]:
+        """What the portal keeps of ``fields`` (``writes.clean``), applied to ``row``; returns it."""
+        known = self.schema.fields[entity]
+        values = _contacts(clean(known, fields, updating=updating, currencies=self.schema.currencies))
+        for name, value in values.items():
+            multi = known[name].type == "crm_multifield"
+            row[name] = merge_multifield(row.get(name), value, name, self._next_multi_id) if multi else value
+        return values
+
+    def _check_required(self, entity: str, row: dict[str, Any]) -> None:
+        for name, spec in self.schema.fields[entity].items():
+            if spec.required and row.get(name) in (None, "", []):
+                raise bad_request(f'The "{spec.label or spec.title}" field is required.')
 
     def add(self, entity: str, params: dict[str, Any]) -> Result:
-        values = self._clean(entity, _array(params, "fields", required=True))
+        fields = _array(params, "fields", required=True)
         _array(params, "params", required=False)
+        row = dict(self.schema.fields[entity].defaults)
+        self._write(entity, row, fields, updating=False)
+        self._check_required(entity, row)
         table = self.tables[entity]
         row_id = table.next_id
         table.next_id += 1
         stamp = portal_time()
-        row = dict(FIELDS[entity].defaults)
-        row.update(values)
         _default_stage(row)
         row.update(
             ID=str(row_id),
@@ -225,12 +195,12 @@ class CrmStore:
     def update(self, entity: str, params: dict[str, Any], *, move: bool = False) -> Result:
         """``crm.<entity>.update``; ``move=True`` is crm.item.update's path, where a pipeline change works."""
         row_id, row = self._row(entity, params)
-        values = self._clean(entity, _array(params, "fields", required=True), update=not move)
+        fields = _array(params, "fields", required=True)
         _array(params, "params", required=False)
         old_origin = row.get("ORIGIN_ID")
-        moved = "CATEGORY_ID" in values and values["CATEGORY_ID"] != row.get("CATEGORY_ID")
-        row.update(values)
-        if moved and "STAGE_ID" not in values:
+        old_category = row.get("CATEGORY_ID")
+        values = self._write(entity, row, fields, updating=not move)
+        if row.get("CATEGORY_ID") != old_category and "STAGE_ID" not in values:
             _move_stage(row)
         row["DATE_MODIFY"] = portal_time()
         row["MODIFY_BY_ID"] = self.user_id
@@ -263,11 +233,12 @@ class CrmStore:
         return [dict(r) for r in self.tables[entity].rows.values()]
 
     def fields(self, entity: str) -> Result:
-        return Result({name: spec.describe() for name, spec in FIELDS[entity].items()})
+        return Result({name: spec.describe(name) for name, spec in self.schema.fields[entity].items()})
 
     def list(self, entity: str, params: dict[str, Any]) -> Result:
         table = self.tables[entity]
-        tests, candidates = _compile_filter(entity, table, _array(params, "filter", required=False))
+        known = self.schema.fields[entity]
+        tests, candidates = _compile_filter(known, table, _array(params, "filter", required=False))
         order = _array(params, "order", required=False)
         rows: Iterable[dict[str, Any]] = (
             table.rows.values() if candidates is None else (r for i in candidates if (r := table.rows.get(i)))
@@ -276,28 +247,28 @@ class CrmStore:
         if candidates is not None:
             matched.sort(key=lambda r: int(r["ID"]))
         for name, direction in reversed(list(order.items())):
-            key = _sort_key(entity, str(name).upper())
+            key = _sort_key(known, str(name).upper())
             matched.sort(key=key, reverse=str(direction).upper() == "DESC")
         start = max(0, int(_number(params.get("start")) or 0))
         page = matched[start : start + PAGE_SIZE]
-        project = _projector(entity, params.get("select"))
+        project = _projector(known, params.get("select"))
         after = start + PAGE_SIZE
         return Result([project(r) for r in page], len(matched), after if after < len(matched) else None)
 
 
-def _projector(entity: str, select: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def _projector(fields: EntityFields, select: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     names = [str(s).upper() for s in select] if isinstance(select, list) and select else ["*"]
     standard = "*" in names
     user = "UF_*" in names
     wanted = ["ID"] + [n for n in names if n not in ("*", "UF_*", "ID")]
-    fields = FIELDS[entity]
+    standard_names = [n for n in fields if not n.startswith("UF_") and n not in NOT_RETURNED]
 
     def project(row: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if standard:
             out.update(
                 (n, row.get(n))
-                for n in fields
+                for n in standard_names
                 if (not fields[n].multiple or n in row) and n not in NOT_RETURNED
             )
         if user:
@@ -309,8 +280,8 @@ def _projector(entity: str, select: Any) -> Callable[[dict[str, Any]], dict[str,
     return project
 
 
-def _sort_key(entity: str, name: str) -> Callable[[dict[str, Any]], tuple[int, float, str]]:
-    spec = FIELDS[entity].get(name)
+def _sort_key(fields: EntityFields, name: str) -> Callable[[dict[str, Any]], tuple[int, float, str]]:
+    spec = fields.get(name)
     numeric = spec is not None and spec.type in NUMERIC_TYPES
 
     def key(row: dict[str, Any]) -> tuple[int, float, str]:
@@ -329,7 +300,7 @@ def _like(pattern: str) -> re.Pattern[str]:
 
 
 def _compile_filter(
-    entity: str, table: Table, flt: dict[str, Any]
+    fields: EntityFields, table: Table, flt: dict[str, Any]
 ) -> tuple[list[Callable[[dict[str, Any]], bool]], list[int] | None]:
     """Filter dict -> row predicates, plus candidate IDs when an indexed equality narrows the scan."""
     tests: list[Callable[[dict[str, Any]], bool]] = []
@@ -338,8 +309,8 @@ def _compile_filter(
         key = str(raw_key)
         op = next((o for o in _FILTER_OPS if key.startswith(o)), "=")
         name = key[len(op) :].upper() if key.startswith(op) else key.upper()
-        spec = FIELDS[entity].get(name)
-        if spec is None and not name.startswith("UF_"):
+        spec = fields.get(name)
+        if spec is None:
             continue  # as on the portal, filter keys that are no field are ignored
         numeric = spec is not None and spec.type in NUMERIC_TYPES
         tests.append(_predicate(op, name, want, numeric))

@@ -1,0 +1,55 @@
+"""``bitrix-worker fields <entity>`` and ``bitrix-worker check <payload.json>``: the portal's field schema
+as the workers validate with it, and one operation checked against it without sending it (docs/fields.md).
+The work is in ``fieldcheck``; these are the thin typer commands."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .cli import JsonFlag, err, fail, out, print_json, run_async, settings_or_exit
+from .cli_support import enum_choice
+from .operations import Entity
+
+
+def fields(
+    entity: Annotated[str, typer.Argument(help=" | ".join(e.value for e in Entity))],
+    as_json: JsonFlag = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Fetch from the portal now.")] = False,
+) -> None:
+    """The entity's field schema the workers validate with, with labels (cached in Redis, else fetched)."""
+    from .fieldcheck import cached_schema, schema_table
+
+    problem = enum_choice("entity", entity, Entity)
+    if problem is not None:
+        fail(problem, 2)
+    settings = settings_or_exit(require_webhook=True)
+    schema = run_async(lambda: cached_schema(settings, entity, refresh=refresh))
+    print_json(schema.as_json()) if as_json else out.print(schema_table(schema))
+
+
+def check(
+    payload: Annotated[str, typer.Argument(help="File with one operation payload (JSON); - for stdin.")],
+    schema: Annotated[
+        str | None, typer.Option(help="Validate offline against a `fields --json` file.")
+    ] = None,
+    category: Annotated[int | None, typer.Option(help="The deal's pipeline, for STAGE_ID on update.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Validate one operation without sending it: exit 0 valid, 1 findings (one line each), 2 bad input."""
+    from .fieldcheck import BadInput, cached_schema, check_report, load_check
+
+    try:
+        operation, known = load_check(sys.stdin.read() if payload == "-" else None, payload, schema)
+    except BadInput as exc:
+        fail(str(exc), 2)
+    if known is None:
+        settings = settings_or_exit(require_webhook=True)
+        known = run_async(lambda: cached_schema(settings, operation.entity.value))
+    text, note, code = check_report(operation, known, category, as_json=as_json)
+    sys.stdout.write(text)
+    if note:
+        err.print(note, markup=False, highlight=False)
+    raise typer.Exit(code)

@@ -1,0 +1,235 @@
+"""Value checks per Bitrix24 field type: pure functions ``(value, spec, context) -> problem | None``.
+
+Each check answers for one scalar value (``validation`` handles single vs multiple). The accepted forms
+are the ones the old-API ``crm.<entity>.*`` methods store unchanged; anything the portal would silently
+drop, truncate or cast into another value is a problem. Types we do not model (file, location, iblock,
+app-defined types) accept anything: a false refusal would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from .operations import Entity
+from .schema import EntitySchema, FieldSchema
+
+_INT = re.compile(r"^[+-]?\d+$")
+_POSITIVE = re.compile(r"^[1-9]\d*$")
+_DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_MONEY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))\|([A-Z]{3})$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
+)
+_CRM_BINDING = re.compile(r"^(L|C|CO|D|Q|SI|T[0-9a-fA-F]+)_[1-9]\d*$")
+REF_ENTITIES = frozenset(e.value for e in Entity)
+_LINKED_ENTITY = {"crm_company": "company", "crm_contact": "contact", "crm_lead": "lead", "crm_deal": "deal"}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """What is wrong with one value: ``not_in_list`` for a well-formed value of no list, else a type error."""
+
+    expected: str
+    not_in_list: bool = False
+    hint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    schema: EntitySchema
+    category_id: int | None
+
+
+Check = Callable[[Any, FieldSchema, Context], Problem | None]
+
+
+def is_ref(value: Any) -> bool:
+    """``{"$ref": "<entity>:<key>"}``: the id of an entity the worker creates, resolved before sending."""
+    return isinstance(value, Mapping) and len(value) == 1 and isinstance(value.get("$ref"), str)
+
+
+def _ref_problem(value: Mapping[str, Any], entity: str | None) -> Problem | None:
+    target, _, key = str(value["$ref"]).partition(":")
+    if target not in REF_ENTITIES or not key:
+        return Problem(f'{{"$ref": "<entity>:<key>"}} with entity one of {", ".join(sorted(REF_ENTITIES))}')
+    if entity is not None and target != entity:
+        return Problem(f'a {entity} id or {{"$ref": "{entity}:<key>"}}')
+    return None
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def check_string(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    return None if _scalar(value) else Problem("text (a string or a number)")
+
+
+def check_char(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    return None if value in ("Y", "N") else Problem('"Y" or "N"')
+
+
+def check_boolean(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    ok = value in ("Y", "N", "0", "1") or isinstance(value, bool) or (type(value) is int and value in (0, 1))
+    return None if ok else Problem('true/false, 1/0 or "Y"/"N"')
+
+
+def check_integer(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    if type(value) is int or (type(value) is float and value.is_integer()):
+        return None
+    return None if isinstance(value, str) and _INT.match(value) else Problem("an integer")
+
+
+def check_double(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    if type(value) in (int, float):
+        return None if math.isfinite(value) else Problem("a finite number")
+    ok = isinstance(value, str) and _DECIMAL.match(value)
+    return None if ok else Problem('a number (decimal point ".", no thousands separators)')
+
+
+def check_money(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    match = _MONEY.match(value) if isinstance(value, str) else None
+    if match is None:
+        return Problem('"<amount>|<currency>", e.g. "100.50|EUR"')
+    currencies = ctx.schema.currencies
+    if currencies and match[2] not in currencies:
+        return Problem(f"a currency of the portal: {', '.join(currencies)}", not_in_list=True)
+    return None
+
+
+def _calendar(text: str) -> bool:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text or " " in text else None
+        day = parsed.date() if parsed else date.fromisoformat(text[:10])
+    except ValueError:
+        return False
+    return day.year >= 1000
+
+
+def check_date(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    pattern = _DATE if spec.type == "date" else _DATETIME
+    text = value if isinstance(value, str) else ""
+    if pattern.match(text) and _calendar(text):
+        return None
+    shape = "YYYY-MM-DD" if spec.type == "date" else "YYYY-MM-DDThh:mm:ss+hh:mm (ISO 8601)"
+    return Problem(f"a real calendar {spec.type} as {shape}")
+
+
+def check_enumeration(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    ids = [i for i, _ in spec.items]
+    text = str(value) if _scalar(value) else None
+    if text is not None and text in ids:
+        return None
+    listed = ", ".join(f"{i} ({v})" for i, v in spec.items[:10]) + (", ..." if len(ids) > 10 else "")
+    hint = next(
+        (f"; {value!r} is the label of item {i}: send its ID" for i, v in spec.items if v == text), ""
+    )
+    return Problem(f"an item ID of the list: {listed or 'the list is empty'}", not_in_list=True, hint=hint)
+
+
+def check_status(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    lists = ctx.schema.status_lists(spec, ctx.category_id)
+    known = [ctx.schema.statuses[name] for name in lists if name in ctx.schema.statuses]
+    if not known:
+        return None if _scalar(value) else Problem("a status id")  # list not fetched: cannot judge
+    if isinstance(value, str) and any(value in statuses for statuses in known):
+        return None
+    ids = [s for statuses in known for s in statuses]
+    shown = ", ".join(ids[:12]) + (", ..." if len(ids) > 12 else "")
+    hint = next(
+        (
+            f"; {value!r} is the name of {s}: send the STATUS_ID"
+            for st in known
+            for s, n in st.items()
+            if n == value
+        ),
+        "",
+    )
+    where = " or ".join(lists)
+    return Problem(f"a STATUS_ID of {where}: {shown}", not_in_list=True, hint=hint)
+
+
+def check_category(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    text = str(value) if type(value) is int or isinstance(value, str) else ""
+    if not _INT.match(text):
+        return Problem("a pipeline id (integer)")
+    categories = ctx.schema.categories
+    if categories and int(text) not in categories:
+        shown = ", ".join(f"{i} ({n})" for i, n in categories.items())
+        return Problem(f"a pipeline id of the portal: {shown}", not_in_list=True)
+    return None
+
+
+def check_currency(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    currencies = ctx.schema.currencies
+    if isinstance(value, str) and (value in currencies or (not currencies and len(value) == 3)):
+        return None
+    return Problem(f"a currency of the portal: {', '.join(currencies) or 'ISO code'}", not_in_list=True)
+
+
+def _positive_id(value: Any) -> bool:
+    return (type(value) is int and value > 0) or (isinstance(value, str) and bool(_POSITIVE.match(value)))
+
+
+def check_user(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    return None if _positive_id(value) else Problem("a user id (positive integer)")
+
+
+def check_link(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    entity = _LINKED_ENTITY.get(spec.type)
+    if is_ref(value):
+        return _ref_problem(value, entity)
+    if _positive_id(value):
+        return None
+    return Problem(f'a {entity or "CRM"} id (positive integer) or {{"$ref": "{entity or "<entity>"}:<key>"}}')
+
+
+def check_binding(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    """UF type ``crm``: ``"C_2"``, ``"CO_3"``, ``"D_1"``, ``"L_4"``, ``"SI_7"``, ``"T80_6"``, or a bare id."""
+    if is_ref(value):
+        return _ref_problem(value, None)
+    if _positive_id(value) or (isinstance(value, str) and _CRM_BINDING.match(value)):
+        return None
+    return Problem('a CRM binding such as "C_2", "CO_3", "D_1", "L_4", a positive id, or a {"$ref": ...}')
+
+
+def check_anything(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    return None
+
+
+CHECKS: dict[str, Check] = {
+    "string": check_string,
+    "text": check_string,
+    "url": check_string,
+    "address": check_string,
+    "char": check_char,
+    "boolean": check_boolean,
+    "integer": check_integer,
+    "double": check_double,
+    "money": check_money,
+    "date": check_date,
+    "datetime": check_date,
+    "enumeration": check_enumeration,
+    "crm_status": check_status,
+    "crm_category": check_category,
+    "crm_currency": check_currency,
+    "user": check_user,
+    "employee": check_user,
+    "crm_company": check_link,
+    "crm_contact": check_link,
+    "crm_lead": check_link,
+    "crm_deal": check_link,
+    "crm_quote": check_link,
+    "crm_entity": check_link,
+    "crm": check_binding,
+}
+
+
+def check_for(field_type: str) -> Check:
+    return CHECKS.get(field_type, check_anything)
