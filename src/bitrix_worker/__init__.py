@@ -12,6 +12,7 @@ from .errors import (
     StoreError,
     TransientBitrixError,
 )
+from .lookup import lookup, lookup_sync
 from .operations import Entity, Operation, OpKind, decode_payload, encode_operation
 from .taxonomy import Classification, ErrorClass, Execution, TimeInfo
 
@@ -39,4 +40,6 @@ __all__ = [
     "decode_payload",
     "encode_operation",
     "load_settings",
+    "lookup",
+    "lookup_sync",
 ]

@@ -191,6 +191,54 @@ def status(
     out.print(status_view(result))
 
 
+@app.command("lookup")
+def lookup_cmd(
+    entity: Annotated[
+        str, typer.Argument(help="deal | contact | company | lead, or `id` to search a stream id.")
+    ],
+    key: Annotated[str, typer.Argument(help="Your external id (e.g. order-42), or a stream id after `id`.")],
+    scan_cap: Annotated[int, typer.Option(help="Entries each stream scan reads at most.")] = 20_000,
+    as_json: JsonFlag = False,
+    stream: Stream = None,
+) -> None:
+    """One key's story: Bitrix24 id, every outcome, what still waits, its dead letters."""
+    from .lookup import find_stream_id, lookup
+    from .operations import Entity
+    from .redis.deadletter import parse_id
+    from .status import redis_connection
+
+    settings = settings_or_exit(stream=stream)
+    by_id = entity == "id"
+    if by_id:
+        try:
+            key = parse_id(key)
+        except ValueError as exc:
+            fail(str(exc), 2)
+    elif entity not in {e.value for e in Entity}:
+        fail(f"entity {entity!r}: use deal, contact, company, lead or id", 2)
+
+    async def go() -> Any:
+        async with redis_connection(settings.redis_url) as client:
+            target = (
+                await find_stream_id(client, settings, key, scan_cap=scan_cap) if by_id else (entity, key)
+            )
+            if target is None:
+                return None
+            report = await lookup(client, settings, *target, scan_cap=scan_cap)
+            report.matched_id = key if by_id else None
+            return report
+
+    report = run_async(go)
+    if report is None:
+        fail(f"stream id {key} not found in the stream, schedule, outcomes or dead letters")
+    if as_json:
+        print_json(report.as_json())
+        return
+    from .lookup_view import lookup_view
+
+    out.print(lookup_view(report), highlight=False)
+
+
 dlq = typer.Typer(help="Inspect, replay and purge the dead-letter stream.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
 ClassOpt = Annotated[str | None, typer.Option("--class", help="Only entries of this error class.")]

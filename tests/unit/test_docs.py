@@ -36,7 +36,7 @@ def test_public_api_is_pinned() -> None:
             "AuthError", "BitrixError", "BitrixWorkerError", "Classification", "ConfigError", "Entity",
             "ErrorClass", "Execution", "LimitError", "OpKind", "Operation", "PermanentBitrixError",
             "PoisonMessage", "Settings", "StoreError", "TimeInfo", "TransientBitrixError", "__version__",
-            "decode_payload", "encode_operation", "load_settings",
+            "decode_payload", "encode_operation", "load_settings", "lookup", "lookup_sync",
         ]
     )  # fmt: skip
     for name in bitrix_worker.__all__:

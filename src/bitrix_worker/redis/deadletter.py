@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from ..defaults import StreamKeys
 from ..errors import StoreError
+from ..operations import decode_payload
 from .scripts import register
 
 PAGE = 500
@@ -241,6 +242,28 @@ class DeadLetters:
             else:
                 report.replayed.append((entry.id, as_text(new_id)))
         return report
+
+    async def replay_edited(self, entry: DeadEntry, payload: str, *, by: str = "operator") -> str | None:
+        """Put one entry back with a corrected payload; the original payload goes into its history.
+
+        The new payload must be a valid operation (``decode_payload``; ``PoisonMessage`` otherwise), so an
+        edit cannot turn a dead letter into poison. Returns the new stream id, or None if the entry is gone.
+        """
+        decode_payload(payload)
+        edit = {
+            "kind": "edited",
+            "by": by,
+            "original_payload": entry.payload,
+            "at_ms": int(time.time() * 1000),
+        }
+        history = json.dumps([*entry.history, edit], separators=(",", ":"))
+        try:
+            new_id = await self._replay(
+                keys=[self.keys.dead, self.keys.stream], args=[entry.id, history, payload]
+            )
+        except RedisError as exc:
+            raise StoreError(f"replay of {entry.id} failed: {exc}") from exc
+        return None if new_id is None else as_text(new_id)
 
     async def purge(self, entries: Iterable[DeadEntry]) -> int:
         """Delete exactly the given entries (never ones added after they were selected)."""
