@@ -239,6 +239,36 @@ def lookup_cmd(
     out.print(lookup_view(report), highlight=False)
 
 
+@app.command()
+def dashboard(
+    host: Annotated[
+        str | None, typer.Option(help="Interface (BITRIX_WORKER_DASHBOARD_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (BITRIX_WORKER_DASHBOARD_PORT, 9410).")] = None,
+    read_only: Annotated[
+        bool | None, typer.Option("--read-only/--read-write", help="Hide every action (default: setting).")
+    ] = None,
+    stream: Stream = None,
+) -> None:
+    """Serve the web dashboard: overview, find an operation, dead letters (see docs/dashboard.md)."""
+    from .dashboard import check_bind, serve
+
+    settings = settings_or_exit(
+        stream=stream, dashboard_host=host, dashboard_port=port, dashboard_read_only=read_only
+    )
+    try:
+        check_bind(settings, settings.dashboard_host)
+    except ConfigError as exc:
+        fail(f"bad setting {exc}", 2)
+    url = f"http://{settings.dashboard_host}:{settings.dashboard_port}/"
+    mode = " (read-only)" if settings.dashboard_read_only else ""
+    err.print(f"dashboard: {url}{mode} for stream {settings.stream}; Ctrl-C stops it", highlight=False)
+    try:
+        serve(settings)
+    except OSError as exc:
+        fail(f"cannot listen on {settings.dashboard_host}:{settings.dashboard_port}: {exc.strerror or exc}")
+
+
 dlq = typer.Typer(help="Inspect, replay and purge the dead-letter stream.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
 ClassOpt = Annotated[str | None, typer.Option("--class", help="Only entries of this error class.")]

@@ -51,6 +51,9 @@ PORTAL_REQUEST_TIMEOUT_S = 60.0  # after this a sent request has certainly finis
 SHUTDOWN_GRACE_S = 30.0
 HTTP_PORT = 9400
 OUTCOMES_MAXLEN = 100_000
+DASHBOARD_PORT = 9410
+DASHBOARD_REFRESH_S = 3.0
+DASHBOARD_SCAN_CAP = 5_000  # dead letters one dashboard page reads at most (keeps every page < 300 ms)
 DESCRIPTION_MAX_CHARS = 200
 HISTORY_MAX_ENTRIES = 50
 

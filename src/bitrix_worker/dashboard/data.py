@@ -1,0 +1,121 @@
+"""What the overview shows, read through the same functions as ``bitrix-worker status``, plus human times.
+
+Reads only. ``gather_status`` gives the queue, dead letters by class (over the newest
+``dashboard_scan_cap`` entries), counters, workers, breaker and limiter; method pauses come from
+``MethodPauses``; the per-minute chart from ``Timeline``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from ..config import Settings
+from ..errors import BitrixWorkerError
+from ..limits import MethodPauses
+from ..operations import Entity
+from ..status import Status, gather_status, server_ms
+from .timeline import Timeline
+
+METHODS = ["batch"] + [
+    f"crm.{e.value}.{m}" for e in Entity for m in ("add", "update", "delete", "list", "fields")
+]
+
+
+def ago(seconds: float | None) -> str:
+    """``4 s``, ``3 min``, ``2.5 h``: how people say durations."""
+    if seconds is None:
+        return "-"
+    s = max(0.0, float(seconds))
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    if s < 172_800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+def utc(ms: Any) -> str:
+    """A stream or outcome time (ms) as ``2026-12-06 10:42:03 UTC``."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(ms) / 1000))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "-"
+
+
+def id_ms(stream_id: str) -> int | None:
+    head = stream_id.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+@dataclass(slots=True)
+class Overview:
+    status: Status
+    now_ms: int
+    pauses: dict[str, float]  # method -> seconds it is still paused
+    chart: dict[str, Any]
+    per_minute: dict[str, float]
+    settings: Settings
+
+    @property
+    def breaker_text(self) -> str:
+        b = self.status.breaker
+        if b is None:
+            return "unknown (no webhook configured)"
+        if not b.get("open"):
+            return f"closed ({b.get('trips', 0)} trips so far)"
+        left = float(b.get("until", 0)) - self.now_ms / 1000
+        when = f"probes again in {ago(left)}" if left > 0 else "probing now"
+        return f"OPEN since a {b.get('reason') or 'failure'}: {when} (cool-down {ago(b.get('cooldown_s'))})"
+
+    @property
+    def bucket(self) -> dict[str, Any]:
+        """The shared leaky bucket against the portal's limit (from the limiter's state)."""
+        s, lim = self.settings, self.status.limiter or {}
+        factor = float(lim.get("factor", 1.0))
+        rate = s.rate_per_s * s.rate_safety * factor
+        booked = float(lim.get("backlog_s", 0.0)) * rate
+        return {
+            "portal_rate": s.rate_per_s,
+            "portal_burst": s.rate_burst,
+            "allowed_rate": round(rate, 2),
+            "factor": factor,
+            "level": min(booked, float(s.rate_burst)),
+            "level_pct": round(100 * min(1.0, booked / max(1.0, s.rate_burst * s.rate_safety))),
+            "slowed": factor < 0.999,
+        }
+
+    @property
+    def counters(self) -> dict[str, int]:
+        c = self.status.counters
+        return {k: c.get(f"outcome:{k}", 0) for k in ("applied", "skipped", "dead_lettered")} | {
+            "retries": c.get("retries", 0)
+        }
+
+    @property
+    def refusals(self) -> dict[str, int]:
+        """Operations that ended because a limit kept refusing them (their reasons say "refused")."""
+        return {k: v for k, v in self.status.counters.items() if "refused" in k}
+
+
+async def gather_overview(client: Redis, settings: Settings, timeline: Timeline) -> Overview:
+    status = await gather_status(client, settings, scan_cap=settings.dashboard_scan_cap)
+    now = await server_ms(client)
+    pauses: dict[str, float] = {}
+    if status.portal is not None:
+        try:
+            pauses = await MethodPauses(
+                client,
+                settings.keys.method_pause(status.portal),
+                budget_s=settings.operating_budget_s,
+                safety=settings.operating_safety,
+                clock=lambda: now / 1000,
+            ).paused_for(METHODS)
+        except BitrixWorkerError:
+            pauses = {}
+    await timeline.refresh(client, now)
+    return Overview(status, now, pauses, timeline.series(now), timeline.last_minutes(now), settings)
