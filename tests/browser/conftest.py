@@ -8,36 +8,18 @@ with the reason (``.ci/run`` installs chromium).
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from harness import Bench, open_bench  # noqa: E402
-
-from bitrix_worker.dashboard import create_app  # noqa: E402
-from bitrix_worker.dashboard.server import bind  # noqa: E402
-
-CHROMIUM = os.environ.get("BITRIX_WORKER_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WEBHOOK_SECRET = "emulator-secret"
+from browser_harness import CHROMIUM, CHROMIUM_ARGS, WEBHOOK_SECRET
+from harness import Bench, open_bench
 
 
 def _why_not() -> str | None:
@@ -63,27 +45,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 async def bench(redis_url: str, key_prefix: str, tmp_path: Path) -> AsyncIterator[Bench]:
     async with open_bench(redis_url, key_prefix, tmp_path) as b:
         yield b
-
-
-@asynccontextmanager
-async def serve_dashboard(bench: Bench, **overrides: Any) -> AsyncIterator[str]:
-    """The dashboard for the bench's settings (plus overrides) on a free loopback port; yields its URL."""
-    settings = bench.with_settings(dashboard_refresh_s=0.5, **overrides).settings
-    sock = bind("127.0.0.1", 0)
-    config = uvicorn.Config(
-        create_app(settings, redis=bench.redis), log_config=None, log_level="warning", access_log=False,
-        lifespan="on", http="h11", ws="none",
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @pytest.fixture
@@ -123,12 +84,9 @@ async def page(browser: Any) -> AsyncIterator[Any]:
     assert not problems, problems
 
 
-WaitFor = Callable[[Callable[[], Awaitable[bool]]], Awaitable[None]]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
+@pytest.fixture(autouse=True)
+def _no_secret_printed(capfd: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """Nothing the worker or the dashboard printed during the test holds the webhook secret."""
+    yield
+    out, err = capfd.readouterr()
+    assert WEBHOOK_SECRET not in out + err
