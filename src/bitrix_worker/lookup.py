@@ -32,12 +32,14 @@ from .config import Settings
 from .errors import BitrixWorkerError, StoreError
 from .mapping import MappingStore
 from .redis.deadletter import DeadEntry, as_text, parse_id, stream_rows
+from .redis.scripts import register
 
 __all__ = ["KeyReport", "OutcomeRecord", "WaitingOp", "find_stream_id", "lookup", "lookup_sync"]
 
-SCAN_CAP = 20_000
-"""Entries each scan (outcomes, stream, dead letters) reads at most: a few tens of milliseconds."""
-PAGE = 1000
+SCAN_CAP = 100_000
+"""Entries each scan (outcomes, stream, dead letters) reads at most (the outcomes stream's default length)."""
+STEP = 2000
+"""Entries one scan.lua call reads: a millisecond or two of Redis time, so workers are never held up."""
 PARKED_CAP = 1000
 
 Where = Literal["stream", "pending", "scheduled", "parked"]
@@ -194,33 +196,44 @@ class _Scan:
     truncated: bool = False
 
 
+Filters = list[tuple[str, bytes]]
+
+
 async def _rows(
-    client: Redis, key: str, scan: _Scan, *, newest: bool, cap: int
+    client: Redis,
+    key: str,
+    scan: _Scan,
+    filters: Filters,
+    *,
+    newest: bool,
+    cap: int,
+    start: str | None = None,
 ) -> AsyncGenerator[tuple[Any, dict[Any, Any]], None]:
-    """A stream's entries a page at a time, stopping after ``cap``; ``scan`` says how far it got."""
-    bound = "+" if newest else "-"
-    while True:
-        want = min(PAGE, cap - scan.scanned)
-        count = max(want, 1)
-        if newest:
-            raw = await client.xrevrange(key, max=bound, min="-", count=count)
-        else:
-            raw = await client.xrange(key, min=bound, max="+", count=count)
-        rows = stream_rows(raw)
-        if want <= 0:
-            scan.truncated = bool(rows)
+    """Entries of a stream that pass ``filters`` (field, ``eq:value`` or ``has:text``; any pair matching),
+    from ``start`` (default: the newest or the oldest end), reading at most ``cap``. The filtering runs in
+    Redis (scan.lua, a step at a time), so only candidates travel and get parsed; ``scan`` says how far it
+    got. Callers still check each candidate exactly: a ``has`` filter is only a pre-filter."""
+    script = register(client, "scan")
+    bound = start or ("+" if newest else "-")
+    args: list[Any] = [x for pair in filters for x in pair]
+    while scan.scanned < cap:
+        want = min(STEP, cap - scan.scanned)
+        found, last, read = await script(keys=[key], args=["rev" if newest else "fwd", bound, want, *args])
+        scan.scanned += int(read)
+        for raw_id, flat in found:
+            yield raw_id, {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+        if int(read) < want:
             return
-        scan.scanned += len(rows)
-        for row in rows:
-            yield row
-        if len(rows) < want:
-            return
-        bound = "(" + as_text(rows[-1][0])
+        bound = "(" + as_text(last)
+    if newest:
+        scan.truncated = bool(await client.xrevrange(key, max=bound, min="-", count=1))
+    else:
+        scan.truncated = bool(await client.xrange(key, min=bound, max="+", count=1))
 
 
 async def _outcomes(client: Redis, report: KeyReport, outcomes_key: str, cap: int) -> None:
     ident, scan = report.ident.encode(), _Scan()
-    async for _, raw in _rows(client, outcomes_key, scan, newest=True, cap=cap):
+    async for _, raw in _rows(client, outcomes_key, scan, [("ident", b"eq:" + ident)], newest=True, cap=cap):
         if raw.get(b"ident") == ident:
             report.outcomes.append(OutcomeRecord.from_fields(_fields(raw)))
     report.outcomes_scanned, report.outcomes_truncated = scan.scanned, scan.truncated
@@ -268,7 +281,8 @@ async def _stream(client: Redis, report: KeyReport, settings: Settings, cap: int
     """The key's entries in the stream (oldest first: the delivery order), then which are pending."""
     keys, needle, scan = settings.keys, _needle(report.key), _Scan()
     found: list[WaitingOp] = []
-    async for raw_id, raw in _rows(client, keys.stream, scan, newest=False, cap=cap):
+    filters = [("payload", b"has:" + needle), ("ident", b"eq:" + report.ident.encode())]
+    async for raw_id, raw in _rows(client, keys.stream, scan, filters, newest=False, cap=cap):
         found += _stream_entry_ops(raw_id, raw, report, needle)
     report.stream_scanned, report.stream_truncated = scan.scanned, scan.truncated
     for waiting in found:
@@ -294,7 +308,7 @@ async def _scheduled_and_parked(client: Redis, report: KeyReport, settings: Sett
     if not int(await client.hget(keys.holds, report.ident) or 0):
         return
     needle = json.dumps(report.ident).encode()
-    async for origin, unit in client.hscan_iter(keys.schedule_data, count=PAGE):
+    async for origin, unit in client.hscan_iter(keys.schedule_data, count=STEP):
         if needle in unit:
             due = await client.zscore(keys.schedule, origin)
             report.waiting += _unit_ops(
@@ -315,7 +329,9 @@ async def _scheduled_and_parked(client: Redis, report: KeyReport, settings: Sett
 
 async def _dead(client: Redis, report: KeyReport, dead_key: str, cap: int) -> None:
     needle, scan = _needle(report.key), _Scan()
-    async for raw_id, raw in _rows(client, dead_key, scan, newest=True, cap=cap):
+    async for raw_id, raw in _rows(
+        client, dead_key, scan, [("payload", b"has:" + needle)], newest=True, cap=cap
+    ):
         if needle in raw.get(b"payload", b""):
             entry = DeadEntry.from_raw(raw_id, raw)
             op = entry.operation
@@ -372,9 +388,14 @@ async def find_stream_id(
 
 
 async def _scan_for_id(redis: Redis, settings: Settings, stream_id: str, cap: int) -> tuple[str, str] | None:
-    needle = stream_id.encode()
+    """An operation's outcome and its dead letter were both written after it was enqueued, so each stream
+    is read forward from the id's own time: the match is near the start of the scan, not a cap away."""
+    needle, start = stream_id.encode(), f"{stream_id.split('-', 1)[0]}-0"
     for name, field_name in ((settings.keys.outcomes, b"stream_id"), (settings.dead_stream, b"error")):
-        rows = _rows(redis, name, _Scan(), newest=True, cap=cap)
+        check = b"eq:" if field_name == b"stream_id" else b"has:"
+        rows = _rows(
+            redis, name, _Scan(), [(field_name.decode(), check + needle)], newest=False, cap=cap, start=start
+        )
         async with aclosing(rows):
             async for raw_id, raw in rows:
                 if field_name == b"stream_id" and raw.get(field_name) == needle:

@@ -27,7 +27,7 @@ from ..lookup import KeyReport, find_stream_id, lookup
 from ..operations import Entity
 from ..status import safe_redis_url
 from . import dead
-from .data import gather_overview
+from .data import ClassCache, gather_overview
 from .pages import HERE, problem, redis_of, render, settings_of
 from .security import SECURITY_HEADERS, SESSION_COOKIE, Guard, csrf_ok
 from .timeline import Timeline
@@ -63,12 +63,16 @@ class Guarded(BaseHTTPMiddleware):
 
 
 async def overview(request: Request) -> Response:
-    data = await gather_overview(redis_of(request), settings_of(request), request.app.state.timeline)
+    data = await gather_overview(
+        redis_of(request), settings_of(request), request.app.state.timeline, request.app.state.classes
+    )
     return render(request, "overview.html", o=data)
 
 
 async def live(request: Request) -> Response:
-    data = await gather_overview(redis_of(request), settings_of(request), request.app.state.timeline)
+    data = await gather_overview(
+        redis_of(request), settings_of(request), request.app.state.timeline, request.app.state.classes
+    )
     return render(request, "_live.html", o=data)
 
 
@@ -161,4 +165,5 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
         app.state.redis = redis
     app.state.guard = Guard.from_settings(settings)
     app.state.timeline = Timeline(settings.keys.outcomes)
+    app.state.classes = ClassCache()
     return app

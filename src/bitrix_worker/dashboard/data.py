@@ -7,7 +7,9 @@ Reads only. ``gather_status`` gives the queue, dead letters by class (over the n
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +19,12 @@ from ..config import Settings
 from ..errors import BitrixWorkerError
 from ..limits import MethodPauses
 from ..operations import Entity
+from ..redis.deadletter import DeadEntry, as_text, stream_rows
 from ..status import Status, gather_status, server_ms
 from .timeline import Timeline
 
+_CLASS_PREFIX = re.compile(rb'\{\s*"class"\s*:\s*"([a-z_]*)"')
+CLASS_TTL_S = 10.0
 METHODS = ["batch"] + [
     f"crm.{e.value}.{m}" for e in Entity for m in ("add", "update", "delete", "list", "fields")
 ]
@@ -102,8 +107,57 @@ class Overview:
         return {k: v for k, v in self.status.counters.items() if "refused" in k}
 
 
-async def gather_overview(client: Redis, settings: Settings, timeline: Timeline) -> Overview:
-    status = await gather_status(client, settings, scan_cap=settings.dashboard_scan_cap)
+def _error_class(raw_error: bytes) -> str:
+    """The class of a dead letter's ``error`` JSON. The worker writes ``{"class":"…"`` first, so the class
+    is read from that prefix without decoding the whole history; anything else is decoded."""
+    match = _CLASS_PREFIX.match(raw_error)
+    if match:
+        return match.group(1).decode(errors="replace") or "unknown"
+    return DeadEntry.from_raw("0-0", {b"error": raw_error}).error_class
+
+
+async def dead_classes(client: Redis, dead_key: str, cap: int) -> tuple[dict[str, int], int]:
+    """Dead letters per class over the newest ``cap`` entries, and how many were read."""
+    counts: Counter[str] = Counter()
+    bound, scanned = "+", 0
+    while scanned < cap:
+        count = min(1000, cap - scanned)
+        rows = stream_rows(await client.xrevrange(dead_key, max=bound, min="-", count=count))
+        for _, fields in rows:
+            counts[_error_class(fields.get(b"error", b""))] += 1
+        scanned += len(rows)
+        if len(rows) < count:
+            break
+        bound = "(" + as_text(rows[-1][0])
+    return dict(counts.most_common()), scanned
+
+
+@dataclass(slots=True)
+class ClassCache:
+    """Dead letters per class, recounted at most every ``ttl_s``: the breakdown need not be as fresh as the
+    counters, and a recount reads thousands of entries."""
+
+    ttl_s: float = CLASS_TTL_S
+    value: tuple[dict[str, int], int] = ({}, 0)
+    at: float = -1e9
+
+    async def get(self, client: Redis, dead_key: str, cap: int) -> tuple[dict[str, int], int]:
+        if time.monotonic() - self.at > self.ttl_s:
+            self.value = await dead_classes(client, dead_key, cap)
+            self.at = time.monotonic()
+        return self.value
+
+
+async def gather_overview(
+    client: Redis, settings: Settings, timeline: Timeline, classes: ClassCache
+) -> Overview:
+    """``gather_status`` for everything but the class breakdown, which is counted here on raw bytes (the
+    status scan decodes every entry's history: too slow for a page that refreshes every few seconds)."""
+    status = await gather_status(client, settings, scan_cap=0)
+    status.dead_letter_by_class, status.dead_letter_scanned = await classes.get(
+        client, settings.dead_stream, settings.dashboard_scan_cap
+    )
+    status.dead_letter_scan_cap = settings.dashboard_scan_cap
     now = await server_ms(client)
     pauses: dict[str, float] = {}
     if status.portal is not None:

@@ -88,7 +88,13 @@ async def _chosen(request: Request, form: Any) -> tuple[list[DeadEntry], list[st
     if form.get("scope") == "filter":
         f = DeadFilter.from_params(form)
         try:
-            chosen, more = await select(web.redis_of(request), dl.keys.dead, f, limit=ACTION_CAP)
+            chosen, more = await select(
+                web.redis_of(request),
+                dl.keys.dead,
+                f,
+                limit=ACTION_CAP,
+                scan_cap=web.settings_of(request).dashboard_scan_cap,
+            )
         except ValueError as exc:
             return web.problem(request, 400, "Bad filter", str(exc))
         return chosen, [], more
@@ -116,6 +122,7 @@ async def dead_action(request: Request) -> Response:
     if form.get("confirm") != "yes" or form.get("scope") == "filter":
         return web.render(request, "confirm.html", action=action, entries=chosen, missing=missing, more=more)
     dl = _dead(request)
+    request.app.state.classes.at = -1e9  # the breakdown changes: recount on the next refresh
     if action == "replay":
         report = await dl.replay(chosen, rate_per_s=REPLAY_RATE_PER_S)
         message = f"Replayed {len(report.replayed)} of {len(chosen)} dead letters."

@@ -112,12 +112,17 @@ async def dead_page(
     return page
 
 
-async def select(client: Redis, dead_key: str, f: DeadFilter, *, limit: int) -> tuple[list[DeadEntry], bool]:
-    """Matching entries oldest first, at most ``limit``; True when more matched than were returned."""
+async def select(
+    client: Redis, dead_key: str, f: DeadFilter, *, limit: int, scan_cap: int
+) -> tuple[list[DeadEntry], bool]:
+    """Matching entries oldest first, at most ``limit``, reading at most ``scan_cap`` entries; True when
+    more may match (the limit was reached, or the scan stopped before the end)."""
     low, high = f.bounds()
-    bound, chosen = low, list[DeadEntry]()
-    while True:
-        rows = stream_rows(await client.xrange(dead_key, min=bound, max=high, count=READ))
+    bound, chosen, scanned = low, list[DeadEntry](), 0
+    while scanned < scan_cap:
+        count = min(READ, scan_cap - scanned)
+        rows = stream_rows(await client.xrange(dead_key, min=bound, max=high, count=count))
+        scanned += len(rows)
         for raw_id, raw in rows:
             if f.may_match(raw):
                 entry = DeadEntry.from_raw(raw_id, raw)
@@ -125,6 +130,7 @@ async def select(client: Redis, dead_key: str, f: DeadFilter, *, limit: int) -> 
                     if len(chosen) >= limit:
                         return chosen, True
                     chosen.append(entry)
-        if len(rows) < READ:
+        if len(rows) < count:
             return chosen, False
         bound = "(" + as_text(rows[-1][0])
+    return chosen, bool(await client.xrange(dead_key, min=bound, max=high, count=1))

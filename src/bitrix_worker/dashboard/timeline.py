@@ -1,14 +1,15 @@
 """Outcomes per minute for the overview chart, kept in the dashboard process and read incrementally.
 
-The worker appends every final outcome to the capped outcomes stream with its time (``at_ms``). The first
-refresh reads the last hour newest-first (at most ``read_cap`` entries: a busy hour holds more than a page
-should read, and the chart then says it is partial); later refreshes read only what was added since the last
-entry seen. Minutes are counted by ``at_ms``; the stream's own ids only bound the reads.
+The worker appends every final outcome to the capped outcomes stream with its time (``at_ms``). Each refresh
+reads what was added since the last entry seen (newer) and, until the whole last hour has been read, older
+entries for at most ``backfill_s`` (backfill), so no request reads a busy hour at once: the chart says which
+minutes are still partial. Minutes are counted by ``at_ms``; the stream's own ids only bound reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +20,9 @@ from ..redis.deadletter import as_text, stream_rows
 
 KINDS = ("applied", "skipped", "dead_lettered")
 WINDOW_MIN = 60
-PAGE = 1000
-READ_CAP = 20_000
+PAGE = 500
+READ_CAP = 5_000
+BACKFILL_S = 0.03
 
 
 @dataclass(slots=True)
@@ -28,9 +30,10 @@ class Timeline:
     key: str
     window_min: int = WINDOW_MIN
     read_cap: int = READ_CAP
+    backfill_s: float = BACKFILL_S
     minutes: dict[int, Counter[str]] = field(default_factory=dict)
-    last_id: str | None = None
-    partial_before_min: int | None = None  # minutes before this one were not fully read
+    last_id: str | None = None  # newest entry counted
+    backfill_before: str | None = None  # older entries than this are still to be read ("" when done)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _count(self, raw: dict[Any, Any]) -> None:
@@ -45,38 +48,42 @@ class Timeline:
     async def refresh(self, client: Redis, now_ms: int) -> None:
         async with self._lock:
             if self.last_id is None:
-                await self._first_read(client, now_ms)
-            else:
-                await self._read_new(client)
+                newest = await client.xrevrange(self.key, max="+", min="-", count=1)
+                self.last_id = as_text(newest[0][0]) if newest else "0-0"
+                self.backfill_before = self.last_id if newest else ""
+                if newest:
+                    self._count(dict(newest[0][1] or {}))
+            await self._read_new(client)
+            await self._backfill(client, now_ms)
             oldest = now_ms // 60_000 - self.window_min
             for minute in [m for m in self.minutes if m <= oldest]:
                 del self.minutes[minute]
 
-    async def _first_read(self, client: Redis, now_ms: int) -> None:
-        floor = f"{now_ms - self.window_min * 60_000}-0"
-        bound, read = "+", 0
-        newest = await client.xrevrange(self.key, max="+", min="-", count=1)
-        self.last_id = as_text(newest[0][0]) if newest else "0-0"
-        while read < self.read_cap:
-            rows = stream_rows(await client.xrevrange(self.key, max=bound, min=floor, count=PAGE))
-            for _, raw in rows:
-                self._count(raw)
-            read += len(rows)
+    async def _backfill(self, client: Redis, now_ms: int) -> None:
+        if not self.backfill_before:
+            return
+        floor, stop = f"{now_ms - self.window_min * 60_000}-0", time.monotonic() + self.backfill_s
+        while time.monotonic() < stop:
+            raw = await client.xrevrange(self.key, max=f"({self.backfill_before}", min=floor, count=PAGE)
+            rows = stream_rows(raw)
+            for _, fields in rows:
+                self._count(fields)
             if len(rows) < PAGE:
+                self.backfill_before = ""
                 return
-            bound = "(" + as_text(rows[-1][0])
-        self.partial_before_min = int(bound[1:].split("-")[0]) // 60_000 + 1
+            self.backfill_before = as_text(rows[-1][0])
 
     async def _read_new(self, client: Redis) -> None:
         read = 0
         while read < self.read_cap:
-            rows = stream_rows(await client.xrange(self.key, min=f"({self.last_id}", max="+", count=PAGE))
+            count = min(PAGE, self.read_cap - read)
+            rows = stream_rows(await client.xrange(self.key, min=f"({self.last_id}", max="+", count=count))
             for _, raw in rows:
                 self._count(raw)
             read += len(rows)
             if rows:
                 self.last_id = as_text(rows[-1][0])
-            if len(rows) < PAGE:
+            if len(rows) < count:
                 return
 
     def series(self, now_ms: int) -> dict[str, Any]:
@@ -86,7 +93,8 @@ class Timeline:
         data: dict[str, Any] = {"t": [m * 60 for m in minutes]}
         for kind in KINDS:
             data[kind] = [self.minutes.get(m, Counter())[kind] for m in minutes]
-        data["partial_before"] = None if self.partial_before_min is None else self.partial_before_min * 60
+        partial = self.backfill_before.split("-")[0] if self.backfill_before else ""
+        data["partial_before"] = int(partial) // 60_000 * 60 + 60 if partial else None
         return data
 
     def last_minutes(self, now_ms: int, n: int = 5) -> dict[str, float]:
