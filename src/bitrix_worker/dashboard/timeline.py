@@ -98,7 +98,7 @@ class Timeline:
         return data
 
     def last_minutes(self, now_ms: int, n: int = 5) -> dict[str, float]:
-        """Per-minute rate of each outcome over the last ``n`` complete minutes."""
+        """Per-minute rate of each outcome over the last ``n`` minutes (the current one included)."""
         current = now_ms // 60_000
-        span = [self.minutes.get(m, Counter()) for m in range(current - n, current)]
+        span = [self.minutes.get(m, Counter()) for m in range(current - n + 1, current + 1)]
         return {kind: sum(c[kind] for c in span) / n for kind in KINDS}
