@@ -9,7 +9,7 @@ Lookup order (the order of b24pysdk's ``parse_response``, but returning values i
 3. the HTTP status (``_BY_STATUS``: 3xx redirect, 401/403/404/410 auth, 429, 5xx ...);
 4. default: ``server_error`` / ``ambiguous``. Unrecognised codes are retried and kept in ``bitrix_code``.
 
-Decisions where the sources conflict (see docs/bitrix24-api.md §1.2, §5):
+Decisions where the sources conflict (see docs/errors.md, "How an answer is classified"):
 
 * Auth codes are classified by code whatever the status (401 in the core, 403 in the docs, 500/410 for
   ``PORTAL_DELETED``). They are refused before the method runs: ``not_executed``.

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from .config import Settings, load_settings
 from .errors import BitrixWorkerError, ConfigError
+from .operations import Entity
 
 app = typer.Typer(
     name="bitrix-worker",
@@ -88,7 +89,7 @@ def run(
 @app.command()
 def enqueue(
     op: Annotated[str, typer.Argument(help="create | update | upsert | delete")],
-    entity: Annotated[str, typer.Argument(help="deal | contact | company | lead")],
+    entity: Annotated[str, typer.Argument(help=" | ".join(e.value for e in Entity))],
     key: Annotated[str, typer.Argument(help="Your external id, e.g. order-42 (becomes ORIGIN_ID).")],
     fields: Annotated[str, typer.Option("--fields", "-f", help="Bitrix24 fields as a JSON object.")] = "{}",
     version: Annotated[
@@ -111,13 +112,10 @@ def enqueue(
         fail(f"invalid operation: {_first_error(exc)}", 2)
 
     async def go() -> str:
-        from redis.asyncio import Redis
+        from .redis.connection import redis_connection
 
-        client = Redis.from_url(settings.redis_url)
-        try:
+        async with redis_connection(settings.redis_url) as client:
             return await do_enqueue(client, operation, stream=settings.stream)
-        finally:
-            await client.aclose()
 
     out.print(run_async(go), highlight=False)
 
@@ -174,7 +172,8 @@ def status(
     ] = 100_000,
 ) -> None:
     """Stream, pending, retries, dead letters, breaker, limiter, counters and live workers at a glance."""
-    from .status import gather_status, redis_connection
+    from .redis.connection import redis_connection
+    from .status import gather_status
 
     settings = settings_or_exit(stream=stream)
 
@@ -191,84 +190,6 @@ def status(
     out.print(status_view(result))
 
 
-@app.command("lookup")
-def lookup_cmd(
-    entity: Annotated[
-        str, typer.Argument(help="deal | contact | company | lead, or `id` to search a stream id.")
-    ],
-    key: Annotated[str, typer.Argument(help="Your external id (e.g. order-42), or a stream id after `id`.")],
-    scan_cap: Annotated[int, typer.Option(help="Entries each stream scan reads at most.")] = 20_000,
-    as_json: JsonFlag = False,
-    stream: Stream = None,
-) -> None:
-    """One key's story: Bitrix24 id, every outcome, what still waits, its dead letters."""
-    from .lookup import find_stream_id, lookup
-    from .operations import Entity
-    from .redis.deadletter import parse_id
-    from .status import redis_connection
-
-    settings = settings_or_exit(stream=stream)
-    by_id = entity == "id"
-    if by_id:
-        try:
-            key = parse_id(key)
-        except ValueError as exc:
-            fail(str(exc), 2)
-    elif entity not in {e.value for e in Entity}:
-        fail(f"entity {entity!r}: use deal, contact, company, lead or id", 2)
-
-    async def go() -> Any:
-        async with redis_connection(settings.redis_url) as client:
-            target = (
-                await find_stream_id(client, settings, key, scan_cap=scan_cap) if by_id else (entity, key)
-            )
-            if target is None:
-                return None
-            report = await lookup(client, settings, *target, scan_cap=scan_cap)
-            report.matched_id = key if by_id else None
-            return report
-
-    report = run_async(go)
-    if report is None:
-        fail(f"stream id {key} not found in the stream, schedule, outcomes or dead letters")
-    if as_json:
-        print_json(report.as_json())
-        return
-    from .lookup_view import lookup_view
-
-    out.print(lookup_view(report), highlight=False)
-
-
-@app.command()
-def dashboard(
-    host: Annotated[
-        str | None, typer.Option(help="Interface (BITRIX_WORKER_DASHBOARD_HOST, 127.0.0.1).")
-    ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (BITRIX_WORKER_DASHBOARD_PORT, 9410).")] = None,
-    read_only: Annotated[
-        bool | None, typer.Option("--read-only/--read-write", help="Hide every action (default: setting).")
-    ] = None,
-    stream: Stream = None,
-) -> None:
-    """Serve the web dashboard: overview, find an operation, dead letters (see docs/dashboard.md)."""
-    from .dashboard import check_bind, serve
-
-    settings = settings_or_exit(
-        stream=stream, dashboard_host=host, dashboard_port=port, dashboard_read_only=read_only
-    )
-    try:
-        check_bind(settings, settings.dashboard_host)
-    except ConfigError as exc:
-        fail(f"bad setting {exc}", 2)
-    url = f"http://{settings.dashboard_host}:{settings.dashboard_port}/"
-    mode = " (read-only)" if settings.dashboard_read_only else ""
-    err.print(f"dashboard: {url}{mode} for stream {settings.stream}; Ctrl-C stops it", highlight=False)
-    try:
-        serve(settings)
-    except OSError as exc:
-        fail(f"cannot listen on {settings.dashboard_host}:{settings.dashboard_port}: {exc.strerror or exc}")
-
-
 dlq = typer.Typer(help="Inspect, replay and purge the dead-letter stream.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
 ClassOpt = Annotated[str | None, typer.Option("--class", help="Only entries of this error class.")]
@@ -276,8 +197,8 @@ IdsArg = Annotated[list[str] | None, typer.Argument(help="Dead-letter entry ids.
 
 
 def _dead_letters(stream: str | None, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from .redis.connection import redis_connection
     from .redis.deadletter import DeadLetters
-    from .status import redis_connection
 
     settings = settings_or_exit(stream=stream)
 
@@ -445,6 +366,9 @@ def _first_error(exc: Exception) -> str:
         e = exc.errors(include_url=False, include_input=False)[0]
         return f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
     return str(exc)
+
+
+from . import cli_ops  # noqa: E402, F401 - registers `lookup` and `dashboard` on `app`
 
 
 def main() -> None:

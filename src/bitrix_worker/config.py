@@ -158,7 +158,7 @@ class Settings(BaseSettings):
         return d.StreamKeys(stream=self.stream, dead=self.dead_stream)
 
     def retry_budget(self, error_class: ErrorClass, *, creating: bool) -> int:
-        """Retries allowed after the first attempt for one class (docs/error-taxonomy.md)."""
+        """Retries allowed after the first attempt for one class (docs/errors.md)."""
         budgets = {
             ErrorClass.NOT_FOUND: (
                 self.retries_not_found_create if creating else self.retries_not_found_update

@@ -1,6 +1,6 @@
 """Every default in one place, with its unit in the name, and the Redis key layout.
 
-Budgets are retries *after* the first attempt (docs/error-taxonomy.md). Key names derive from the stream
+Budgets are retries *after* the first attempt (docs/errors.md). Key names derive from the stream
 name as ``{<stream>}:<suffix>`` so that every key one Lua script touches sits in the stream's Redis Cluster
 slot.
 """
@@ -83,8 +83,13 @@ class StreamKeys:
         """Hash: entity:key -> number of live operations that own the key's turn."""
         return self._k("holds")
 
-    def parked(self, ident: str) -> str:
-        """List of entries waiting for the key's turn, in stream order."""
+    @property
+    def parked(self) -> str:
+        """Hash holding every key's queue of entries waiting for its turn (layout: redis/lua/turns.lua)."""
+        return self._k("parked")
+
+    def legacy_parked(self, ident: str) -> str:
+        """The per-key parked list of versions before 0.2 (moved into ``parked`` at start)."""
         return self._k(f"parked:{ident}")
 
     @property

@@ -4,14 +4,17 @@
     ├── ConfigError                    bad setting; names the setting; fatal at start
     ├── PoisonMessage                  a stream entry that can never be processed; dead-lettered
     ├── BitrixError                    one classified Bitrix24 failure (carries a Classification)
-    │   ├── PermanentBitrixError       not_found, invalid_data: retrying cannot help
-    │   ├── AuthError                  auth: a configuration problem; opens the breaker
+    │   ├── PermanentBitrixError       not_found, invalid_data (and poison): retrying cannot help
+    │   ├── AuthError                  auth: a configuration problem; shuts the portal gate
     │   ├── LimitError                 rate_limited, method_limited, blocked: wait, never spend budget
     │   └── TransientBitrixError       server_error, network: retry with backoff
-    ├── StoreError                     Redis or the mapping store failed (I/O, retry the loop)
+    ├── StoreError                     Redis or the mapping store failed (translated once, in
+    │                                  redis/errors.py and mapping.py; the loop retries)
     └── EmulatorError                  misuse of the Bitrix24 emulator's admin API
 
-Messages never contain the webhook secret: they are built from redacted parts only.
+Pure builders and parsers (``bitrix.methods``) raise ``ValueError`` for shapes Bitrix24 never sends; the
+client turns those into a classified BitrixError. The emulator's own ``ApiError`` never leaves it: it is
+the error answer it sends. Messages never contain the webhook secret: they are built from redacted parts.
 """
 
 from __future__ import annotations

@@ -5,13 +5,17 @@ The worker never imports Prometheus: it calls these methods, whose default bodie
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .reasons import Reason
 from .taxonomy import ErrorClass
 
 
 class WorkerEvents:
     """Subclass and override what you need. Calls are synchronous and must be cheap."""
 
-    def outcome(self, outcome: str, reason: str, entity: str, error_class: ErrorClass | None) -> None:
+    def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
         """One operation ended: applied, skipped or dead_lettered."""
 
     def latency(self, enqueued_to_done_s: float) -> None:
@@ -36,7 +40,7 @@ class EventFanout(WorkerEvents):
     def __init__(self, *subscribers: WorkerEvents) -> None:
         self._subs = subscribers
 
-    def outcome(self, outcome: str, reason: str, entity: str, error_class: ErrorClass | None) -> None:
+    def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
         for s in self._subs:
             s.outcome(outcome, reason, entity, error_class)
 
@@ -59,3 +63,24 @@ class EventFanout(WorkerEvents):
     def breaker(self, is_open: bool, reason: str) -> None:
         for s in self._subs:
             s.breaker(is_open, reason)
+
+
+@dataclass
+class RunSummary:
+    """What one ``run`` did: operations by final outcome."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.outcomes.values())
+
+
+class Tally(WorkerEvents):
+    """Counts final outcomes into a RunSummary."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+
+    def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
+        self.summary.outcomes[outcome] += 1

@@ -2,7 +2,8 @@
 
 A claim hands the worker raw entries; here they become ``WorkUnit``s (entries of one key together, in stream
 order, redeliveries remembered) or ``Poison`` (unreadable, or delivered so often that it keeps failing a
-worker), which is dead-lettered one operation at a time under its original stream ids.
+worker), which is dead-lettered one operation at a time under its original stream ids. No I/O and no
+clock: the time is passed in.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import PoisonMessage
 from .operations import decode_payload
-from .redis.streams import Entry, Settlement
+from .reasons import Reason
+from .records import HistoryEntry, dead_letter_error, history_from_json, outcome_record, redelivery_entry
 from .taxonomy import ErrorClass
-from .units import Member, WorkUnit, now_ms, raw_ident, unit_from_json
+from .units import Member, WorkUnit, raw_ident, unit_from_json
+from .values import Entry, Settlement
 
 
 @dataclass(slots=True)
@@ -26,7 +28,9 @@ class Poison:
     reason: str
 
 
-def build_units(entries: Sequence[Entry], *, max_deliveries: int) -> tuple[list[WorkUnit], list[Poison]]:
+def build_units(
+    entries: Sequence[Entry], *, max_deliveries: int, at_ms: int
+) -> tuple[list[WorkUnit], list[Poison]]:
     """Group entries by key (stream order kept); anything unreadable or crash-looping is poison."""
     units: dict[str, WorkUnit] = {}
     poison: list[Poison] = []
@@ -41,16 +45,7 @@ def build_units(entries: Sequence[Entry], *, max_deliveries: int) -> tuple[list[
             poison.append(Poison(e, ident, exc.reason))
             continue
         if e.deliveries > 1:
-            # A crash may have sent it: remembered in the history, so a create looks itself up even after
-            # it is rescheduled under a new stream id.
-            unit.history.append(
-                {
-                    "kind": "redelivery",
-                    "execution": "ambiguous",
-                    "deliveries": e.deliveries,
-                    "at_ms": now_ms(),
-                }
-            )
+            unit.remember(redelivery_entry(e.deliveries, at_ms))
         existing = units.get(unit.ident)
         if existing is None:
             units[unit.ident] = unit
@@ -66,7 +61,7 @@ def _unit(e: Entry, ident: str) -> WorkUnit:
     if unit_json is not None:
         return unit_from_json(unit_json, e.id, e.deliveries)
     operation = decode_payload(e.payload)
-    prior = _history(e.text("history"))
+    prior = history_from_json(e.text("history"))
     member = Member(e.id, e.text("payload") or "", operation, prior)
     return WorkUnit(ident or operation.ident, [member], [e.id], history=list(prior), deliveries=e.deliveries)
 
@@ -100,17 +95,7 @@ def by_key(entries: Sequence[Entry], keys_per_batch: int) -> list[list[Entry]]:
     ]
 
 
-def _history(raw: str | None) -> list[dict[str, object]]:
-    if not raw:
-        return []
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return []
-    return [h for h in value if isinstance(h, dict)] if isinstance(value, list) else []
-
-
-def poison_items(entry: Entry) -> list[tuple[str, str, list[Any]]]:
+def poison_items(entry: Entry) -> list[tuple[str, str, list[HistoryEntry]]]:
     """(payload, original stream id, history) of each operation a poison entry carries.
 
     A retry unit that keeps failing a worker carries several operations: each is dead-lettered under its
@@ -120,30 +105,25 @@ def poison_items(entry: Entry) -> list[tuple[str, str, list[Any]]]:
     if unit is not None:
         try:
             data = json.loads(unit)
-            history = list(data.get("history") or [])
+            history = history_from_json(data.get("history"))
             return [(str(m["payload"]), str(m["origin"]), history) for m in data["members"]]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             return [(unit, entry.id, [])]
     return [(entry.text("payload") or "", entry.id, [])]
 
 
-def poison_error(reason: str, stream_id: str, history: list[Any], at_ms: int) -> str:
-    return json.dumps(
-        {
-            "class": ErrorClass.POISON.value,
-            "http_status": None,
-            "bitrix_code": None,
-            "description": reason,
-            "reason": reason,
-            "attempts": sum(1 for h in history if isinstance(h, dict) and h.get("kind") == "attempt"),
-            "history": history,
-            "stream_id": stream_id,
-            "dead_lettered_at": at_ms,
-        },
-        separators=(",", ":"),
+def poison_error(reason: str, stream_id: str, history: list[HistoryEntry], at_ms: int) -> str:
+    return dead_letter_error(
+        reason=reason, history=history, stream_id=stream_id, at_ms=at_ms, error_class=ErrorClass.POISON.value
     )
 
 
 def poison_outcome(origin: str, ident: str, at_ms: int) -> list[str]:
-    record = {"stream_id": origin, "ident": ident, "outcome": "dead_lettered", "reason": "poison"}
-    return [x for kv in {**record, "class": "poison", "at_ms": str(at_ms)}.items() for x in kv]
+    return outcome_record(
+        stream_id=origin,
+        ident=ident,
+        outcome="dead_lettered",
+        reason=Reason.POISON.sentence,
+        at_ms=at_ms,
+        error_class=ErrorClass.POISON.value,
+    )

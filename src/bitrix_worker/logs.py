@@ -9,17 +9,18 @@ formatted traceback) goes through ``redaction.redact`` before rendering, and the
 no renderer quirk can let the secret through. The httpx and httpcore loggers are held at WARNING: httpx
 logs each request URL at INFO, and the URL carries the secret.
 
-Convention for worker log lines: bind, when known,
+Convention for worker log lines (``reporting.report`` writes them): one line per operation, with
 
-    op           the operation id (stream payload ``id``)
-    entity       deal | contact | lead | company ...
-    key          the producer's idempotency key
-    stream_id    the Redis stream entry id
-    attempt      1-based delivery attempt
-    error_class  the taxonomy class of the failure (``ErrorClass.value``)
+    op           the operation kind (create | update | upsert | delete)
+    entity       deal | contact | company | lead
+    key          the producer's key (ORIGIN_ID)
+    stream_id    the stream id the operation was first enqueued under
+    attempt      attempts so far (failed requests; a redelivery after a crash is not one)
+    error_class  the taxonomy class of the last failure (``ErrorClass.value``), or null
+    reason       why it ended so (``Reason.sentence`` with its numbers)
 
-e.g. ``get_logger(op=op.id, entity=op.entity, key=op.key, stream_id=entry_id, attempt=n)``. Keep event
-names short and stable (``applied``, ``retry_scheduled``, ``dead_lettered``) so lines stay greppable.
+Event names are short and stable (``applied``, ``skipped``, ``dead-lettered``, ``retry scheduled``) so
+lines stay greppable; the worker binds ``consumer`` and ``portal`` to its own lines.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .lookup import KeyReport
+from .keylookup import KeyReport
 
 
 def _when(at_ms: Any) -> str:

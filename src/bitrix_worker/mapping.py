@@ -19,9 +19,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -46,12 +45,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from .errors import StoreError
 from .redaction import redact
+from .values import Mapping, State
 
 __all__ = ["DEFAULT_TABLE", "Mapping", "MappingStore", "State"]
-
-State = Literal["active", "deleted", "unknown"]
-"""``unknown``: a create may or may not have happened (it was given up after an ambiguous failure); the
-next create of the key looks it up by ORIGIN_ID first."""
 
 DEFAULT_TABLE = "bitrix_mapping"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -60,18 +56,6 @@ PG_CONNECT_TIMEOUT_S = 10.0
 CHUNK_ROWS = 500
 """Rows per statement in get_many/record_many: far below SQLite's and asyncpg's bound-parameter limits."""
 _CREATE_ATTEMPTS = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Mapping:
-    """One row of the store; also the input row of ``MappingStore.record_many``."""
-
-    entity: str
-    key: str
-    bitrix_id: int | None
-    version: int | None
-    state: State = "active"
-    fence: int = 0
 
 
 def _async_url(database_url: str) -> URL:

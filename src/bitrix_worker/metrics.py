@@ -2,8 +2,8 @@
 
 Counters and histograms move with events; the queue gauges are read from Redis when scraped (at most once
 per ``max_age_s``), so they describe the whole deployment, not this process. Every label value comes from a
-small fixed vocabulary: reasons are folded into a handful of kinds, methods into the ones we call, anything
-unexpected becomes ``other``. Keys, ids and free text never become labels.
+small fixed vocabulary: reasons are ``Reason`` codes (never their sentences), methods are the ones we call
+(anything else becomes ``other``). Keys, ids and free text never become labels.
 """
 
 from __future__ import annotations
@@ -12,44 +12,22 @@ import re
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from redis.asyncio import Redis
 
-from .config import Settings
 from .errors import BitrixWorkerError
 from .events import WorkerEvents
-from .limits import Breaker
-from .status import queue_gauges
+from .gate import PortalGate
+from .operations import Entity
+from .reasons import Reason
+from .redis.gauges import QueueReader
 from .taxonomy import ErrorClass
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_METHOD = re.compile(r"^(batch|crm\.(deal|contact|company|lead)\.(add|update|delete|list|get|fields))$")
-_ENTITIES = frozenset({"deal", "contact", "company", "lead"})
+_ENTITY_NAMES = "|".join(e.value for e in Entity)
+_METHOD = re.compile(rf"^(batch|crm\.({_ENTITY_NAMES})\.(add|update|delete|list|get|fields))$")
+_ENTITIES = frozenset(e.value for e in Entity)
 _RESULTS = frozenset({"ok", *(c.value for c in ErrorClass)})
-_REASONS = {
-    "created": "created",
-    "updated": "updated",
-    "deleted": "deleted",
-    "adopted existing entity": "adopted",
-    "already deleted in Bitrix24": "already_deleted",
-    "no Bitrix24 id: nothing to delete": "nothing_to_delete",
-    "stale": "stale",
-    "no_bitrix_id": "no_bitrix_id",
-    "deleted_in_bitrix24": "deleted_in_bitrix24",
-    "poison": "poison",
-}
 CALL_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 65)
 E2E_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
-
-
-def reason_label(reason: str) -> str:
-    """Fold a free-text outcome reason into a fixed set (``budget_spent``, ``refusal_cap``, ...)."""
-    if reason in _REASONS:
-        return _REASONS[reason]
-    if "retry budget" in reason:
-        return "budget_spent"
-    if "refused" in reason:
-        return "refusal_cap"
-    return "other"
 
 
 def method_label(method: str) -> str:
@@ -114,11 +92,9 @@ class PrometheusEvents(WorkerEvents):
 
     # ---- events -----------------------------------------------------------------------------------------
 
-    def outcome(self, outcome: str, reason: str, entity: str, error_class: ErrorClass | None) -> None:
+    def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
         cls = error_class.value if error_class is not None else "none"
-        self.operations.labels(
-            outcome, reason_label(reason), entity if entity in _ENTITIES else "none", cls
-        ).inc()
+        self.operations.labels(outcome, reason.value, entity if entity in _ENTITIES else "none", cls).inc()
         if outcome == "dead_lettered":
             self.dead_lettered.labels(cls).inc()
 
@@ -140,19 +116,13 @@ class PrometheusEvents(WorkerEvents):
 
     # ---- gauges and exposition --------------------------------------------------------------------------
 
-    async def refresh(self, client: Redis, settings: Settings, *, max_age_s: float = 1.0) -> None:
+    async def refresh(self, reader: QueueReader, gate: PortalGate, *, max_age_s: float = 1.0) -> None:
         """Read the queue gauges from Redis unless they are fresher than ``max_age_s``."""
         if time.monotonic() - self._refreshed_at < max_age_s:
             return
         try:
-            g = await queue_gauges(client, settings)
-            breaker = Breaker(
-                client,
-                settings.keys.breaker(settings.webhook.portal),
-                cooldown_s=settings.breaker_cooldown_s,
-                max_cooldown_s=settings.breaker_max_cooldown_s,
-            )
-            is_open = (await breaker.state()).open
+            g = await reader.gauges()
+            is_open = await gate.is_shut()
         except BitrixWorkerError:
             self.refresh_errors.inc()  # the scrape still answers, with the last values
             return

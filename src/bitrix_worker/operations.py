@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import PoisonMessage
+from .values import PAYLOAD_FIELD
 
 MAX_KEY_LENGTH = 200
-PAYLOAD_FIELD = "payload"
 
 
 class OpKind(StrEnum):

@@ -2,21 +2,20 @@
 
 Every operation ends in exactly one of three outcomes, recorded in the outcomes stream and counters:
 ``applied``, ``skipped`` (with a reason) or ``dead_lettered`` (with its error and full history). A unit that
-will be tried again is ``retry`` (not final).
+will be tried again is ``retry`` (not final). No I/O and no clock: the time of settling is passed in.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
 
-from .mapping import Mapping
 from .plan import Call
-from .redis.streams import Settlement
+from .reasons import Reason
+from .records import dead_letter_error, outcome_record
 from .taxonomy import Classification
-from .units import WorkUnit, now_ms
+from .units import WorkUnit
+from .values import Mapping, Settlement, State
 
 
 class Outcome(StrEnum):
@@ -30,17 +29,27 @@ class Outcome(StrEnum):
 class Result:
     unit: WorkUnit
     outcome: Outcome
-    reason: str
+    reason: Reason
+    detail: str = ""  # the reason's sentence with its numbers, when it has any
     classification: Classification | None = None
     call: Call | None = None
     bitrix_id: int | None = None
     delay_s: float = 0.0
-    mapping_state: Literal["active", "deleted", "unknown"] | None = (
-        None  # what to record in the mapping store
-    )
+    mapping_state: State | None = None  # what to record in the mapping store
     stale: tuple[int, ...] = ()
-    trip: bool = False  # auth: open the portal's circuit breaker
-    pause_s: float = 0.0  # blocked: pause the whole portal this long
+
+    @property
+    def text(self) -> str:
+        """The reason as the outcomes stream, counters and dead letters write it."""
+        return self.detail or self.reason.sentence
+
+
+@dataclass(frozen=True, slots=True)
+class MemberOutcome:
+    index: int
+    outcome: Outcome
+    reason: Reason
+    text: str
 
 
 def stream_ms(stream_id: str) -> int:
@@ -60,56 +69,17 @@ def mapping_row(r: Result, token: int) -> Mapping | None:
     return Mapping(op.entity.value, op.key, r.bitrix_id, version, state, token)
 
 
-def dead_letter_error(r: Result, *, stream_id: str, at_ms: int) -> str:
-    c = r.classification
-    last = r.unit.history[-1] if r.unit.history else {}
-    return json.dumps(
-        {
-            "class": c.error_class.value if c else last.get("class", "poison"),
-            "http_status": c.http_status if c else last.get("http_status"),
-            "bitrix_code": c.bitrix_code if c else last.get("bitrix_code"),
-            "description": c.description if c else r.reason,
-            "reason": r.reason,
-            "attempts": r.unit.attempts,
-            "history": r.unit.history,
-            "stream_id": stream_id,
-            "dead_lettered_at": at_ms,
-        },
-        separators=(",", ":"),
-    )
+def member_outcomes(r: Result) -> list[MemberOutcome]:
+    """The outcome of every operation of a final result (members older than the stored version are stale)."""
+    return [
+        MemberOutcome(i, Outcome.SKIPPED, Reason.STALE, Reason.STALE.sentence)
+        if i in r.stale
+        else MemberOutcome(i, r.outcome, r.reason, r.text)
+        for i in range(len(r.unit.members))
+    ]
 
 
-def _outcome_record(r: Result, index: int, outcome: str, reason: str, at_ms: int) -> list[str]:
-    m = r.unit.members[index]
-    c = r.classification
-    record = [
-        "stream_id", m.origin,
-        "ident", r.unit.ident,
-        "op", m.operation.op.value,
-        "outcome", outcome,
-        "reason", reason,
-        "attempts", str(r.unit.attempts),
-        "at_ms", str(at_ms),
-    ]  # fmt: skip
-    if c is not None:
-        record += ["class", c.error_class.value]
-    if r.bitrix_id is not None:
-        record += ["bitrix_id", str(r.bitrix_id)]
-    return record
-
-
-def member_outcomes(r: Result) -> list[tuple[int, str, str]]:
-    """(member index, outcome, reason) for every operation of a final result."""
-    out = []
-    for i in range(len(r.unit.members)):
-        if i in r.stale:
-            out.append((i, Outcome.SKIPPED.value, "stale"))
-        else:
-            out.append((i, r.outcome.value, r.reason))
-    return out
-
-
-def settlement(r: Result) -> Settlement:
+def settlement(r: Result, at_ms: int) -> Settlement:
     u = r.unit
     if r.outcome is Outcome.RETRY:
         return Settlement(
@@ -121,33 +91,48 @@ def settlement(r: Result) -> Settlement:
             unit=u.to_json(),
             counters={"retries": 1},
         )
-    at = now_ms()
     finals = member_outcomes(r)
     counters: dict[str, int] = {}
-    for _, outcome, reason in finals:
-        counters[f"outcome:{outcome}"] = counters.get(f"outcome:{outcome}", 0) + 1
-        if outcome != Outcome.APPLIED.value:
-            counters[f"{outcome}:{reason}"] = counters.get(f"{outcome}:{reason}", 0) + 1
-    dead: list[list[str]] = []
-    if r.outcome is Outcome.DEAD:
-        for i, outcome, _ in finals:
-            if outcome == Outcome.DEAD.value:
-                m = u.members[i]
-                dead.append(
-                    ["payload", m.payload, "error", dead_letter_error(r, stream_id=m.origin, at_ms=at)]
-                )
+    for f in finals:
+        counters[f"outcome:{f.outcome}"] = counters.get(f"outcome:{f.outcome}", 0) + 1
+        if f.outcome is not Outcome.APPLIED:
+            counters[f"{f.outcome}:{f.text}"] = counters.get(f"{f.outcome}:{f.text}", 0) + 1
+    dead = [
+        [
+            "payload",
+            u.members[f.index].payload,
+            "error",
+            dead_letter_error(
+                reason=f.text,
+                history=u.history,
+                stream_id=u.members[f.index].origin,
+                at_ms=at_ms,
+                classification=r.classification,
+            ),
+        ]
+        for f in finals
+        if f.outcome is Outcome.DEAD
+    ]
+    c = r.classification
+    records = [
+        outcome_record(
+            stream_id=u.members[f.index].origin,
+            ident=u.ident,
+            op=u.members[f.index].operation.op.value,
+            outcome=f.outcome.value,
+            reason=f.text,
+            attempts=u.attempts,
+            at_ms=at_ms,
+            error_class=c.error_class.value if c else None,
+            bitrix_id=r.bitrix_id,
+        )
+        for f in finals
+    ]
     return Settlement(
         ids=list(u.stream_ids),
         ident=u.ident,
         action="dead" if dead else "done",
         dead=dead,
-        outcomes=[_outcome_record(r, i, o, reason, at) for i, o, reason in finals],
+        outcomes=records,
         counters=counters,
     )
-
-
-def summary(results: list[Result]) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.outcome.value] = counts.get(r.outcome.value, 0) + len(r.unit.members)
-    return counts

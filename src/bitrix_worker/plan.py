@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .mapping import Mapping
+from .bitrix.methods import Command, crm_add, crm_delete, crm_update
+from .errors import BitrixWorkerError
 from .operations import OpKind
+from .reasons import Reason
 from .units import WorkUnit
+from .values import Mapping
 
 
 class Call(StrEnum):
@@ -22,21 +25,13 @@ class Call(StrEnum):
     DELETE = "delete"
 
 
-class Skip(StrEnum):
-    """Reasons an operation is acknowledged without a call (the outcome ``skipped:<reason>``)."""
-
-    STALE = "stale"  # its version is older than the last applied one
-    NO_BITRIX_ID = "no_bitrix_id"  # update of a key that was never created
-    DEAL_DELETED = "deleted_in_bitrix24"  # the entity was deleted in Bitrix24
-
-
 @dataclass(frozen=True, slots=True)
 class Plan:
     call: Call | None  # None: nothing to send
     bitrix_id: int | None = None
     fields: dict[str, Any] = field(default_factory=dict)
-    skip: Skip | None = None  # why no call, when the goal is not reached
-    done_reason: str = ""  # why no call, when the goal is already reached (delete of a missing entity)
+    skip: Reason | None = None  # why no call, when the goal is not reached
+    done: Reason | None = None  # why no call, when the goal is already reached (delete of a missing entity)
     stale: tuple[int, ...] = ()  # member indexes skipped as stale (the rest proceed)
     reconcile: bool = False  # look the entity up by ORIGINATOR_ID + ORIGIN_ID before creating
 
@@ -68,7 +63,7 @@ def plan_unit(unit: WorkUnit, mapping: Mapping | None, *, originator_id: str, re
     stale = _stale_members(unit, mapping.version if mapping else None)
     live = [m for i, m in enumerate(unit.members) if i not in stale]
     if not live:
-        return Plan(None, skip=Skip.STALE, stale=stale)
+        return Plan(None, skip=Reason.STALE, stale=stale)
     head = live[0].operation
     fields: dict[str, Any] = {}
     for m in live:
@@ -79,12 +74,23 @@ def plan_unit(unit: WorkUnit, mapping: Mapping | None, *, originator_id: str, re
     if head.op is OpKind.DELETE:
         if active:
             return Plan(Call.DELETE, mapping.bitrix_id if mapping else None, stale=stale)
-        reason = "already deleted in Bitrix24" if deleted else "no Bitrix24 id: nothing to delete"
-        return Plan(None, done_reason=reason, stale=stale)
+        reason = Reason.ALREADY_DELETED if deleted else Reason.NOTHING_TO_DELETE
+        return Plan(None, done=reason, stale=stale)
     if active:
         return Plan(Call.UPDATE, mapping.bitrix_id if mapping else None, fields, stale=stale)
     if head.op is OpKind.UPDATE and not (deleted and recreate_deleted):
-        return Plan(None, skip=Skip.DEAL_DELETED if deleted else Skip.NO_BITRIX_ID, stale=stale)
+        return Plan(None, skip=Reason.DELETED_IN_BITRIX24 if deleted else Reason.NO_BITRIX_ID, stale=stale)
     create_fields = {**fields, **origin_fields(originator_id, head.key)}
     unknown = mapping is not None and mapping.state == "unknown"
     return Plan(Call.CREATE, None, create_fields, stale=stale, reconcile=unit.ambiguous_before or unknown)
+
+
+def command_for(plan: Plan, entity: str) -> Command:
+    """The Bitrix24 command that carries out a plan with a call."""
+    if plan.call is Call.CREATE:
+        return crm_add(entity, plan.fields)
+    if plan.call is None or plan.bitrix_id is None:
+        raise BitrixWorkerError(f"{entity}: no command for {plan.call} without a Bitrix24 id")
+    if plan.call is Call.UPDATE:
+        return crm_update(entity, plan.bitrix_id, plan.fields)
+    return crm_delete(entity, plan.bitrix_id)

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from .config import Settings
 from .operations import OpKind
+from .reasons import Reason
 from .taxonomy import Classification, ErrorClass
 
 
@@ -26,11 +27,14 @@ class Action(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Decision:
     action: Action
-    reason: str
+    reason: Reason
+    detail: str = ""  # the reason's sentence with its numbers, when it has any
     delay_s: float = 0.0
     counts_as_failure: bool = True
-    open_breaker: bool = False  # auth: stop the whole portal, not only this operation
-    pause_portal_s: float = 0.0  # blocked (OVERLOAD_LIMIT): pause everything for this long
+
+    @property
+    def text(self) -> str:
+        return self.detail or self.reason.sentence
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,19 @@ def equal_jitter(attempt: int, base_s: float, cap_s: float, rng: random.Random) 
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+def refusal_delay(refusals: int, c: Classification, policy: RetryPolicy, rng: random.Random) -> float | None:
+    """How long to wait after the ``refusals``-th refusal by the portal's request limit, or None once the
+    operation's cap (``retries_rate_limited``) is spent.
+
+    The one meaning of that setting: the refusals an operation may meet in all, whether they are waited out
+    inside one request (the sender) or across scheduled retries (``decide``).
+    """
+    if refusals > policy.budgets[ErrorClass.RATE_LIMITED]:
+        return None
+    delay = equal_jitter(refusals, policy.rate_limit_base_s, policy.backoff_max_s, rng)
+    return max(delay, c.retry_after_s or 0.0)
+
+
 def decide(
     op: OpKind,
     c: Classification,
@@ -96,25 +113,22 @@ def decide(
     cls = c.error_class
     if cls is ErrorClass.NOT_FOUND and not creating:
         if op is OpKind.DELETE:
-            return Decision(Action.DONE, "already deleted in Bitrix24")
+            return Decision(Action.DONE, Reason.ALREADY_DELETED)
         if policy.recreate_deleted or op is OpKind.UPSERT:
-            return Decision(Action.RECREATE, "deleted in Bitrix24; re-creating")
+            return Decision(Action.RECREATE, Reason.RECREATING)
         if failures > policy.budget(cls, creating=False):
-            return Decision(Action.SKIP, "deleted in Bitrix24")
+            return Decision(Action.SKIP, Reason.DELETED_IN_BITRIX24)
     if cls in (ErrorClass.RATE_LIMITED, ErrorClass.METHOD_LIMITED, ErrorClass.BLOCKED):
         return _limit_decision(c, bounces=bounces, policy=policy, rng=rng, reset_in_s=method_reset_in_s)
     budget = policy.budget(cls, creating=creating)
-    open_breaker = cls is ErrorClass.AUTH
     if failures > budget:
         return Decision(
-            Action.DEAD_LETTER, f"{cls.value}: retry budget of {budget} spent", open_breaker=open_breaker
+            Action.DEAD_LETTER, Reason.BUDGET_SPENT, f"{cls.value}: retry budget of {budget} spent"
         )
     delay = full_jitter(failures, policy.backoff_base_s, policy.backoff_max_s, rng)
     if c.retry_after_s is not None:
         delay = max(delay, c.retry_after_s)
-    return Decision(
-        Action.RETRY, f"{cls.value}: retry {failures} of {budget}", delay, open_breaker=open_breaker
-    )
+    return Decision(Action.RETRY, Reason.RETRYING, f"{cls.value}: retry {failures} of {budget}", delay)
 
 
 def _limit_decision(
@@ -125,22 +139,15 @@ def _limit_decision(
     if bounces > budget:
         return Decision(
             Action.DEAD_LETTER,
+            Reason.REFUSAL_CAP,
             f"{cls.value}: refused {bounces} times, cap is {budget}",
             counts_as_failure=False,
         )
     if cls is ErrorClass.BLOCKED:
-        return Decision(
-            Action.RETRY,
-            "blocked by Bitrix24 (OVERLOAD_LIMIT): portal paused",
-            policy.blocked_pause_s,
-            counts_as_failure=False,
-            pause_portal_s=policy.blocked_pause_s,
-        )
+        return Decision(Action.RETRY, Reason.BLOCKED, delay_s=policy.blocked_pause_s, counts_as_failure=False)
     if cls is ErrorClass.METHOD_LIMITED:
         wait = reset_in_s if reset_in_s is not None and reset_in_s > 0 else policy.method_limit_min_s
         wait = max(wait, equal_jitter(bounces, policy.rate_limit_base_s, policy.backoff_max_s, rng))
-        return Decision(Action.RETRY, "method time budget spent: waiting for its reset", wait, False)
-    delay = equal_jitter(bounces, policy.rate_limit_base_s, policy.backoff_max_s, rng)
-    if c.retry_after_s is not None:
-        delay = max(delay, c.retry_after_s)
-    return Decision(Action.RETRY, "rate limited: retrying after backoff", delay, counts_as_failure=False)
+        return Decision(Action.RETRY, Reason.METHOD_RESET_WAIT, delay_s=wait, counts_as_failure=False)
+    delay = refusal_delay(bounces, c, policy, rng) or 0.0
+    return Decision(Action.RETRY, Reason.RATE_LIMITED, delay_s=delay, counts_as_failure=False)

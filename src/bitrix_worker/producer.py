@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from .defaults import STREAM
-from .errors import StoreError
-from .operations import PAYLOAD_FIELD, Entity, Operation, OpKind, encode_operation
+from .operations import Entity, Operation, OpKind, encode_operation
+from .redis.connection import RedisClient
+from .redis.producing import append_payloads
 
 
 def build_operation(
@@ -26,22 +24,14 @@ def build_operation(
     )
 
 
-async def enqueue(client: Redis, operation: Operation, *, stream: str = STREAM) -> str:
+async def enqueue(client: RedisClient, operation: Operation, *, stream: str = STREAM) -> str:
     """Append one operation; returns its stream id."""
-    try:
-        raw = await client.xadd(stream, {PAYLOAD_FIELD: encode_operation(operation)})
-    except RedisError as exc:
-        raise StoreError(f"enqueue failed: {exc}") from exc
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+    (stream_id,) = await append_payloads(client, stream, [encode_operation(operation)])
+    return stream_id
 
 
-async def enqueue_many(client: Redis, operations: Iterable[Operation], *, stream: str = STREAM) -> list[str]:
+async def enqueue_many(
+    client: RedisClient, operations: Iterable[Operation], *, stream: str = STREAM
+) -> list[str]:
     """Append many operations in one round trip (order preserved)."""
-    try:
-        async with client.pipeline(transaction=False) as pipe:
-            for operation in operations:
-                pipe.xadd(stream, {PAYLOAD_FIELD: encode_operation(operation)})
-            ids = await pipe.execute()
-    except RedisError as exc:
-        raise StoreError(f"enqueue failed: {exc}") from exc
-    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    return await append_payloads(client, stream, (encode_operation(o) for o in operations))

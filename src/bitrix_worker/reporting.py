@@ -24,15 +24,15 @@ def report(r: Result, now_ms: int, *, events: WorkerEvents, log: Any) -> None:
             key=head.key,
             stream_id=r.unit.origin,
             operations=len(r.unit.members),
-            reason=r.reason,
+            reason=r.text,
             delay_s=round(r.delay_s, 3),
             error_class=cls,
             attempt=r.unit.attempts,
         )
         return
-    for i, outcome, reason in member_outcomes(r):
-        m = r.unit.members[i]
-        events.outcome(outcome, reason, m.operation.entity.value, error_class)
+    for f in member_outcomes(r):
+        m = r.unit.members[f.index]
+        events.outcome(f.outcome.value, f.reason, m.operation.entity.value, error_class)
         events.latency(max(0.0, (now_ms - stream_ms(m.origin)) / 1000))
         fields = {
             "op": m.operation.op.value,
@@ -42,9 +42,9 @@ def report(r: Result, now_ms: int, *, events: WorkerEvents, log: Any) -> None:
             "attempt": r.unit.attempts,
             "error_class": cls,
         }
-        if outcome == Outcome.DEAD.value:
-            log.error("dead-lettered", reason=reason, **fields)
-        elif outcome == Outcome.SKIPPED.value:
-            log.warning("skipped", reason=reason, **fields)
+        if f.outcome is Outcome.DEAD:
+            log.error("dead-lettered", reason=f.text, **fields)
+        elif f.outcome is Outcome.SKIPPED:
+            log.warning("skipped", reason=f.text, **fields)
         else:
-            log.debug("applied", reason=reason, bitrix_id=r.bitrix_id, **fields)
+            log.debug("applied", reason=f.text, bitrix_id=r.bitrix_id, **fields)

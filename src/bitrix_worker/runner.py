@@ -9,11 +9,11 @@ import structlog
 
 from .config import Settings
 from .errors import ConfigError
-from .events import EventFanout, WorkerEvents
-from .http import HttpServer, Probes, create_app
+from .events import EventFanout, RunSummary, WorkerEvents
 from .logs import configure_logging
 from .metrics import PrometheusEvents
-from .worker import RunSummary, Worker
+from .monitoring import HttpServer, Probes, create_app
+from .worker import Worker
 
 
 async def run_worker(
@@ -31,7 +31,7 @@ async def run_worker(
         http = None
         if settings.http_port:
             probes = Probes(
-                settings, worker.redis, worker.store, worker.breaker, lambda: not task.done(), metrics
+                settings, worker.reader, worker.store, worker.portal.gate, lambda: not task.done(), metrics
             )
             http = HttpServer(create_app(probes), settings.http_host, settings.http_port)
             try:
@@ -43,7 +43,7 @@ async def run_worker(
                     "BITRIX_WORKER_HTTP_PORT",
                     f"cannot listen on {settings.http_host}:{settings.http_port}: {exc}",
                 ) from None
-            structlog.get_logger("bitrix_worker.http").info(
+            structlog.get_logger("bitrix_worker.monitoring").info(
                 "http endpoints up", url=f"http://{settings.http_host}:{http.port}/metrics"
             )
         try:

@@ -2,8 +2,10 @@
 
 A request is counted when it is sent (the limiter books a slot first). A ``QUERY_LIMIT_EXCEEDED`` refusal ran
 nothing, so the same request is sent again after a backoff, slowing the shared limiter for every worker;
-it never spends an operation's failure budget and never drops work. Every other failure is returned as a
-``Failed`` for the policy to decide per operation.
+it never spends an operation's failure budget. How long to wait and when to stop is the policy's
+(``policy.refusal_delay``: the refusals an operation may meet in all); the refusals waited out here are
+reported so that they count towards each operation's cap. Every other failure is returned as a ``Failed``
+for the policy to decide per operation.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from .bitrix.client import BitrixClient
 from .bitrix.methods import Command
 from .errors import BitrixError
 from .events import WorkerEvents
-from .limits import Limiter, MethodPauses
-from .policy import RetryPolicy, equal_jitter
+from .policy import RetryPolicy, refusal_delay
+from .redis.limits import Limiter, MethodPauses
 from .taxonomy import Classification, ErrorClass, TimeInfo
 
 
@@ -32,6 +34,7 @@ class Failed:
     classification: Classification
     method: str
     elapsed_s: float  # since it was sent: how long the portal may already have been running it
+    refusals: int = 0  # rate-limit refusals waited out before this failure
 
 
 @dataclass(slots=True)
@@ -40,6 +43,7 @@ class Answered:
 
     results: dict[str, Any]
     errors: dict[str, Classification]
+    refusals: int = 0  # rate-limit refusals waited out before this answer
 
 
 class Sender:
@@ -51,7 +55,6 @@ class Sender:
         pauses: MethodPauses,
         events: WorkerEvents,
         policy: RetryPolicy,
-        max_refusals: int,
         rng: random.Random,
     ) -> None:
         self.client = client
@@ -59,12 +62,14 @@ class Sender:
         self.pauses = pauses
         self.events = events
         self.policy = policy
-        self.max_refusals = max_refusals
         self.rng = rng
         self.log = structlog.get_logger("bitrix_worker.sending")
 
-    async def send(self, commands: dict[str, Command]) -> Answered | Failed:
-        """One request (``batch`` for several commands, a plain call for one)."""
+    async def send(self, commands: dict[str, Command], *, refused_before: int = 0) -> Answered | Failed:
+        """One request (``batch`` for several commands, a plain call for one).
+
+        ``refused_before``: the most refusals any operation in it has already met (its cap is shared).
+        """
         refusals = 0
         method = "batch" if len(commands) > 1 else next(iter(commands.values())).method
         while True:
@@ -75,21 +80,22 @@ class Sender:
             try:
                 answered = await self._request(commands, method)
                 self.events.call(method, "ok", time.monotonic() - started)
+                answered.refusals = refusals
                 return answered
             except BitrixError as exc:
                 c = exc.classification
                 self.events.call(method, c.error_class.value, time.monotonic() - started)
-                if c.error_class is not ErrorClass.RATE_LIMITED or refusals >= self.max_refusals:
-                    return Failed(c, method, time.monotonic() - started)
+                delay = None
+                if c.error_class is ErrorClass.RATE_LIMITED:
+                    delay = refusal_delay(refused_before + refusals + 1, c, self.policy, self.rng)
+                if delay is None:
+                    return Failed(c, method, time.monotonic() - started, refusals)
                 refusals += 1
                 await self.limiter.penalize()
-                delay = equal_jitter(
-                    refusals, self.policy.rate_limit_base_s, self.policy.backoff_max_s, self.rng
-                )
                 self.log.info(
                     "rate limited by Bitrix24; waiting", method=method, bounce=refusals, delay_s=delay
                 )
-                await asyncio.sleep(max(delay, c.retry_after_s or 0.0))
+                await asyncio.sleep(delay)
 
     async def _request(self, commands: dict[str, Command], method: str) -> Answered:
         if len(commands) > 1:

@@ -1,6 +1,6 @@
 """The vocabulary of outcomes shared by the classifier, the policy and the worker.
 
-Two independent questions are answered for every Bitrix24 outcome (see docs/error-taxonomy.md):
+Two independent questions are answered for every Bitrix24 outcome (see docs/errors.md):
 did the request possibly run (``Execution``), and which handling class it belongs to (``ErrorClass``).
 These are plain values so that classification and policy stay pure and table-testable.
 """

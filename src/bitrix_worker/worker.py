@@ -1,8 +1,8 @@
 """The worker process: reads the stream, builds units, delivers them in batches, and keeps time.
 
-Orchestration only. Decisions live in ``plan``/``policy``/``outcomes``; Redis state changes in the Lua
-scripts; HTTP in ``bitrix.client``. Background tasks: promote due retries, reclaim entries of dead consumers,
-keep in-flight entries fresh, probe the portal while its breaker is open.
+Orchestration only. Decisions live in ``plan``/``policy``/``judge``/``outcomes``; the portal's pause and
+probes in ``gate``; Redis state changes in ``redis/``; HTTP in ``bitrix.client``. Background duties: promote
+due retries, reclaim entries of dead consumers, keep in-flight entries fresh (the heartbeat).
 """
 
 from __future__ import annotations
@@ -11,47 +11,31 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import structlog
-from redis.asyncio import Redis
 
 from .bitrix.client import BitrixClient
 from .config import Settings
 from .delivery import Delivery
 from .errors import BitrixError, StoreError
-from .events import EventFanout, WorkerEvents
-from .intake import Poison, build_units, by_key, poison_error, poison_items, poison_settlement
-from .leases import Leases
-from .limits import Breaker, Limiter, MethodPauses
+from .events import EventFanout, RunSummary, Tally, WorkerEvents
+from .intake import build_units, by_key
 from .mapping import MappingStore
-from .redis.streams import Entry, OperationQueue
-from .taxonomy import ErrorClass
-from .units import now_ms
+from .outcomes import Result
+from .portal import Portal
+from .redis.connection import RedisClient, client_for, ping_or_fail
+from .redis.gauges import QueueReader
+from .redis.leases import Leases, lease_ttl_ms
+from .redis.streams import OperationQueue
+from .redis.workers import WorkerRegistry
+from .units import WorkUnit
+from .values import Clock, Entry, ms
 
 PROMOTE_INTERVAL_S = 0.1
 CLAIM_AHEAD_S = 1.0  # claim when the limiter will let a request out within this long
 STORE_RETRY_S = 1.0
-
-
-@dataclass
-class RunSummary:
-    outcomes: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def total(self) -> int:
-        return sum(self.outcomes.values())
-
-
-class _Tally(WorkerEvents):
-    def __init__(self, summary: RunSummary) -> None:
-        self.summary = summary
-
-    def outcome(self, outcome: str, reason: str, entity: str, error_class: ErrorClass | None) -> None:
-        self.summary.outcomes[outcome] += 1
 
 
 class Worker:
@@ -59,20 +43,19 @@ class Worker:
         self,
         settings: Settings,
         *,
-        redis: Redis,
+        redis: RedisClient,
         client: BitrixClient,
         store: MappingStore,
         events: WorkerEvents | None = None,
         rng: random.Random | None = None,
+        clock: Clock = time.time,
     ) -> None:
         self.settings = settings
-        self.redis = redis
-        self.client = client
         self.store = store
+        self.clock = clock
         self.summary = RunSummary()
-        self.events = EventFanout(_Tally(self.summary), *(e for e in [events] if e is not None))
+        self.events = EventFanout(Tally(self.summary), *(e for e in [events] if e is not None))
         keys = settings.keys
-        portal = settings.webhook.portal
         self.queue = OperationQueue(
             redis,
             keys,
@@ -81,43 +64,25 @@ class Worker:
             outcomes_maxlen=settings.outcomes_maxlen,
             segment_limit=settings.batch_size,
         )
-        self.limiter = Limiter(
-            redis,
-            keys.limiter(portal),
-            rate_per_s=settings.rate_per_s,
-            burst=settings.rate_burst,
-            safety=settings.rate_safety,
-        )
-        self.breaker = Breaker(
-            redis,
-            keys.breaker(portal),
-            cooldown_s=settings.breaker_cooldown_s,
-            max_cooldown_s=settings.breaker_max_cooldown_s,
-        )
-        self.pauses = MethodPauses(
-            redis,
-            keys.method_pause(portal),
-            budget_s=settings.operating_budget_s,
-            safety=settings.operating_safety,
-        )
-        # A dead worker's create may still be running on the portal for up to the read timeout: its lease
-        # must outlive that, or a successor's lookup could miss an entity that is about to be committed.
-        longest_s = max(settings.read_timeout_s, settings.portal_request_timeout_s) + 5
-        lease_ms = max(settings.claim_idle_ms, int(longest_s * 1000))
-        self.leases = Leases(redis, keys, ttl_ms=lease_ms)
+        self.reader = QueueReader(redis, keys, settings.group)
+        self.registry = WorkerRegistry(redis, keys.workers)
+        self.portal = Portal.from_settings(redis, settings, client, self.events)
+        self.leases = Leases(redis, keys, ttl_ms=lease_ttl_ms(settings))
         self.delivery = Delivery(
             settings,
             client=client,
             queue=self.queue,
             store=store,
-            limiter=self.limiter,
-            pauses=self.pauses,
-            breaker=self.breaker,
+            limiter=self.portal.limiter,
+            pauses=self.portal.pauses,
             leases=self.leases,
             events=self.events,
             rng=rng,
+            clock=clock,
         )
-        self.log = structlog.get_logger("bitrix_worker.worker").bind(consumer=settings.consumer)
+        self.log = structlog.get_logger("bitrix_worker.worker").bind(
+            consumer=settings.consumer, portal=self.portal.name
+        )
         self._stopping = asyncio.Event()
         self._inflight: set[str] = set()
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -127,17 +92,8 @@ class Worker:
     @asynccontextmanager
     async def open(cls, settings: Settings, *, events: WorkerEvents | None = None) -> AsyncIterator[Worker]:
         """Connect to Redis, the mapping store and Bitrix24; close them all on exit."""
-        redis = Redis.from_url(
-            settings.redis_url,
-            health_check_interval=30,
-            socket_keepalive=True,
-            client_name=f"bitrix-worker:{settings.consumer}",  # visible in CLIENT LIST
-        )
-        try:
-            await redis.ping()
-        except Exception as exc:
-            await redis.aclose()
-            raise StoreError(f"cannot connect to Redis at REDIS_URL: {exc}") from exc
+        redis = client_for(settings.redis_url, name=f"bitrix-worker:{settings.consumer}")  # in CLIENT LIST
+        await ping_or_fail(redis, settings.redis_url)
         store = await MappingStore.connect(settings.database_url)
         client = BitrixClient(
             settings.webhook,
@@ -160,18 +116,14 @@ class Worker:
 
     async def run(self, *, until_idle: bool = False) -> RunSummary:
         await self.queue.ensure_group()
+        idle_s = self.settings.claim_idle_ms / 1000
         background = [
             asyncio.create_task(self._every(PROMOTE_INTERVAL_S, self._promote)),
-            asyncio.create_task(self._every(max(0.05, self.settings.claim_idle_ms / 4000), self._reclaim)),
-            asyncio.create_task(self._every(max(0.05, self.settings.claim_idle_ms / 3000), self._heartbeat)),
+            asyncio.create_task(self._every(max(0.05, idle_s / 4), self._reclaim)),
+            asyncio.create_task(self._every(max(0.05, idle_s / 3), self._heartbeat)),
         ]
-        self.log.info(
-            "worker started",
-            stream=self.settings.stream,
-            group=self.settings.group,
-            portal=self.settings.webhook.portal,
-            concurrency=self.settings.concurrency,
-        )
+        s = self.settings
+        self.log.info("worker started", stream=s.stream, group=s.group, concurrency=s.concurrency)
         try:
             while not self._stopping.is_set():
                 try:
@@ -194,7 +146,11 @@ class Worker:
 
     async def _step(self, until_idle: bool) -> bool:
         """One turn of the loop; False ends it (until-idle reached)."""
-        if await self._breaker_holds() or await self._limiter_backlogged():
+        wait = await self.portal.gate.holds()
+        if wait is None:
+            wait = await self._limiter_backlog_s()
+        if wait is not None:
+            await self._sleep(wait)
             return True
         await self._slots.acquire()
         if self._stopping.is_set():
@@ -209,23 +165,20 @@ class Worker:
             self._spawn(entries)
             return True
         self._slots.release()
-        if until_idle and not self._tasks and await self.queue.is_idle():
+        if until_idle and not self._tasks and await self.reader.is_idle():
             return False
         await self._wait_for_work(last)
         return True
 
-    async def _limiter_backlogged(self) -> bool:
+    async def _limiter_backlog_s(self) -> float | None:
         """Claim no further ahead than the shared limiter can send.
 
         Entries claimed while the portal's bucket is booked for seconds ahead would only wait in this
         process's memory: if it dies, they are redelivered (and counted as deliveries) for nothing. Claiming
         just in time keeps the pending list honest and bounds what a crash hands to the reclaimer.
         """
-        wait = (await self.limiter.state()).next_free_s
-        if wait <= CLAIM_AHEAD_S:
-            return False
-        await self._sleep(min(wait - CLAIM_AHEAD_S, 1.0))
-        return True
+        wait = (await self.portal.limiter.state()).next_free_s
+        return None if wait <= CLAIM_AHEAD_S else min(wait - CLAIM_AHEAD_S, 1.0)
 
     async def _wait_for_work(self, last: str) -> None:
         waiter = asyncio.create_task(self.queue.wait_for_new(last, self.settings.block_ms))
@@ -247,10 +200,14 @@ class Worker:
         ids = [e.id for e in entries]
         self._inflight.update(ids)
         try:
-            units, poison = build_units(entries, max_deliveries=self.settings.max_deliveries)
-            await self._dead_letter_poison(poison)
+            units, poison = build_units(
+                entries, max_deliveries=self.settings.max_deliveries, at_ms=ms(self.clock)
+            )
+            await self.delivery.dead_letter_poison(poison)
             if units:
-                await self.delivery.process(units)
+                _, held = await self._deliver(units, may_hold=True)
+                if held is not None:
+                    await self.portal.gate.probe(held.unit, self._probe_with)
         except (StoreError, BitrixError) as exc:
             self.log.error("batch failed; its entries stay pending and will be reclaimed", error=str(exc))
         except Exception:
@@ -258,6 +215,23 @@ class Worker:
         finally:
             self._inflight.difference_update(ids)
             self._slots.release()
+
+    async def _deliver(
+        self, units: Sequence[WorkUnit], *, may_hold: bool
+    ) -> tuple[list[Result], Result | None]:
+        """Deliver, let the gate look at the results (it may hold one back as its probe), then settle."""
+        delivered = await self.delivery.deliver(units)
+        try:
+            held = await self.portal.gate.observe(delivered.results, may_hold=may_hold)
+        except BaseException:
+            await self.delivery.abandon(delivered)
+            raise
+        await self.delivery.finish(delivered, [r for r in delivered.results if r is not held])
+        return delivered.results, held
+
+    async def _probe_with(self, unit: WorkUnit) -> list[Result]:
+        results, _ = await self._deliver([unit], may_hold=False)
+        return results
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -272,20 +246,6 @@ class Worker:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-    async def _dead_letter_poison(self, poison: list[Poison]) -> None:
-        """Dead-letter entries that can never be processed, one dead-letter entry per operation in them."""
-        settlements = []
-        for p in poison:
-            self.log.error("dead-lettered", reason=p.reason, error_class="poison", stream_id=p.entry.id)
-            at = now_ms()
-            for _ in poison_items(p.entry):
-                self.events.outcome("dead_lettered", "poison", "", ErrorClass.POISON)
-            if p.ident:
-                settlements.append(poison_settlement(p, at))
-            else:
-                await self.queue.dead_letter_raw(p.entry, poison_error(p.reason, p.entry.id, [], at))
-        await self.queue.settle(settlements)
 
     # ---- background duties ------------------------------------------------------------------------------
 
@@ -304,7 +264,7 @@ class Worker:
             pass
 
     async def _reclaim(self) -> None:
-        if (await self.breaker.state()).open:
+        if await self.portal.gate.is_shut():
             return
         start = "0-0"
         while not self._stopping.is_set():
@@ -334,38 +294,4 @@ class Worker:
     async def _heartbeat(self) -> None:
         await self.queue.touch(sorted(self._inflight))
         await self.leases.renew()
-        await self.redis.hset(self.settings.keys.workers, self.settings.consumer, now_ms())
-
-    async def _breaker_holds(self) -> bool:
-        """While the portal's breaker is open nobody consumes; after the cool-down one worker probes."""
-        state = await self.breaker.state()
-        if not state.open:
-            return False
-        now = time.time()
-        owner_grace = self.settings.read_timeout_s + self.settings.claim_idle_ms / 1000
-        waiting_for_owner = bool(state.probe_owner) and now < state.until + owner_grace
-        if now < state.until or waiting_for_owner or not await self.breaker.acquire_probe(10.0):
-            await self._sleep(min(1.0, max(0.05, state.until - now)))
-            return True
-        await self._probe_portal()
-        return True
-
-    async def _probe_portal(self) -> None:
-        """A read-only call that spends no operation: does the webhook work again?"""
-        await self.limiter.acquire()
-        try:
-            await self.client.fields("deal")
-        except BitrixError as exc:
-            c = exc.classification
-            if c.error_class in (ErrorClass.AUTH, ErrorClass.BLOCKED, ErrorClass.NETWORK):
-                _, state = await self.breaker.trip(
-                    f"probe failed: {c.error_class.value} {c.bitrix_code or ''}".strip()
-                )
-                await self.breaker.release_probe()
-                self.log.warning(
-                    "portal probe failed; breaker stays open", until_s=round(state.until - time.time())
-                )
-                return
-        await self.breaker.close()
-        self.events.breaker(False, "probe succeeded")
-        self.log.info("circuit breaker closed: portal probe succeeded")
+        await self.registry.beat(self.settings.consumer, ms(self.clock))

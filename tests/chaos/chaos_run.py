@@ -359,7 +359,7 @@ async def _collect(
         (json.loads(f[b"payload"]), json.loads(f[b"error"]))
         for _, f in await client.xrange(settings.dead_stream)
     ]
-    parked = [key async for key in client.scan_iter(match=k.parked("") + "*", count=1000)]
+    parked = [key async for key in client.scan_iter(match=k.legacy_parked("") + "*", count=1000)]
     pending = await client.xpending(k.stream, settings.group)
     leftovers = {
         "pending": int(pending["pending"]),
@@ -368,6 +368,7 @@ async def _collect(
         "schedule_data": int(await client.hlen(k.schedule_data)),
         "holds": int(await client.hlen(k.holds)),
         "parked_lists": len(parked),
+        "parked_queued": int(await client.hlen(k.parked)),
     }
     async with EmulatorAdmin(base_url) as admin:
         entities = await admin.entities("deal")

@@ -67,7 +67,7 @@ async def test_create_redelivered_after_a_crash_adopts_what_the_dead_worker_made
     await dying.ensure_group()
     (_entry,), _ = await dying.claim(10)
     async with Worker.open(s) as w:
-        await w.client.call(
+        await w.portal.client.call(
             "crm.deal.add",
             {"fields": {"TITLE": "x", "ORIGINATOR_ID": s.originator_id, "ORIGIN_ID": "crash-1"}},
         )
@@ -93,9 +93,9 @@ async def test_a_live_lease_defers_a_second_workers_create_without_a_call(bench:
         async with Worker.open(bench.settings.model_copy(update={"consumer": "successor"})) as successor:
             await successor.queue.ensure_group()
             entries, _ = await successor.queue.claim(10)
-            units, _ = build_units(entries, max_deliveries=bench.settings.max_deliveries)
-            (result,) = await successor.delivery.process(units)
-        assert (result.outcome, result.reason) == ("retry", "lease held by another worker")
+            units, _ = build_units(entries, max_deliveries=bench.settings.max_deliveries, at_ms=0)
+            (result,) = await successor.delivery.run(units)
+        assert (result.outcome, result.text) == ("retry", "lease held by another worker")
         assert result.delay_s > 0
         assert await bench.total_calls("crm.deal.add") == 0
         # The zombie's lease lapses; the successor's later, higher token wins the mapping for good.
@@ -122,8 +122,8 @@ async def test_a_zombie_that_stalls_past_its_lease_does_not_create_a_second_deal
         _stall_before_send(zombie, stalled, wake)
         await zombie.queue.ensure_group()
         entries, _ = await zombie.queue.claim(10)
-        units, _ = build_units(entries, max_deliveries=bench.settings.max_deliveries)
-        frozen = asyncio.create_task(zombie.delivery.process(units))
+        units, _ = build_units(entries, max_deliveries=bench.settings.max_deliveries, at_ms=0)
+        frozen = asyncio.create_task(zombie.delivery.run(units))
         await asyncio.wait_for(stalled.wait(), 5)
         await asyncio.sleep(0.5)  # idle past claim_idle_ms and the lease TTL
         summary = await bench.run(consumer="successor")
@@ -140,11 +140,11 @@ async def test_a_zombie_that_stalls_past_its_lease_does_not_create_a_second_deal
 
 def _stall_before_send(worker: Worker, stalled: asyncio.Event, wake: asyncio.Event) -> None:
     """Freeze the worker after it leased and looked up its creates, before it sends them."""
-    original: Callable[[list[Pending]], Awaitable[tuple[list[Pending], list[Result]]]]
+    original: Callable[[list[Pending], list[Result]], Awaitable[list[Pending]]]
     original = worker.delivery._reconcile
 
-    async def frozen(pending: list[Pending]) -> tuple[list[Pending], list[Result]]:
-        found = await original(pending)
+    async def frozen(pending: list[Pending], out: list[Result]) -> list[Pending]:
+        found = await original(pending, out)
         stalled.set()
         await wake.wait()
         return found

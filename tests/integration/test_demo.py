@@ -10,7 +10,7 @@ import time
 
 import redis
 
-from bitrix_worker.demo_report import naive_requests
+from bitrix_worker.demo.report import naive_requests
 
 
 def _demo(redis_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,9 +14,10 @@ import pytest
 from harness import Bench
 from prometheus_client.parser import text_string_to_metric_families
 
-from bitrix_worker.http import HttpServer, Probes, create_app
-from bitrix_worker.limits import Breaker
-from bitrix_worker.metrics import PrometheusEvents, method_label, reason_label
+from bitrix_worker.metrics import PrometheusEvents, method_label
+from bitrix_worker.monitoring import HttpServer, Probes, create_app
+from bitrix_worker.reasons import Reason
+from bitrix_worker.redis.breaker import Breaker
 from bitrix_worker.runner import run_worker
 from bitrix_worker.taxonomy import ErrorClass
 from bitrix_worker.worker import Worker
@@ -36,7 +37,7 @@ async def serving(bench: Bench) -> AsyncIterator[tuple[str, Worker, PrometheusEv
     async with Worker.open(bench.settings, events=metrics) as worker:
         task = asyncio.create_task(worker.run())
         probes = Probes(
-            bench.settings, worker.redis, worker.store, worker.breaker, lambda: not task.done(), metrics
+            bench.settings, worker.reader, worker.store, worker.portal.gate, lambda: not task.done(), metrics
         )
         server = HttpServer(create_app(probes), "127.0.0.1", 0)
         await server.start()
@@ -99,13 +100,16 @@ async def test_readyz_follows_redis_store_and_breaker_and_healthz_the_loop(bench
         assert (await http.get("/healthz")).json() == {"alive": True}
         ready = await http.get("/readyz")
         assert (ready.status_code, ready.json()) == (200, {"ready": True})
-        await Breaker(bench.redis, worker.breaker._key, cooldown_s=60, max_cooldown_s=60).trip(
-            "auth: INVALID_CREDENTIALS"
-        )
+        await Breaker(
+            bench.redis,
+            bench.settings.keys.breaker(bench.settings.webhook.portal),
+            cooldown_s=60,
+            max_cooldown_s=60,
+        ).trip("auth: INVALID_CREDENTIALS")
         ready = await http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json() == {"ready": False, "reason": "breaker open: auth: INVALID_CREDENTIALS"}
-        await worker.breaker.close()
+        await worker.portal.gate.resume()
         await worker.store.close()  # the engine reconnects on use: readiness must still be true
         assert (await http.get("/readyz")).status_code == 200
         worker.stop()
@@ -160,16 +164,14 @@ async def test_run_worker_reports_a_taken_port_as_a_setting_error(bench: Bench) 
 
 
 def test_label_values_are_folded_into_a_fixed_set() -> None:
-    assert reason_label("server_error: retry budget of 5 spent") == "budget_spent"
-    assert reason_label("rate_limited: refused 21 times, cap is 20") == "refusal_cap"
-    assert reason_label("deleted_in_bitrix24") == "deleted_in_bitrix24"
-    assert reason_label("something new 12345") == "other"
     assert method_label("crm.deal.update") == "crm.deal.update"
     assert method_label("crm.deal.update?id=5") == "other"
     events = PrometheusEvents()
-    events.outcome("applied", "created", "order-77", ErrorClass.SERVER_ERROR)
+    events.outcome("applied", Reason.CREATED, "order-77", ErrorClass.SERVER_ERROR)
+    events.outcome("dead_lettered", Reason.BUDGET_SPENT, "deal", ErrorClass.SERVER_ERROR)
     events.call("user.current", "weird", 0.1)
     text = events.render().decode()
     assert "order-77" not in text
     assert 'entity="none"' in text
     assert 'method="other",result="other"' in text
+    assert 'reason="budget_spent"' in text  # the code, never the sentence with its numbers

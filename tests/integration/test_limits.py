@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from bitrix_worker.limits import Breaker, Limiter, MethodPauses
+from bitrix_worker.redis.breaker import Breaker
+from bitrix_worker.redis.limits import Limiter, MethodPauses
 
 
 class Clock:

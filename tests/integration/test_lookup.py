@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 from bitrix_worker import lookup_sync
 from bitrix_worker.cli import app
 from bitrix_worker.config import env_name
-from bitrix_worker.lookup import find_stream_id, lookup
+from bitrix_worker.keylookup import find_stream_id, lookup
 from bitrix_worker.redis.deadletter import DeadLetters
 from bitrix_worker.redis.streams import OperationQueue, Settlement
 

@@ -9,7 +9,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from bitrix_worker.defaults import StreamKeys
-from bitrix_worker.redis.streams import Entry, OperationQueue, Settlement
+from bitrix_worker.redis.gauges import QueueReader
+from bitrix_worker.redis.streams import OperationQueue
+from bitrix_worker.values import Entry, Settlement
+
+
+async def parked_count(client: aioredis.Redis, keys: StreamKeys, ident: str) -> int:
+    head, tail = await client.hmget(keys.parked, [f"h|{ident}", f"t|{ident}"])
+    return int(tail or 0) - int(head or 0)
 
 
 def payload(op: str, key: str, **fields: object) -> str:
@@ -57,7 +64,7 @@ async def test_updates_of_one_key_coalesce_and_later_ops_park(
         ("deal:a", "update"),
         ("deal:b", "update"),
     ]
-    assert await redis_client.llen(keys.parked("deal:a")) == 2
+    assert await parked_count(redis_client, keys, "deal:a") == 2
     assert await redis_client.xlen(keys.stream) == 3  # parked entries left the stream
     # finishing a's unit hands its turn to the next segment: the delete alone
     assert await q.settle(done(owned)) == [True, True]
@@ -70,7 +77,7 @@ async def test_updates_of_one_key_coalesce_and_later_ops_park(
     unit = json.loads(last[0].fields["unit"])
     assert [json.loads(m["payload"])["fields"] for m in unit["members"]] == [{"X": 2}]
     await q.settle(done(last))
-    assert await q.is_idle()
+    assert await QueueReader(redis_client, keys, "g").is_idle()
 
 
 async def test_new_entry_waits_behind_a_scheduled_retry(
@@ -117,7 +124,7 @@ async def test_dead_letter_and_outcomes_are_atomic_with_ack(
     assert await redis_client.hget(keys.counters, "outcome:dead_lettered") == b"1"
     pending = await redis_client.xpending(keys.stream, "g")
     assert pending["pending"] == 0
-    assert await q.is_idle()
+    assert await QueueReader(redis_client, keys, "g").is_idle()
 
 
 async def test_settle_refuses_an_entry_reclaimed_by_another_consumer(
@@ -162,3 +169,27 @@ async def test_malformed_entry_is_owned_without_a_key(redis_client: aioredis.Red
     await q.dead_letter_raw(owned[0], "not JSON")
     dead = await redis_client.xrange(keys.dead)
     assert dead[0][1][b"payload"] == b"\xff not json"
+
+
+async def test_parked_lists_of_an_older_version_move_into_the_parked_hash_in_order(
+    redis_client: aioredis.Redis, keys: StreamKeys
+) -> None:
+    """Before 0.2 each key's parked operations were a list of their own (a key no script declared); a
+    worker starting on such a stream moves them in front of anything parked since, keeping stream order."""
+    q = await make_queue(redis_client, keys)
+    await add(redis_client, keys, payload("create", "m"))
+    (first,), _ = await q.claim(10)  # deal:m is now held
+    old = [json.dumps({"id": f"1-{i}", "op": "update", "f": ["payload", payload("update", "m", N=i)]})
+           for i in range(2)]  # fmt: skip
+    await redis_client.rpush(keys.legacy_parked("deal:m"), *old)
+    await add(redis_client, keys, payload("update", "m", N=2))
+    assert (await q.claim(10))[0] == []  # parked behind the held create, after the old list
+    await q.ensure_group()
+    assert not await redis_client.exists(keys.legacy_parked("deal:m"))
+    assert await parked_count(redis_client, keys, "deal:m") == 3
+    await q.settle(done([first]))
+    (nxt,), _ = await q.claim(10)
+    unit = json.loads(nxt.fields["unit"])
+    assert [json.loads(m["payload"])["fields"]["N"] for m in unit["members"]] == [0, 1, 2]
+    await q.settle(done([nxt]))
+    assert await redis_client.hlen(keys.parked) == 0  # an emptied queue leaves nothing behind

@@ -123,7 +123,7 @@ async def test_auth_error_dead_letters_after_two_calls_and_holds_the_backlog(ben
         assert payload["key"] == "order-7"
         assert error["class"] == "auth"
         assert await bench.total_calls("crm.deal.add") == 2
-        assert (await worker.breaker.state()).open
+        assert (await worker.portal.gate.state()).open
         for i in range(5):
             await bench.enqueue("create", f"backlog-{i}", {"TITLE": "waiting"})
         await asyncio.sleep(1.0)  # more than one cool-down: probes happen, the backlog is not touched

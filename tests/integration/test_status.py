@@ -6,8 +6,9 @@ import asyncio
 
 from harness import Bench
 
-from bitrix_worker.limits import Breaker
-from bitrix_worker.status import gather_status, safe_redis_url
+from bitrix_worker.redis.breaker import Breaker
+from bitrix_worker.redis.connection import safe_redis_url
+from bitrix_worker.status import gather_status
 
 
 async def test_status_after_a_run_counts_outcomes_dead_letters_workers_and_mappings(bench: Bench) -> None:

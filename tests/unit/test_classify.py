@@ -1,4 +1,4 @@
-"""Table tests for the pure classifier: every row of bitrix24-api.md §5 and of the taxonomy table."""
+"""Table tests for the pure classifier: the cases behind docs/errors.md's tables, and their edges."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ import pytest
 
 from bitrix_worker.mapping import Mapping
 from bitrix_worker.operations import Entity, Operation, OpKind, encode_operation
-from bitrix_worker.plan import Call, Skip, plan_unit
+from bitrix_worker.plan import Call, plan_unit
+from bitrix_worker.reasons import Reason
 from bitrix_worker.units import Member, WorkUnit
 
 
@@ -29,9 +30,9 @@ C, U, P, D = OpKind.CREATE, OpKind.UPDATE, OpKind.UPSERT, OpKind.DELETE
         (C, None, Call.CREATE, None),
         (C, ACTIVE, Call.UPDATE, None),  # a create of a mapped key never makes a second entity
         (C, DELETED, Call.CREATE, None),
-        (U, None, None, Skip.NO_BITRIX_ID),
+        (U, None, None, Reason.NO_BITRIX_ID),
         (U, ACTIVE, Call.UPDATE, None),
-        (U, DELETED, None, Skip.DEAL_DELETED),
+        (U, DELETED, None, Reason.DELETED_IN_BITRIX24),
         (P, None, Call.CREATE, None),
         (P, ACTIVE, Call.UPDATE, None),
         (P, DELETED, Call.CREATE, None),
@@ -40,7 +41,7 @@ C, U, P, D = OpKind.CREATE, OpKind.UPDATE, OpKind.UPSERT, OpKind.DELETE
         (D, DELETED, None, None),
     ],
 )
-def test_plan_table(kind: OpKind, mapping: Mapping | None, call: Call | None, skip: Skip | None) -> None:
+def test_plan_table(kind: OpKind, mapping: Mapping | None, call: Call | None, skip: Reason | None) -> None:
     plan = plan_unit(unit((kind, {"T": 1}, None)), mapping, originator_id="shop", recreate_deleted=False)
     assert plan.call == call
     assert plan.skip == skip
@@ -49,7 +50,7 @@ def test_plan_table(kind: OpKind, mapping: Mapping | None, call: Call | None, sk
     if call is Call.CREATE:
         assert plan.fields == {"T": 1, "ORIGINATOR_ID": "shop", "ORIGIN_ID": "k"}
     if kind is D and call is None:
-        assert plan.done_reason
+        assert plan.done in (Reason.ALREADY_DELETED, Reason.NOTHING_TO_DELETE)
 
 
 def test_recreate_deleted() -> None:
@@ -65,7 +66,7 @@ def test_stale_members_are_dropped_and_all_stale_is_skipped() -> None:
     assert plan.fields == {"B": 2}
     plan = plan_unit(unit((U, {"A": 1}, 3)), ACTIVE, originator_id="o", recreate_deleted=False)
     assert plan.call is None
-    assert plan.skip is Skip.STALE
+    assert plan.skip is Reason.STALE
     same = plan_unit(unit((U, {"A": 1}, 5)), ACTIVE, originator_id="o", recreate_deleted=False)
     assert same.call is Call.UPDATE  # equal version: a redelivery, applied again harmlessly
 
@@ -107,7 +108,7 @@ def test_create_after_an_ambiguous_create_was_given_up_looks_itself_up() -> None
     assert plan.call is Call.CREATE
     assert plan.reconcile
     assert plan_unit(unit((U, {}, None)), unknown, originator_id="o", recreate_deleted=False).skip is (
-        Skip.NO_BITRIX_ID
+        Reason.NO_BITRIX_ID
     )
 
 
@@ -115,8 +116,8 @@ def test_dead_lettered_ambiguous_create_leaves_an_unknown_mapping() -> None:
     from bitrix_worker.outcomes import Outcome, Result, mapping_row
 
     u = unit((C, {"T": 1}, None))
-    assert mapping_row(Result(u, Outcome.DEAD, "budget", call=Call.CREATE), 5) is None
+    assert mapping_row(Result(u, Outcome.DEAD, Reason.BUDGET_SPENT, call=Call.CREATE), 5) is None
     u.history.append({"kind": "attempt", "execution": "ambiguous"})
-    row = mapping_row(Result(u, Outcome.DEAD, "budget", call=Call.CREATE), 5)
+    row = mapping_row(Result(u, Outcome.DEAD, Reason.BUDGET_SPENT, call=Call.CREATE), 5)
     assert row is not None
     assert (row.state, row.bitrix_id, row.fence) == ("unknown", None, 5)

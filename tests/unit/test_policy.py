@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bitrix_worker.config import load_settings
 from bitrix_worker.operations import OpKind
 from bitrix_worker.policy import Action, RetryPolicy, decide, equal_jitter, full_jitter
+from bitrix_worker.reasons import Reason
 from bitrix_worker.taxonomy import Classification, ErrorClass, Execution
 
 POLICY = RetryPolicy.from_settings(load_settings())
@@ -67,17 +68,16 @@ def test_limits_never_spend_the_failure_budget() -> None:
         assert not d.counts_as_failure
 
 
-def test_auth_opens_breaker_on_first_failure() -> None:
+def test_auth_gets_its_one_retry() -> None:
     d = decide(OpKind.UPDATE, cls(ErrorClass.AUTH), failures=1, bounces=0, policy=POLICY, rng=random.Random())
-    assert d.action is Action.RETRY
-    assert d.open_breaker
+    assert (d.action, d.reason) == (Action.RETRY, Reason.RETRYING)
 
 
-def test_blocked_pauses_the_portal() -> None:
+def test_blocked_waits_out_the_portal_pause() -> None:
     d = decide(
         OpKind.UPDATE, cls(ErrorClass.BLOCKED), failures=0, bounces=1, policy=POLICY, rng=random.Random()
     )
-    assert d.pause_portal_s == POLICY.blocked_pause_s
+    assert (d.action, d.reason, d.delay_s) == (Action.RETRY, Reason.BLOCKED, POLICY.blocked_pause_s)
 
 
 def test_recreate_deleted_setting() -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..classify import classify_command_error, parse_time
+from ..operations import Entity
 from ..taxonomy import Classification, TimeInfo
 from .querystring import encode_query
 
@@ -37,7 +38,7 @@ __all__ = [
     "parse_list",
 ]
 
-ENTITIES: Final = frozenset({"deal", "contact", "company", "lead"})
+ENTITIES: Final = frozenset(e.value for e in Entity)
 MAX_BATCH_COMMANDS: Final = 50
 
 

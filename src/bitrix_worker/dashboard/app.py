@@ -12,8 +12,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -23,9 +21,9 @@ from starlette.staticfiles import StaticFiles
 
 from ..config import Settings
 from ..errors import BitrixWorkerError
-from ..lookup import KeyReport, find_stream_id, lookup
+from ..keylookup import KeyReport, find_stream_id, lookup
 from ..operations import Entity
-from ..status import safe_redis_url
+from ..redis.connection import RedisClient, client_for, safe_redis_url
 from . import dead
 from .data import ClassCache, gather_overview
 from .pages import HERE, problem, redis_of, render, settings_of
@@ -131,7 +129,7 @@ async def store_down(request: Request, exc: Exception) -> Response:
     return problem(request, 503, "Not available", detail)
 
 
-def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
+def create_app(settings: Settings, *, redis: RedisClient | None = None) -> Starlette:
     """The dashboard for ``settings``. ``redis``: a client to use (else one is opened from REDIS_URL)."""
 
     @asynccontextmanager
@@ -139,7 +137,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
         if redis is not None:
             yield
             return
-        app.state.redis = Redis.from_url(settings.redis_url)
+        app.state.redis = client_for(settings.redis_url, name="bitrix-worker-dashboard", timeout_s=5.0)
         try:
             yield
         finally:
@@ -157,7 +155,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={BitrixWorkerError: store_down, RedisError: store_down},
+        exception_handlers={BitrixWorkerError: store_down},
     )
     app.add_middleware(Guarded)
     app.state.settings = settings

@@ -13,14 +13,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from ..config import Settings
 from ..errors import BitrixWorkerError
-from ..limits import MethodPauses
 from ..operations import Entity
-from ..redis.deadletter import DeadEntry, as_text, stream_rows
-from ..status import Status, gather_status, server_ms
+from ..redis.connection import RedisClient
+from ..redis.deadletter import DeadEntry
+from ..redis.limits import MethodPauses
+from ..redis.search import StreamSearch
+from ..status import Status, gather_status
 from .timeline import Timeline
 
 _CLASS_PREFIX = re.compile(rb'\{\s*"class"\s*:\s*"([a-z_]*)"')
@@ -116,19 +116,19 @@ def _error_class(raw_error: bytes) -> str:
     return DeadEntry.from_raw("0-0", {b"error": raw_error}).error_class
 
 
-async def dead_classes(client: Redis, dead_key: str, cap: int) -> tuple[dict[str, int], int]:
+async def dead_classes(client: RedisClient, dead_key: str, cap: int) -> tuple[dict[str, int], int]:
     """Dead letters per class over the newest ``cap`` entries, and how many were read."""
     counts: Counter[str] = Counter()
-    bound, scanned = "+", 0
+    search, bound, scanned = StreamSearch(client), "+", 0
     while scanned < cap:
         count = min(1000, cap - scanned)
-        rows = stream_rows(await client.xrevrange(dead_key, max=bound, min="-", count=count))
+        rows = await search.rows(dead_key, newest=True, high=bound, count=count)
         for _, fields in rows:
             counts[_error_class(fields.get(b"error", b""))] += 1
         scanned += len(rows)
         if len(rows) < count:
             break
-        bound = "(" + as_text(rows[-1][0])
+        bound = "(" + rows[-1][0]
     return dict(counts.most_common()), scanned
 
 
@@ -141,7 +141,7 @@ class ClassCache:
     value: tuple[dict[str, int], int] = ({}, 0)
     at: float = -1e9
 
-    async def get(self, client: Redis, dead_key: str, cap: int) -> tuple[dict[str, int], int]:
+    async def get(self, client: RedisClient, dead_key: str, cap: int) -> tuple[dict[str, int], int]:
         if time.monotonic() - self.at > self.ttl_s:
             self.value = await dead_classes(client, dead_key, cap)
             self.at = time.monotonic()
@@ -149,7 +149,7 @@ class ClassCache:
 
 
 async def gather_overview(
-    client: Redis, settings: Settings, timeline: Timeline, classes: ClassCache
+    client: RedisClient, settings: Settings, timeline: Timeline, classes: ClassCache
 ) -> Overview:
     """``gather_status`` for everything but the class breakdown, which is counted here on raw bytes (the
     status scan decodes every entry's history: too slow for a page that refreshes every few seconds)."""
@@ -158,7 +158,7 @@ async def gather_overview(
         client, settings.dead_stream, settings.dashboard_scan_cap
     )
     status.dead_letter_scan_cap = settings.dashboard_scan_cap
-    now = await server_ms(client)
+    now = await StreamSearch(client).server_ms()
     pauses: dict[str, float] = {}
     if status.portal is not None:
         try:
@@ -171,5 +171,5 @@ async def gather_overview(
             ).paused_for(METHODS)
         except BitrixWorkerError:
             pauses = {}
-    await timeline.refresh(client, now)
+    await timeline.refresh(StreamSearch(client), now)
     return Overview(status, now, pauses, timeline.series(now), timeline.last_minutes(now), settings)

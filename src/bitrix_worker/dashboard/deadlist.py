@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
-from ..redis.deadletter import DeadEntry, as_text, stream_rows
+from ..redis.connection import RedisClient
+from ..redis.deadletter import DeadEntry
+from ..redis.search import StreamSearch
 
 PAGE_SIZE = 50
 READ = 500
@@ -88,17 +88,23 @@ class DeadPage:
 
 
 async def dead_page(
-    client: Redis, dead_key: str, f: DeadFilter, *, before: str | None, scan_cap: int, size: int = PAGE_SIZE
+    client: RedisClient,
+    dead_key: str,
+    f: DeadFilter,
+    *,
+    before: str | None,
+    scan_cap: int,
+    size: int = PAGE_SIZE,
 ) -> DeadPage:
     """Newest first from ``before`` (exclusive): up to ``size`` matches, reading at most ``scan_cap``."""
     low, high = f.bounds()
     bound = f"({before}" if before else high
-    page = DeadPage()
+    page, search = DeadPage(), StreamSearch(client)
     while page.scanned < scan_cap:
-        rows = stream_rows(await client.xrevrange(dead_key, max=bound, min=low, count=READ))
+        rows = await search.rows(dead_key, newest=True, low=low, high=bound, count=READ)
         for raw_id, raw in rows:
             page.scanned += 1
-            bound = "(" + as_text(raw_id)
+            bound = "(" + raw_id
             if f.may_match(raw):
                 entry = DeadEntry.from_raw(raw_id, raw)
                 if f.matches(entry):
@@ -107,21 +113,21 @@ async def dead_page(
                         break
         if len(page.entries) >= size or len(rows) < READ:
             break
-    more = await client.xrevrange(dead_key, max=bound, min=low, count=1)
+    more = await search.rows(dead_key, newest=True, low=low, high=bound, count=1)
     page.next_before = bound[1:] if more and bound.startswith("(") else None
     return page
 
 
 async def select(
-    client: Redis, dead_key: str, f: DeadFilter, *, limit: int, scan_cap: int
+    client: RedisClient, dead_key: str, f: DeadFilter, *, limit: int, scan_cap: int
 ) -> tuple[list[DeadEntry], bool]:
     """Matching entries oldest first, at most ``limit``, reading at most ``scan_cap`` entries; True when
     more may match (the limit was reached, or the scan stopped before the end)."""
     low, high = f.bounds()
-    bound, chosen, scanned = low, list[DeadEntry](), 0
+    bound, chosen, scanned, search = low, list[DeadEntry](), 0, StreamSearch(client)
     while scanned < scan_cap:
         count = min(READ, scan_cap - scanned)
-        rows = stream_rows(await client.xrange(dead_key, min=bound, max=high, count=count))
+        rows = await search.rows(dead_key, newest=False, low=bound, high=high, count=count)
         scanned += len(rows)
         for raw_id, raw in rows:
             if f.may_match(raw):
@@ -132,5 +138,5 @@ async def select(
                     chosen.append(entry)
         if len(rows) < count:
             return chosen, False
-        bound = "(" + as_text(rows[-1][0])
-    return chosen, bool(await client.xrange(dead_key, min=bound, max=high, count=1))
+        bound = "(" + rows[-1][0]
+    return chosen, bool(await search.rows(dead_key, newest=False, low=bound, high=high, count=1))

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from redis.asyncio import Redis
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,6 +13,7 @@ from starlette.templating import Jinja2Templates
 
 from ..config import Settings
 from ..operations import Entity
+from ..redis.connection import RedisClient
 from .data import ago, utc
 from .security import CSRF_COOKIE, SESSION_COOKIE, csrf_ok, csrf_token
 
@@ -38,8 +38,8 @@ def settings_of(request: Request) -> Settings:
     return settings
 
 
-def redis_of(request: Request) -> Redis:
-    client: Redis = request.app.state.redis
+def redis_of(request: Request) -> RedisClient:
+    client: RedisClient = request.app.state.redis
     return client
 
 

@@ -14,9 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
-from ..redis.deadletter import as_text, stream_rows
+from ..redis.search import StreamSearch
+from ..values import as_text
 
 KINDS = ("applied", "skipped", "dead_lettered")
 WINDOW_MIN = 60
@@ -45,44 +44,45 @@ class Timeline:
         if outcome in KINDS:
             self.minutes.setdefault(minute, Counter())[outcome] += 1
 
-    async def refresh(self, client: Redis, now_ms: int) -> None:
+    async def refresh(self, search: StreamSearch, now_ms: int) -> None:
         async with self._lock:
             if self.last_id is None:
-                newest = await client.xrevrange(self.key, max="+", min="-", count=1)
-                self.last_id = as_text(newest[0][0]) if newest else "0-0"
+                newest = await search.rows(self.key, newest=True, count=1)
+                self.last_id = newest[0][0] if newest else "0-0"
                 self.backfill_before = self.last_id if newest else ""
                 if newest:
-                    self._count(dict(newest[0][1] or {}))
-            await self._read_new(client)
-            await self._backfill(client, now_ms)
+                    self._count(newest[0][1])
+            await self._read_new(search)
+            await self._backfill(search, now_ms)
             oldest = now_ms // 60_000 - self.window_min
             for minute in [m for m in self.minutes if m <= oldest]:
                 del self.minutes[minute]
 
-    async def _backfill(self, client: Redis, now_ms: int) -> None:
+    async def _backfill(self, search: StreamSearch, now_ms: int) -> None:
         if not self.backfill_before:
             return
         floor, stop = f"{now_ms - self.window_min * 60_000}-0", time.monotonic() + self.backfill_s
         while time.monotonic() < stop:
-            raw = await client.xrevrange(self.key, max=f"({self.backfill_before}", min=floor, count=PAGE)
-            rows = stream_rows(raw)
+            rows = await search.rows(
+                self.key, newest=True, low=floor, high=f"({self.backfill_before}", count=PAGE
+            )
             for _, fields in rows:
                 self._count(fields)
             if len(rows) < PAGE:
                 self.backfill_before = ""
                 return
-            self.backfill_before = as_text(rows[-1][0])
+            self.backfill_before = rows[-1][0]
 
-    async def _read_new(self, client: Redis) -> None:
+    async def _read_new(self, search: StreamSearch) -> None:
         read = 0
         while read < self.read_cap:
             count = min(PAGE, self.read_cap - read)
-            rows = stream_rows(await client.xrange(self.key, min=f"({self.last_id}", max="+", count=count))
+            rows = await search.rows(self.key, newest=False, low=f"({self.last_id}", count=count)
             for _, raw in rows:
                 self._count(raw)
             read += len(rows)
             if rows:
-                self.last_id = as_text(rows[-1][0])
+                self.last_id = rows[-1][0]
             if len(rows) < count:
                 return
 

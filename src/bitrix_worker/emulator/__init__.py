@@ -1,6 +1,6 @@
 """A Bitrix24 portal emulator (Starlette + uvicorn) for tests, benchmarks and the demo.
 
-Faithful to docs/bitrix24-api.md: webhook URLs, crm.<entity>.* shapes and errors, ``batch``, the leaky
+Faithful to Bitrix24 (docs/errors.md): webhook URLs, crm.<entity>.* shapes and errors, ``batch``, the leaky
 bucket (503 QUERY_LIMIT_EXCEEDED), the per-method operating budget (429 OPERATION_TIME_LIMIT), plus
 injectable faults and ``/_emulator/`` admin endpoints.
 """

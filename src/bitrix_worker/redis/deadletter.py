@@ -18,12 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from ..defaults import StreamKeys
-from ..errors import StoreError
 from ..operations import decode_payload
+from ..values import as_text
+from .connection import RedisClient
+from .errors import translated
 from .scripts import register
 
 PAGE = 500
@@ -45,10 +44,6 @@ def parse_id(raw: str) -> str:
 def stream_rows(raw: Any) -> list[tuple[Any, dict[Any, Any]]]:
     """XRANGE/XREVRANGE rows with redis-py's optional types narrowed (a missing stream reads as empty)."""
     return [(i, dict(f or {})) for i, f in raw or []]
-
-
-def as_text(value: Any) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +135,14 @@ class ClassCounts:
 class DeadLetters:
     """Operator access to one dead-letter stream. Redis failures raise StoreError."""
 
-    def __init__(self, client: Redis, keys: StreamKeys) -> None:
+    def __init__(self, client: RedisClient, keys: StreamKeys) -> None:
         self.client = client
         self.keys = keys
         self._replay = register(client, "replay")
 
     async def size(self) -> int:
-        try:
+        with translated("dead-letter read"):
             return int(await self.client.xlen(self.keys.dead))
-        except RedisError as exc:
-            raise StoreError(f"dead-letter read failed: {exc}") from exc
 
     async def iterate(
         self, *, newest: bool = False, error_class: str | None = None
@@ -157,7 +150,7 @@ class DeadLetters:
         """Every entry, a page at a time (oldest first unless ``newest``), optionally of one class."""
         bound = "+" if newest else "-"
         while True:
-            try:
+            with translated("dead-letter read"):
                 if newest:
                     rows = stream_rows(
                         await self.client.xrevrange(self.keys.dead, max=bound, min="-", count=PAGE)
@@ -166,8 +159,6 @@ class DeadLetters:
                     rows = stream_rows(
                         await self.client.xrange(self.keys.dead, min=bound, max="+", count=PAGE)
                     )
-            except RedisError as exc:
-                raise StoreError(f"dead-letter read failed: {exc}") from exc
             for raw_id, fields in rows:
                 entry = DeadEntry.from_raw(raw_id, fields)
                 if error_class is None or entry.error_class == error_class:
@@ -189,10 +180,8 @@ class DeadLetters:
         return found
 
     async def get(self, entry_id: str) -> DeadEntry | None:
-        try:
+        with translated("dead-letter read"):
             rows = stream_rows(await self.client.xrange(self.keys.dead, min=entry_id, max=entry_id))
-        except RedisError as exc:
-            raise StoreError(f"dead-letter read failed: {exc}") from exc
         return DeadEntry.from_raw(*rows[0]) if rows else None
 
     async def select(
@@ -233,10 +222,8 @@ class DeadLetters:
             if wait > 0:
                 await sleep(wait)
             history = json.dumps(entry.history, separators=(",", ":"))
-            try:
+            with translated("replay of {entry.id}"):
                 new_id = await self._replay(keys=[self.keys.dead, self.keys.stream], args=[entry.id, history])
-            except RedisError as exc:
-                raise StoreError(f"replay of {entry.id} failed: {exc}") from exc
             if new_id is None:
                 report.missing.append(entry.id)
             else:
@@ -257,23 +244,19 @@ class DeadLetters:
             "at_ms": int(time.time() * 1000),
         }
         history = json.dumps([*entry.history, edit], separators=(",", ":"))
-        try:
+        with translated(f"replay of {entry.id}"):
             new_id = await self._replay(
                 keys=[self.keys.dead, self.keys.stream], args=[entry.id, history, payload]
             )
-        except RedisError as exc:
-            raise StoreError(f"replay of {entry.id} failed: {exc}") from exc
         return None if new_id is None else as_text(new_id)
 
     async def purge(self, entries: Iterable[DeadEntry]) -> int:
         """Delete exactly the given entries (never ones added after they were selected)."""
         ids = [e.id for e in entries]
         deleted = 0
-        try:
+        with translated("dead-letter purge"):
             for start in range(0, len(ids), PAGE):
                 deleted += int(await self.client.xdel(self.keys.dead, *ids[start : start + PAGE]))
-        except RedisError as exc:
-            raise StoreError(f"dead-letter purge failed: {exc}") from exc
         return deleted
 
     async def count_by_class(self, cap: int = SCAN_CAP) -> ClassCounts:

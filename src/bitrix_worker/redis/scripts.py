@@ -1,4 +1,8 @@
-"""Loads the Lua scripts shipped in ``lua/`` and registers them on a client (EVALSHA with fallback)."""
+"""Loads the Lua scripts shipped in ``lua/`` and registers them on a client (EVALSHA with fallback).
+
+``turns.lua`` holds what several scripts share (the coalescing rule, the parked queues); it is prepended to
+the scripts that use it, so the rule is written once.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,17 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-SCRIPT_NAMES = ("claim", "settle", "promote", "reclaim", "limiter", "leases", "breaker")
+SCRIPT_NAMES = ("claim", "settle", "promote", "reclaim", "limiter", "leases", "breaker", "migrate_parked")
+_USES_TURNS = frozenset({"claim", "settle", "migrate_parked"})
+
+
+def _read(name: str) -> str:
+    return resources.files("bitrix_worker.redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
 def load_source(name: str) -> str:
-    return resources.files("bitrix_worker.redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    source = _read(name)
+    return _read("turns") + "\n" + source if name in _USES_TURNS else source
 
 
 def register(client: Redis, name: str) -> AsyncScript:

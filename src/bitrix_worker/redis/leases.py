@@ -13,16 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from ..config import Settings
+from ..defaults import StreamKeys
+from .connection import RedisClient
+from .errors import translated
+from .scripts import register
 
-from .defaults import StreamKeys
-from .errors import StoreError
-from .redis.scripts import register
+
+def lease_ttl_ms(settings: Settings) -> int:
+    """A dead worker's create may still be running on the portal for up to the read timeout: its lease must
+    outlive that, or a successor's lookup could miss an entity that is about to be committed."""
+    longest_s = max(settings.read_timeout_s, settings.portal_request_timeout_s) + 5
+    return max(settings.claim_idle_ms, int(longest_s * 1000))
 
 
 class Leases:
-    def __init__(self, client: Redis, keys: StreamKeys, *, ttl_ms: int) -> None:
+    def __init__(self, client: RedisClient, keys: StreamKeys, *, ttl_ms: int) -> None:
         self._client = client
         self._keys = keys
         self._ttl_ms = ttl_ms
@@ -31,16 +37,14 @@ class Leases:
 
     async def token(self) -> int:
         """A fencing token greater than every token handed out before, across all workers."""
-        try:
+        with translated("fencing token"):
             return int(await self._client.incr(self._keys.fence))
-        except RedisError as exc:
-            raise StoreError(f"fencing token failed: {exc}") from exc
 
     async def acquire(self, idents: Sequence[str], token: int) -> dict[str, int]:
         """Try to lease each key; returns the idents that are busy, with the ms until their lease ends."""
         if not idents:
             return {}
-        try:
+        with translated("lease"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for ident in idents:
                     pipe.set(self._keys.lease(ident), token, nx=True, px=self._ttl_ms)
@@ -49,8 +53,6 @@ class Leases:
                 for ident in busy:
                     pipe.pttl(self._keys.lease(ident))
                 ttls = await pipe.execute() if busy else []
-        except RedisError as exc:
-            raise StoreError(f"lease failed: {exc}") from exc
         for ident in idents:
             if ident not in busy:
                 self._held[ident] = token
@@ -64,14 +66,12 @@ class Leases:
         """
         if not idents:
             return set()
-        try:
+        with translated("lease check"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for ident in idents:
                     key = self._keys.lease(ident)
                     await self._script(keys=[key], args=[token, "renew", self._ttl_ms], client=pipe)
                 renewed = await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"lease check failed: {exc}") from exc
         lost = {ident for ident, n in zip(idents, renewed, strict=True) if not int(n)}
         for ident in lost:
             if self._held.get(ident) == token:
@@ -84,19 +84,15 @@ class Leases:
         for ident in idents:
             if self._held.get(ident) == token:
                 del self._held[ident]
-        try:
+        with translated("lease release"):
             await self._script(keys=[self._keys.lease(i) for i in idents], args=[token, "release", 0])
-        except RedisError as exc:
-            raise StoreError(f"lease release failed: {exc}") from exc
 
     async def renew(self) -> None:
         """Extend every lease this process holds (called by the worker's heartbeat)."""
         by_token: dict[int, list[str]] = {}
         for ident, token in list(self._held.items()):
             by_token.setdefault(token, []).append(ident)
-        try:
+        with translated("lease renewal"):
             for token, idents in by_token.items():
                 keys = [self._keys.lease(i) for i in idents]
                 await self._script(keys=keys, args=[token, "renew", self._ttl_ms])
-        except RedisError as exc:
-            raise StoreError(f"lease renewal failed: {exc}") from exc

@@ -10,31 +10,21 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .config import Settings
-from .emulator import EmulatorAdmin
-from .redis.deadletter import DeadLetters, as_text, stream_rows
+from ..config import Settings
+from ..emulator import EmulatorAdmin
+from ..redis.connection import RedisClient
+from ..redis.deadletter import DeadLetters
+from ..redis.gauges import QueueReader, outcome_records
 
 NAIVE_RETRIES = 5
 NAIVE_FORMULA = (
     "naive = Σ applied (1 + failed attempts it met) + stale × 1 (no versions: it would send them) "
     f"+ (every other skipped or dead-lettered operation) × (1 + {NAIVE_RETRIES}); one request per operation"
 )
-
-
-async def outcome_records(redis: Redis, settings: Settings) -> list[dict[str, str]]:
-    records: list[dict[str, str]] = []
-    start = "-"
-    while True:
-        rows = stream_rows(await redis.xrange(settings.keys.outcomes, min=start, max="+", count=1000))
-        records += [{as_text(k): as_text(v) for k, v in f.items()} for _, f in rows]
-        if len(rows) < 1000:
-            return records
-        start = "(" + as_text(rows[-1][0])
 
 
 def naive_requests(records: list[dict[str, str]], unrecorded_dead: int) -> int:
@@ -92,11 +82,12 @@ def _dead_table(entries: list[Any], size: int) -> Table:
 
 
 async def final_report(
-    redis: Redis, settings: Settings, admin: EmulatorAdmin, console: Console, *, enqueued: int
+    redis: RedisClient, settings: Settings, admin: EmulatorAdmin, console: Console, *, enqueued: int
 ) -> bool:
     """Print the tables; True when every enqueued operation has exactly one outcome and nothing is left."""
-    records = await outcome_records(redis, settings)
-    counters = {as_text(k): int(v) for k, v in (await redis.hgetall(settings.keys.counters)).items()}
+    records = await outcome_records(redis, settings.keys)
+    reader = QueueReader(redis, settings.keys, settings.group)
+    counters = await reader.counters()
     finals = {o: counters.get(f"outcome:{o}", 0) for o in ("applied", "skipped", "dead_lettered")}
     unrecorded_dead = max(0, sum(finals.values()) - len(records))  # unreadable entries have no key
     dead = DeadLetters(redis, settings.keys)
@@ -109,7 +100,8 @@ async def final_report(
     console.print(_calls_table(stats, records, unrecorded_dead))
     console.print(NAIVE_FORMULA, highlight=False)
     console.print(_dead_table(entries, await dead.size()))
-    left = await redis.xlen(settings.stream) + await redis.zcard(settings.keys.schedule)
+    gauges = await reader.gauges()
+    left = gauges.stream_length + gauges.scheduled
     accounted = sum(finals.values()) == enqueued and left == 0
     verdict = "every operation accounted for" if accounted else "NOT all operations accounted for"
     console.print(

@@ -20,20 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from .config import Settings, load_settings
-from .demo_backends import InProcessWorker, RedisBackend, WorkerProcesses, redis_backend
-from .demo_report import final_report
-from .emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer, FaultConfig
-from .limits import Breaker
-from .operations import Entity, Operation, OpKind, encode_operation
-from .producer import enqueue_many
-from .redis.deadletter import as_text
+from ..config import Settings, load_settings
+from ..emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer, FaultConfig
+from ..gate import PortalGate
+from ..operations import Entity, Operation, OpKind, encode_operation
+from ..producer import enqueue_many
+from ..redis.connection import RedisClient
+from ..redis.gauges import QueueReader
+from ..redis.producing import append_entries
+from ..redis.streams import delete_stream_keys
+from .backends import InProcessWorker, RedisBackend, WorkerProcesses, redis_backend
+from .report import final_report
 
 DEADLINE_S = 50.0
 TUNING: dict[str, Any] = {
@@ -83,7 +85,7 @@ class DemoOptions:
 @dataclass(slots=True)
 class Run:
     settings: Settings
-    redis: Redis
+    redis: RedisClient
     admin: EmulatorAdmin
     console: Console
     workers: WorkerProcesses | InProcessWorker
@@ -91,8 +93,7 @@ class Run:
     started: float = 0.0
 
     async def done(self) -> dict[str, int]:
-        raw = await self.redis.hgetall(self.settings.keys.counters)
-        counters = {as_text(k): int(v) for k, v in raw.items()}
+        counters = await QueueReader(self.redis, self.settings.keys, self.settings.group).counters()
         return {o: counters.get(f"outcome:{o}", 0) for o in ("applied", "skipped", "dead_lettered")}
 
 
@@ -113,8 +114,7 @@ def phase_one(keys: list[str], rng: random.Random) -> list[Operation]:
 
 async def _enqueue(run: Run, ops: list[Operation], raw: list[dict[str, str]] | None = None) -> None:
     await enqueue_many(run.redis, ops, stream=run.settings.stream)
-    for fields in raw or []:
-        await run.redis.xadd(run.settings.stream, fields)  # type: ignore[arg-type]
+    await append_entries(run.redis, run.settings.stream, raw or [])
     run.enqueued += len(ops) + len(raw or [])
 
 
@@ -134,13 +134,12 @@ def _progress_view(progress: Progress, line: str) -> Group:
 
 async def _wait(run: Run, live: Live, progress: Progress, task: Any, phase: str) -> bool:
     """Until every enqueued operation has an outcome (or the demo's deadline passes), redrawing the view."""
-    portal = run.settings.webhook.portal
-    breaker = Breaker(run.redis, run.settings.keys.breaker(portal), cooldown_s=1.0, max_cooldown_s=1.0)
+    gate = PortalGate.from_settings(run.redis, run.settings)
     while True:
         done = await run.done()
         total = sum(done.values())
         requests = (await run.admin.stats())["requests"]
-        state = await breaker.state()
+        state = await gate.state()
         progress.update(task, completed=total, total=run.enqueued, description=phase)
         line = (
             f"applied {done['applied']}  skipped {done['skipped']}  "
@@ -185,9 +184,8 @@ async def _scenario(run: Run, orders: int, rng: random.Random) -> bool:
     return finished
 
 
-async def _delete_run_keys(client: Redis, settings: Settings) -> None:
-    keys = [k async for k in client.scan_iter(match=f"{{{settings.stream}}}:*", count=1000)]
-    await client.delete(settings.stream, settings.dead_stream, *keys)
+async def _delete_run_keys(client: RedisClient, settings: Settings) -> None:
+    await delete_stream_keys(client, settings.keys)
 
 
 def _settings(backend: RedisBackend, emulator: EmulatorServer, tmp: Path, prefix: str) -> Settings:

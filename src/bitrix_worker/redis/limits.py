@@ -1,0 +1,143 @@
+"""Shared limits in Redis: the portal's request bucket and its per-method pauses.
+
+Both are shared by every worker process on every host, because Bitrix24 counts requests per portal and
+source IP, not per process (docs/errors.md, rate_limited / method_limited). The bucket is hand-written in
+Lua (``lua/limiter.lua``) because no maintained library offers a GCRA bucket that many processes share,
+books a slot when the request is sent, and slows down for everyone after a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from ..values import Clock
+from .errors import translated
+from .scripts import register
+
+RECOVERY_PER_S = 0.02  # the slow-down factor climbs back from 0.5 to 1.0 in 25 s without refusals
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterState:
+    factor: float
+    backlog_s: float  # how far ahead of now the bucket is booked
+    next_free_s: float = 0.0  # how long until the next request may be sent
+
+
+class Limiter:
+    """GCRA leaky bucket per portal; ``acquire`` waits until this request may be sent."""
+
+    def __init__(
+        self,
+        client: Redis,
+        key: str,
+        *,
+        rate_per_s: float,
+        burst: int,
+        safety: float = 1.0,
+        max_reserve_s: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._client = client
+        self._key = key
+        self._rate = rate_per_s * safety
+        self._burst = max(1.0, burst * safety)
+        self._max_reserve_ms = int(max_reserve_s * 1000)
+        self._clock = clock
+        self._script = register(client, "limiter")
+
+    def _now_arg(self) -> str:
+        return "" if self._clock is None else str(int(self._clock() * 1000))
+
+    async def _run(self, command: str) -> Any:
+        args: list[str | float] = [
+            command,
+            self._rate,
+            self._burst,
+            self._max_reserve_ms,
+            self._now_arg(),
+            RECOVERY_PER_S,
+        ]
+        with translated("limiter"):
+            return await self._script(keys=[self._key], args=args)
+
+    async def reserve(self) -> float:
+        """Book the next slot; returns seconds to wait (negative: nothing booked, ask again after that)."""
+        return int(await self._run("acquire")) / 1000
+
+    async def acquire(self) -> float:
+        """Wait for and take one request slot; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            wait = await self.reserve()
+            if wait >= 0:
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                return waited + wait
+            await asyncio.sleep(-wait - self._max_reserve_ms / 1000 + 0.001)
+            waited += -wait - self._max_reserve_ms / 1000
+
+    async def penalize(self) -> None:
+        await self._run("penalize")
+
+    async def state(self) -> LimiterState:
+        factor, tat, now, next_ms = await self._run("state")
+        return LimiterState(
+            float(factor), max(0.0, (float(tat) - float(now)) / 1000), max(0.0, float(next_ms) / 1000)
+        )
+
+
+class MethodPauses:
+    """Per-method pauses (OPERATION_TIME_LIMIT) and the operating time each method has used."""
+
+    def __init__(
+        self, client: Redis, key: str, *, budget_s: float, safety: float, clock: Clock = time.time
+    ) -> None:
+        self._client = client
+        self._key = key
+        self._threshold_s = budget_s * safety
+        self._clock = clock
+
+    async def pause(self, method: str, until: float) -> None:
+        with translated("method pause"):
+            current = await self._client.hget(self._key, f"pause:{method}")
+            if current is None or float(current) < until:
+                await self._client.hset(self._key, f"pause:{method}", f"{until:.3f}")
+
+    async def paused_for(self, methods: list[str]) -> dict[str, float]:
+        """Seconds each paused method must still wait; methods not paused are absent."""
+        if not methods:
+            return {}
+        with translated("method pause"):
+            values = await self._client.hmget(self._key, [f"pause:{m}" for m in methods])
+        now = self._clock()
+        return {m: float(v) - now for m, v in zip(methods, values, strict=True) if v and float(v) > now}
+
+    async def observe(self, method: str, operating: float | None, reset_at: float | None) -> float | None:
+        """Track ``time.operating``; pause the method before it reaches the portal's budget.
+
+        Returns the pause end (unix time) when one was set.
+        """
+        if operating is None:
+            return None
+        with translated("method tracking"):
+            await self._client.hset(self._key, f"operating:{method}", json.dumps([operating, reset_at]))
+        if operating >= self._threshold_s and reset_at:
+            await self.pause(method, reset_at)
+            return reset_at
+        return None
+
+    async def reset_at(self, method: str) -> float | None:
+        """``operating_reset_at`` from the last successful answer of this method (for a 429)."""
+        with translated("method tracking"):
+            raw = await self._client.hget(self._key, f"operating:{method}")
+        if raw is None:
+            return None
+        _, reset = json.loads(raw)
+        return float(reset) if reset else None

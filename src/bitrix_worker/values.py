@@ -1,0 +1,91 @@
+"""Plain value types that the pure core and the I/O adapters share; this module imports no I/O library.
+
+They used to live beside the adapters that fill them (the mapping store, the stream reader), which made
+``import bitrix_worker.plan`` load SQLAlchemy and ``import bitrix_worker.outcomes`` load redis-py. Here they
+sit below both: the core computes with them, the adapters read and write them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Clock = Callable[[], float]
+"""Unix time in seconds; injected wherever a pure function needs "now" (tests pass a fixed one)."""
+
+PAYLOAD_FIELD = "payload"
+"""The one stream-entry field a producer writes."""
+
+State = Literal["active", "deleted", "unknown"]
+"""A key's state in the mapping store. ``unknown``: a create may or may not have happened (it was given up
+after an ambiguous failure); the next create of the key looks it up by ORIGIN_ID first."""
+
+
+def ms(clock: Clock) -> int:
+    """``clock()`` in whole milliseconds, the unit of stream ids and every ``*_ms`` field."""
+    return int(clock() * 1000)
+
+
+def as_text(value: Any) -> str:
+    """A Redis reply or field as text; invalid UTF-8 becomes U+FFFD rather than an exception."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """One row of the mapping store: (entity, key) -> Bitrix24 id, last applied version, state, fence."""
+
+    entity: str
+    key: str
+    bitrix_id: int | None
+    version: int | None
+    state: State = "active"
+    fence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry as read by this consumer."""
+
+    id: str
+    ident: str
+    fields: dict[str, bytes]
+    deliveries: int = 1
+
+    @property
+    def payload(self) -> bytes | None:
+        return self.fields.get(PAYLOAD_FIELD)
+
+    def text(self, name: str) -> str | None:
+        raw = self.fields.get(name)
+        return None if raw is None else as_text(raw)
+
+
+@dataclass(slots=True)
+class Settlement:
+    """How one unit of work ends (or waits) — performed atomically by settle.lua."""
+
+    ids: list[str]
+    ident: str
+    action: Literal["done", "retry", "dead"]
+    delay_ms: int = 0
+    origin: str = ""
+    unit: str = ""
+    dead: list[list[str]] = field(default_factory=list)
+    outcomes: list[list[str]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"ids": self.ids, "ident": self.ident, "action": self.action}
+        if self.action == "retry":
+            data.update(delay_ms=self.delay_ms, origin=self.origin, unit=self.unit)
+        if self.dead:
+            data["dead"] = self.dead
+        if self.outcomes:
+            data["outcomes"] = self.outcomes
+        if self.counters:
+            data["counters"] = self.counters
+        return data

@@ -1,0 +1,101 @@
+"""The sender's refusal loop on a real Redis limiter and the emulator over loopback: a QUERY_LIMIT_EXCEEDED
+is waited out inside the request, counted towards each operation's cap, and handed back once the cap is
+reached; every other failure is handed back at once."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from bitrix_worker.bitrix import BitrixClient
+from bitrix_worker.bitrix import methods as m
+from bitrix_worker.config import load_settings
+from bitrix_worker.emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer
+from bitrix_worker.events import WorkerEvents
+from bitrix_worker.policy import RetryPolicy
+from bitrix_worker.redaction import WebhookUrl
+from bitrix_worker.redis.limits import Limiter, MethodPauses
+from bitrix_worker.sending import Answered, Failed, Sender
+from bitrix_worker.taxonomy import ErrorClass
+
+
+class Calls(WorkerEvents):
+    def __init__(self) -> None:
+        self.results: list[str] = []
+
+    def call(self, method: str, result: str, seconds: float) -> None:
+        self.results.append(result)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig()) as server:
+        yield server
+
+
+@pytest.fixture
+async def admin(emulator: EmulatorServer) -> AsyncIterator[EmulatorAdmin]:
+    async with EmulatorAdmin(emulator.base_url) as admin:
+        await admin.reset()
+        yield admin
+
+
+@pytest.fixture
+async def sender(
+    emulator: EmulatorServer, redis_client: aioredis.Redis, key_prefix: str
+) -> AsyncIterator[tuple[Sender, Calls]]:
+    settings = load_settings(
+        rate_limit_backoff_base_s=0.01, backoff_base_s=0.01, backoff_max_s=0.05, retries_rate_limited=3
+    )
+    client = BitrixClient(WebhookUrl.parse(emulator.webhook_url), connect_timeout_s=2, read_timeout_s=5)
+    calls = Calls()
+    limiter = Limiter(redis_client, f"{key_prefix}:limiter", rate_per_s=100, burst=100)
+    pauses = MethodPauses(redis_client, f"{key_prefix}:pauses", budget_s=480, safety=0.9)
+    policy = RetryPolicy.from_settings(settings)
+    yield (
+        Sender(client, limiter=limiter, pauses=pauses, events=calls, policy=policy, rng=random.Random(3)),
+        calls,
+    )
+    await client.aclose()
+
+
+FIELDS = {"fields": {"TITLE": "x"}}
+
+
+async def test_refusals_are_waited_out_and_reported(
+    sender: tuple[Sender, Calls], admin: EmulatorAdmin
+) -> None:
+    s, calls = sender
+    await admin.set_faults(rules=[{"method": "crm.deal.add", "sequence": ["rate_limit", "rate_limit", "ok"]}])
+    answer = await s.send({"c0": m.Command("crm.deal.add", FIELDS)})
+    assert isinstance(answer, Answered)
+    assert answer.refusals == 2
+    assert calls.results == ["rate_limited", "rate_limited", "ok"]
+
+
+@pytest.mark.parametrize(("refused_before", "sent"), [(0, 4), (2, 2), (3, 1)])
+async def test_the_cap_counts_refusals_the_operation_met_before(
+    sender: tuple[Sender, Calls], admin: EmulatorAdmin, refused_before: int, sent: int
+) -> None:
+    """Cap 3: an operation refused twice already gets one more refusal waited out, then it is handed back."""
+    s, calls = sender
+    await admin.set_faults(rules=[{"method": "crm.deal.add", "sequence": ["rate_limit"] * 10}])
+    answer = await s.send({"c0": m.Command("crm.deal.add", FIELDS)}, refused_before=refused_before)
+    assert isinstance(answer, Failed)
+    assert answer.classification.error_class is ErrorClass.RATE_LIMITED
+    assert len(calls.results) == sent
+    assert answer.refusals == sent - 1
+
+
+async def test_other_failures_are_handed_back_at_once(
+    sender: tuple[Sender, Calls], admin: EmulatorAdmin
+) -> None:
+    s, calls = sender
+    await admin.set_faults(rules=[{"method": "crm.deal.add", "sequence": ["500", "ok"]}])
+    answer = await s.send({"c0": m.Command("crm.deal.add", FIELDS)})
+    assert isinstance(answer, Failed)
+    assert (answer.classification.error_class, answer.refusals) == (ErrorClass.SERVER_ERROR, 0)
+    assert calls.results == ["server_error"]
