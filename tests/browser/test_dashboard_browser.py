@@ -175,3 +175,24 @@ async def test_read_only_mode_shows_no_buttons_and_refuses_posts(bench: Bench, p
         )
         assert refused.status == 403
         assert await bench.redis.xlen(bench.settings.dead_stream) == 2
+
+
+async def test_pause_and_resume_the_portal(bench: Bench, page: Any) -> None:
+    from bitrix_worker.gate import PortalGate
+
+    gate = PortalGate.from_settings(bench.redis, bench.settings)
+    async with serve_dashboard(bench) as url:
+        await page.goto(url + "/")
+        await page.fill("#pause-form input[name=reason]", "CRM migration tonight")
+        await page.click("text=Pause consumption…")
+        assert not (await gate.state()).open  # nothing happens before confirming
+        await page.click("#confirm")
+        state = await gate.state()
+        assert (state.open, state.manual, state.reason) == (True, True, "CRM migration tonight")
+        await page.goto(url + "/")
+        assert "PAUSED by an operator" in await page.locator("#breaker").inner_text()
+        await page.click("text=Resume now (resets the breaker)…")
+        await page.click("#confirm")
+        assert not (await gate.state()).open
+        await page.goto(url + "/")
+        assert "closed" in await page.locator("#breaker").inner_text()

@@ -24,7 +24,7 @@ from ..errors import BitrixWorkerError
 from ..keylookup import KeyReport, find_stream_id, lookup
 from ..operations import Entity
 from ..redis.connection import RedisClient, client_for, safe_redis_url
-from . import dead
+from . import dead, portal
 from .data import ClassCache, gather_overview
 from .pages import HERE, problem, redis_of, render, settings_of
 from .security import SECURITY_HEADERS, SESSION_COOKIE, Guard, csrf_ok
@@ -150,6 +150,7 @@ def create_app(settings: Settings, *, redis: RedisClient | None = None) -> Starl
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
         *dead.routes(),
+        *portal.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(

@@ -73,9 +73,16 @@ class Overview:
             return "unknown (no webhook configured)"
         if not b.get("open"):
             return f"closed ({b.get('trips', 0)} trips so far)"
+        if b.get("manual"):
+            since = ago(self.now_ms / 1000 - float(b.get("opened_at") or 0))
+            return f"PAUSED by an operator {since} ago ({b.get('reason')}): nothing is consumed until resumed"
         left = float(b.get("until", 0)) - self.now_ms / 1000
         when = f"probes again in {ago(left)}" if left > 0 else "probing now"
         return f"OPEN since a {b.get('reason') or 'failure'}: {when} (cool-down {ago(b.get('cooldown_s'))})"
+
+    @property
+    def portal_open(self) -> bool:
+        return not (self.status.breaker or {}).get("open")
 
     @property
     def bucket(self) -> dict[str, Any]:
