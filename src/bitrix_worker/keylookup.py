@@ -290,14 +290,19 @@ async def lookup(
 ) -> KeyReport:
     """Everything known about ``entity:key``. ``store``: an open mapping store to reuse (else one is opened
     for this call; a missing SQLite file is reported, never created). Redis failures raise StoreError."""
-    report = KeyReport(entity, key)
-    await _mapping(report, settings, store)
-    report.portal_link = portal_link(settings, entity, report.bitrix_id)
+    report, later = KeyReport(entity, key), KeyReport(entity, key)
     search = StreamSearch(redis)
-    await _outcomes(search, report, settings.keys.outcomes, scan_cap)
-    await _stream(search, report, settings, scan_cap)
-    await _scheduled_and_parked(search, report, settings)
-    await _dead(search, report, settings.dead_stream, scan_cap)
+    # Independent reads, run together so Redis works on one while Python parses another; the waiting
+    # operations are collected apart and joined in their order (stream, then schedule and parked).
+    await asyncio.gather(
+        _mapping(report, settings, store),
+        _outcomes(search, report, settings.keys.outcomes, scan_cap),
+        _stream(search, report, settings, scan_cap),
+        _scheduled_and_parked(search, later, settings),
+        _dead(search, report, settings.dead_stream, scan_cap),
+    )
+    report.waiting += later.waiting
+    report.portal_link = portal_link(settings, entity, report.bitrix_id)
     return report
 
 
