@@ -39,65 +39,56 @@ LIMIT_MS = 300.0
 CHUNK = 10_000
 
 
-async def _fill(
-    client: aioredis.Redis, settings: Any, *, backlog: int, dead: int, outcomes: int
-) -> dict[str, str]:
-    keys, now_ms = settings.keys, int(time.time() * 1000)
-    for start in range(0, backlog, CHUNK):
+async def _pipelined(client: aioredis.Redis, n: int, add: Any) -> None:
+    """``add(pipe, i)`` for i in range(n), sent CHUNK commands at a time."""
+    for start in range(0, n, CHUNK):
         async with client.pipeline(transaction=False) as pipe:
-            for i in range(start, min(backlog, start + CHUNK)):
-                payload = {
-                    "op": "update",
-                    "entity": "deal",
-                    "key": f"order-{i}",
-                    "fields": {"STAGE_ID": "WON"},
-                }
-                pipe.xadd(keys.stream, {"payload": json.dumps(payload)})
+            for i in range(start, min(n, start + CHUNK)):
+                add(pipe, i)
             await pipe.execute()
-    await client.xgroup_create(keys.stream, settings.group, id="0")
-    await client.xreadgroup(settings.group, "bench-consumer", {keys.stream: ">"}, count=1000)
+
+
+def _dead_letter(i: int, now_ms: int) -> dict[str, str]:
     history = [
         {"kind": "attempt", "attempt": n, "class": "invalid_data", "execution": "not_executed",
          "http_status": 400, "bitrix_code": "", "description": 'Invalid value for the "Currency" field',
          "method": "batch", "at_ms": now_ms}
         for n in (1, 2)
     ]  # fmt: skip
-    for start in range(0, dead, CHUNK):
-        async with client.pipeline(transaction=False) as pipe:
-            for i in range(start, min(dead, start + CHUNK)):
-                cls = "invalid_data" if i % 3 else "server_error"
-                key = f"order-{i % 50}" if i % 1000 == 0 else f"dead-{i}"
-                payload = {"op": "create", "entity": "deal", "key": key, "fields": {"CURRENCY_ID": "XXX"}}
-                error = {
-                    "class": cls,
-                    "description": "Invalid value",
-                    "reason": "budget",
-                    "attempts": 2,
-                    "history": history,
-                    "stream_id": f"{now_ms - 1000}-{i}",
-                    "dead_lettered_at": now_ms,
-                }
-                pipe.xadd(
-                    keys.dead,
-                    {"payload": json.dumps(payload), "error": json.dumps(error, separators=(",", ":"))},
-                )
-            await pipe.execute()
-    for start in range(0, outcomes, CHUNK):
-        async with client.pipeline(transaction=False) as pipe:
-            for i in range(start, min(outcomes, start + CHUNK)):
-                at = now_ms - 3_600_000 + i * 3_600_000 // max(1, outcomes)
-                kind = "applied" if i % 10 else ("skipped" if i % 20 else "dead_lettered")
-                fields = {
-                    "stream_id": f"{at}-0",
-                    "ident": f"deal:order-{i % 50_000}",
-                    "op": "update",
-                    "outcome": kind,
-                    "reason": "updated",
-                    "attempts": "1",
-                    "at_ms": str(at),
-                }
-                pipe.xadd(keys.outcomes, fields, id=f"{at}-{i}")
-            await pipe.execute()
+    key = f"order-{i % 50}" if i % 1000 == 0 else f"dead-{i}"
+    payload = {"op": "create", "entity": "deal", "key": key, "fields": {"CURRENCY_ID": "XXX"}}
+    error = {"class": "invalid_data" if i % 3 else "server_error", "description": "Invalid value",
+             "reason": "budget", "attempts": 2, "history": history, "stream_id": f"{now_ms - 1000}-{i}",
+             "dead_lettered_at": now_ms}  # fmt: skip
+    return {"payload": json.dumps(payload), "error": json.dumps(error, separators=(",", ":"))}
+
+
+def _outcome(i: int, n: int, now_ms: int) -> tuple[str, dict[str, str]]:
+    at = now_ms - 3_600_000 + i * 3_600_000 // max(1, n)
+    kind = "applied" if i % 10 else ("skipped" if i % 20 else "dead_lettered")
+    fields = {"stream_id": f"{at}-0", "ident": f"deal:order-{i % 50_000}", "op": "update", "outcome": kind,
+              "reason": "updated", "attempts": "1", "at_ms": str(at)}  # fmt: skip
+    return f"{at}-{i}", fields
+
+
+async def _fill(
+    client: aioredis.Redis, settings: Any, *, backlog: int, dead: int, outcomes: int
+) -> dict[str, str]:
+    keys, now_ms = settings.keys, int(time.time() * 1000)
+
+    def operation(pipe: Any, i: int) -> None:
+        payload = {"op": "update", "entity": "deal", "key": f"order-{i}", "fields": {"STAGE_ID": "WON"}}
+        pipe.xadd(keys.stream, {"payload": json.dumps(payload)})
+
+    def outcome(pipe: Any, i: int) -> None:
+        entry_id, fields = _outcome(i, outcomes, now_ms)
+        pipe.xadd(keys.outcomes, fields, id=entry_id)
+
+    await _pipelined(client, backlog, operation)
+    await client.xgroup_create(keys.stream, settings.group, id="0")
+    await client.xreadgroup(settings.group, "bench-consumer", {keys.stream: ">"}, count=1000)
+    await _pipelined(client, dead, lambda pipe, i: pipe.xadd(keys.dead, _dead_letter(i, now_ms)))
+    await _pipelined(client, outcomes, outcome)
     for i in range(100):
         unit = {"ident": f"deal:retry-{i}", "members": [{"origin": f"{now_ms}-{i}", "payload": "{}"}]}
         await client.zadd(keys.schedule, {f"{now_ms}-{i}": now_ms + 60_000})
