@@ -53,7 +53,7 @@ HTTP_PORT = 9400
 OUTCOMES_MAXLEN = 100_000
 DASHBOARD_PORT = 9410
 DASHBOARD_REFRESH_S = 3.0
-DASHBOARD_SCAN_CAP = 5_000  # entries one dashboard page scans per stream at most (keeps pages < 300 ms)
+DASHBOARD_SCAN_CAP = 3_000  # entries one dashboard page scans per stream at most (keeps pages < 300 ms)
 DESCRIPTION_MAX_CHARS = 200
 HISTORY_MAX_ENTRIES = 50
 
