@@ -199,3 +199,13 @@ async def test_redis_down_is_a_page_not_a_traceback(bench: Bench) -> None:
             assert "Not available" in response.text
             assert "pw@" not in response.text
     await down.aclose()
+
+
+def test_config_never_prints_the_dashboard_secrets() -> None:
+    env = {"BITRIX_WORKER_DASHBOARD_TOKEN": "t0k3n-s3cret", "BITRIX_WORKER_DASHBOARD_USER": "ops",
+           "BITRIX_WORKER_DASHBOARD_PASSWORD": "pa55-s3cret"}  # fmt: skip
+    for args in (["config"], ["config", "--json"]):
+        result = CliRunner().invoke(cli_app, args, env=env)
+        assert result.exit_code == 0, result.output
+        assert "s3cret" not in result.output
+        assert "dashboard_token" in result.output
