@@ -20,8 +20,36 @@ from .taxonomy import Classification, ErrorClass, Execution, TimeInfo
 
 if TYPE_CHECKING:
     from .keylookup import lookup, lookup_sync
+    from .producer import build_operation, enqueue, enqueue_many
+    from .sync_producer import enqueue_many_sync, enqueue_sync
 
 __version__ = "0.1.0"
+
+# Producers load redis-py, so they are imported on first use (PEP 562): ``import bitrix_worker.plan`` or
+# ``from bitrix_worker import Operation`` stays light.
+_LAZY = {
+    "build_operation": "producer",
+    "enqueue": "producer",
+    "enqueue_many": "producer",
+    "enqueue_sync": "sync_producer",
+    "enqueue_many_sync": "sync_producer",
+    "lookup": "keylookup",  # and SQLAlchemy: one key's story (docs/dashboard.md)
+    "lookup_sync": "keylookup",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "AuthError",
@@ -42,22 +70,14 @@ __all__ = [
     "TimeInfo",
     "TransientBitrixError",
     "__version__",
+    "build_operation",
     "decode_payload",
     "encode_operation",
+    "enqueue",
+    "enqueue_many",
+    "enqueue_many_sync",
+    "enqueue_sync",
     "load_settings",
     "lookup",
     "lookup_sync",
 ]
-
-
-_LAZY = {"lookup": "keylookup", "lookup_sync": "keylookup"}
-
-
-def __getattr__(name: str) -> Any:
-    """``lookup`` and ``lookup_sync`` load on first use: they bring Redis and SQLAlchemy, and importing the
-    package (or one of its pure modules) must not."""
-    if name in _LAZY:
-        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

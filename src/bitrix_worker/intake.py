@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from .errors import PoisonMessage
 from .operations import decode_payload
 from .reasons import Reason
-from .records import HistoryEntry, dead_letter_error, history_from_json, outcome_record, redelivery_entry
+from .records import (
+    HistoryEntry,
+    dead_letter_error,
+    history_from_json,
+    outcome_record,
+    redelivery_entry,
+    replay_entry,
+)
 from .taxonomy import ErrorClass
 from .units import Member, WorkUnit, raw_ident, unit_from_json
 from .values import Entry, Settlement
@@ -46,6 +53,8 @@ def build_units(
             continue
         if e.deliveries > 1:
             unit.remember(redelivery_entry(e.deliveries, at_ms))
+        if e.text("replayed_from") is not None and e.text("unit") is None:
+            unit.remember(replay_entry(at_ms))
         existing = units.get(unit.ident)
         if existing is None:
             units[unit.ident] = unit
@@ -124,6 +133,7 @@ def poison_outcome(origin: str, ident: str, at_ms: int) -> list[str]:
         ident=ident,
         outcome="dead_lettered",
         reason=Reason.POISON.sentence,
+        code=Reason.POISON.value,
         at_ms=at_ms,
         error_class=ErrorClass.POISON.value,
     )

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -21,19 +21,21 @@ from .config import Settings
 from .delivery import Delivery
 from .errors import BitrixError, StoreError
 from .events import EventFanout, RunSummary, Tally, WorkerEvents
-from .intake import build_units, by_key
+from .inflight import InFlight
+from .intake import Poison, build_units, by_key, poison_error, poison_items, poison_outcome, poison_settlement
 from .mapping import MappingStore
-from .outcomes import Result
 from .portal import Portal
+from .reasons import Reason
 from .redis.connection import RedisClient, client_for, ping_or_fail
 from .redis.gauges import QueueReader
 from .redis.leases import Leases, lease_ttl_ms
 from .redis.streams import OperationQueue
 from .redis.workers import WorkerRegistry
-from .units import WorkUnit
+from .taxonomy import ErrorClass
 from .values import Clock, Entry, ms
 
 PROMOTE_INTERVAL_S = 0.1
+RESCUE_INTERVAL_S = 0.5
 CLAIM_AHEAD_S = 1.0  # claim when the limiter will let a request out within this long
 STORE_RETRY_S = 1.0
 
@@ -77,6 +79,7 @@ class Worker:
             pauses=self.portal.pauses,
             leases=self.leases,
             events=self.events,
+            gate=self.portal.gate,
             rng=rng,
             clock=clock,
         )
@@ -84,9 +87,7 @@ class Worker:
             consumer=settings.consumer, portal=self.portal.name
         )
         self._stopping = asyncio.Event()
-        self._inflight: set[str] = set()
-        self._slots = asyncio.Semaphore(settings.concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batches = InFlight(settings.concurrency, self._handle, self.log)
 
     @classmethod
     @asynccontextmanager
@@ -100,6 +101,8 @@ class Worker:
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
             max_connections=settings.concurrency * 2 + 4,
+            request_deadline_s=settings.request_deadline_s,
+            max_response_bytes=settings.max_response_bytes,
         )
         try:
             yield cls(settings, redis=redis, client=client, store=store, events=events)
@@ -119,6 +122,7 @@ class Worker:
         idle_s = self.settings.claim_idle_ms / 1000
         background = [
             asyncio.create_task(self._every(PROMOTE_INTERVAL_S, self._promote)),
+            asyncio.create_task(self._every(RESCUE_INTERVAL_S, self._rescue)),
             asyncio.create_task(self._every(max(0.05, idle_s / 4), self._reclaim)),
             asyncio.create_task(self._every(max(0.05, idle_s / 3), self._heartbeat)),
         ]
@@ -133,7 +137,7 @@ class Worker:
                     self.log.error("redis or mapping store unavailable; retrying", error=str(exc))
                     await self._sleep(STORE_RETRY_S)
         finally:
-            await self._drain()
+            await self._batches.drain(self.settings.shutdown_grace_s)
             # Tell the duties to end, not only cancel them: on Python 3.11 a cancel that lands while redis-py
             # sends a command (its asyncio.wait_for with socket_timeout) can be swallowed, and a duty that
             # missed it would loop on forever, so ``run --until-idle`` never returned.
@@ -141,6 +145,8 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(StoreError):  # a dead Redis: the heartbeat ages out instead
+                await self.registry.leave(self.settings.consumer)
             self.log.info("worker stopped", **dict(self.summary.outcomes))
         return self.summary
 
@@ -148,37 +154,27 @@ class Worker:
         """One turn of the loop; False ends it (until-idle reached)."""
         wait = await self.portal.gate.holds()
         if wait is None:
-            wait = await self._limiter_backlog_s()
+            wait = await self.portal.claim_wait_s(CLAIM_AHEAD_S)
         if wait is not None:
             await self._sleep(wait)
             return True
-        await self._slots.acquire()
+        await self._batches.take_slot()
         if self._stopping.is_set():
-            self._slots.release()
+            self._batches.give_slot()
             return True
         try:
             entries, last = await self.queue.claim(self.settings.batch_size)
         except BaseException:
-            self._slots.release()
+            self._batches.give_slot()
             raise
         if entries:
-            self._spawn(entries)
+            self._batches.spawn(entries)
             return True
-        self._slots.release()
-        if until_idle and not self._tasks and await self.reader.is_idle():
+        self._batches.give_slot()
+        if until_idle and not self._batches.busy and await self.reader.is_idle():
             return False
         await self._wait_for_work(last)
         return True
-
-    async def _limiter_backlog_s(self) -> float | None:
-        """Claim no further ahead than the shared limiter can send.
-
-        Entries claimed while the portal's bucket is booked for seconds ahead would only wait in this
-        process's memory: if it dies, they are redelivered (and counted as deliveries) for nothing. Claiming
-        just in time keeps the pending list honest and bounds what a crash hands to the reclaimer.
-        """
-        wait = (await self.portal.limiter.state()).next_free_s
-        return None if wait <= CLAIM_AHEAD_S else min(wait - CLAIM_AHEAD_S, 1.0)
 
     async def _wait_for_work(self, last: str) -> None:
         waiter = asyncio.create_task(self.queue.wait_for_new(last, self.settings.block_ms))
@@ -191,57 +187,50 @@ class Worker:
         with contextlib.suppress(asyncio.CancelledError, StoreError):
             await waiter
 
-    def _spawn(self, entries: list[Entry]) -> None:
-        task = asyncio.create_task(self._handle(entries))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _handle(self, entries: list[Entry]) -> None:
-        ids = [e.id for e in entries]
-        self._inflight.update(ids)
         try:
-            units, poison = build_units(
-                entries, max_deliveries=self.settings.max_deliveries, at_ms=ms(self.clock)
-            )
-            await self.delivery.dead_letter_poison(poison)
+            at = ms(self.clock)
+            units, poison = build_units(entries, max_deliveries=self.settings.max_deliveries, at_ms=at)
+            await self._dead_letter_poison(poison)
             if units:
-                _, held = await self._deliver(units, may_hold=True)
-                if held is not None:
-                    await self.portal.gate.probe(held.unit, self._probe_with)
-        except (StoreError, BitrixError) as exc:
+                await self.delivery.run(units)
+        except StoreError as exc:
+            # Nothing was sent (what follows a request is retried until written): keep the entries and
+            # try them again here as soon as the store answers, instead of waiting to be reclaimed.
+            self.log.error("store unavailable before sending; the batch waits for it", error=str(exc))
+            self._batches.orphans.append(entries)
+        except BitrixError as exc:
             self.log.error("batch failed; its entries stay pending and will be reclaimed", error=str(exc))
         except Exception:
             self.log.exception("unexpected error in a batch; its entries stay pending and will be reclaimed")
-        finally:
-            self._inflight.difference_update(ids)
-            self._slots.release()
 
-    async def _deliver(
-        self, units: Sequence[WorkUnit], *, may_hold: bool
-    ) -> tuple[list[Result], Result | None]:
-        """Deliver, let the gate look at the results (it may hold one back as its probe), then settle."""
-        delivered = await self.delivery.deliver(units)
-        try:
-            held = await self.portal.gate.observe(delivered.results, may_hold=may_hold)
-        except BaseException:
-            await self.delivery.abandon(delivered)
-            raise
-        await self.delivery.finish(delivered, [r for r in delivered.results if r is not held])
-        return delivered.results, held
-
-    async def _probe_with(self, unit: WorkUnit) -> list[Result]:
-        results, _ = await self._deliver([unit], may_hold=False)
-        return results
-
-    async def _drain(self) -> None:
-        if not self._tasks:
+    async def _rescue(self) -> None:
+        """Run again, as soon as Redis answers, the batches a store failure stopped before they were sent."""
+        if not self._batches.orphans:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            self.log.warning("shutdown grace passed; unfinished batches stay pending", batches=len(pending))
-            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await self.reader.ping()
+        except StoreError:
+            return
+        while self._batches.orphans and not self._stopping.is_set():
+            await self._batches.take_slot()
+            self._batches.spawn(self._batches.orphans.pop(0))
+
+    async def _dead_letter_poison(self, poison: list[Poison]) -> None:
+        """Dead-letter entries that can never be processed, one dead-letter entry per operation in them."""
+        settlements = []
+        for p in poison:
+            self.log.error("dead-lettered", reason=p.reason, error_class="poison", stream_id=p.entry.id)
+            at = ms(self.clock)
+            for _ in poison_items(p.entry):
+                self.events.outcome("dead_lettered", Reason.POISON, "", ErrorClass.POISON)
+            if p.ident:
+                settlements.append(poison_settlement(p, at))
+            else:
+                await self.queue.dead_letter_raw(
+                    p.entry, poison_error(p.reason, p.entry.id, [], at), poison_outcome(p.entry.id, "", at)
+                )
+        await self.queue.settle(settlements)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -250,11 +239,17 @@ class Worker:
     # ---- background duties ------------------------------------------------------------------------------
 
     async def _every(self, interval_s: float, duty: Callable[[], Awaitable[None]]) -> None:
+        failing = False  # say so once per outage, not at every tick
         while not self._stopping.is_set():
             try:
                 await duty()
+                if failing:
+                    self.log.info("background duty works again", duty=duty.__name__)
+                failing = False
             except StoreError as exc:
-                self.log.warning("background duty failed", duty=duty.__name__, error=str(exc))
+                if not failing:
+                    self.log.warning("background duty failed", duty=duty.__name__, error=str(exc))
+                failing = True
             except Exception:
                 self.log.exception("background duty crashed", duty=duty.__name__)
             await self._sleep(interval_s)
@@ -268,30 +263,30 @@ class Worker:
             return
         start = "0-0"
         while not self._stopping.is_set():
-            await self._slots.acquire()
+            await self._batches.take_slot()
             try:
                 entries, start = await self.queue.reclaim(
                     self.settings.claim_idle_ms, self.settings.batch_size, start
                 )
             except BaseException:
-                self._slots.release()
+                self._batches.give_slot()
                 raise
             # An entry of this very process whose batch is slow (not dead) is not taken over again.
-            entries = [e for e in entries if e.id not in self._inflight]
+            entries = [e for e in entries if e.id not in self._batches.ids]
             if not entries:
-                self._slots.release()
+                self._batches.give_slot()
             else:
                 self.log.warning("reclaimed entries of a dead consumer", n=len(entries))
-                self._inflight.update(e.id for e in entries)  # kept fresh while batches wait for a slot
+                self._batches.ids.update(e.id for e in entries)  # kept fresh while batches wait for a slot
                 groups = by_key(entries, self.settings.batch_size)
-                self._spawn(groups[0])
+                self._batches.spawn(groups[0])
                 for group in groups[1:]:
-                    await self._slots.acquire()
-                    self._spawn(group)
+                    await self._batches.take_slot()
+                    self._batches.spawn(group)
             if start == "0-0":
                 return
 
     async def _heartbeat(self) -> None:
-        await self.queue.touch(sorted(self._inflight))
+        await self.queue.touch(sorted(self._batches.ids))
         await self.leases.renew()
         await self.registry.beat(self.settings.consumer, ms(self.clock))

@@ -55,7 +55,7 @@ async def test_dead_letters_and_search_by_stream_id(bench: Bench) -> None:
     assert entry.error_class == "invalid_data"
     assert entry.error["stream_id"] == origin
     assert [(o.outcome, o.error_class) for o in report.outcomes] == [("dead_lettered", "invalid_data")]
-    assert (report.state, report.bitrix_id) == (None, None)
+    assert (report.state, report.bitrix_id) == ("failed", None)  # the create applied nothing
 
     assert await find_stream_id(bench.redis, bench.settings, origin) == ("deal", "order-bad")
     assert await find_stream_id(bench.redis, bench.settings, entry.id) == ("deal", "order-bad")

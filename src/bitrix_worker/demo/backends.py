@@ -158,7 +158,11 @@ class InProcessWorker:
         redis = fake_client(self.backend.fake_server)
         store = await MappingStore.connect(s.database_url)
         client = BitrixClient(
-            s.webhook, connect_timeout_s=s.connect_timeout_s, read_timeout_s=s.read_timeout_s
+            s.webhook,
+            connect_timeout_s=s.connect_timeout_s,
+            read_timeout_s=s.read_timeout_s,
+            request_deadline_s=s.request_deadline_s,
+            max_response_bytes=s.max_response_bytes,
         )
         self._closers[:0] = [client.aclose, store.close, redis.aclose]
         self._worker = Worker(s, redis=redis, client=client, store=store)

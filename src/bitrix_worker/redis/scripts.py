@@ -11,7 +11,17 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-SCRIPT_NAMES = ("claim", "settle", "promote", "reclaim", "limiter", "leases", "breaker", "migrate_parked")
+SCRIPT_NAMES = (
+    "claim",
+    "settle",
+    "promote",
+    "reclaim",
+    "limiter",
+    "leases",
+    "breaker",
+    "migrate_parked",
+    "enqueue",
+)
 _USES_TURNS = frozenset({"claim", "settle", "migrate_parked"})
 
 
