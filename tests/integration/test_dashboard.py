@@ -209,3 +209,46 @@ def test_config_never_prints_the_dashboard_secrets() -> None:
         assert result.exit_code == 0, result.output
         assert "s3cret" not in result.output
         assert "dashboard_token" in result.output
+
+
+async def test_replay_guard_leaves_an_entry_that_would_roll_its_key_back(
+    bench: Bench, client: httpx.AsyncClient
+) -> None:
+    await bench.enqueue("create", "order-g", {"TITLE": "new"}, version=1)
+    await bench.enqueue("update", "order-g", {"STAGE_ID": "WON"}, version=3)
+    await bench.run()
+    old = json.dumps(
+        {"op": "update", "entity": "deal", "key": "order-g", "fields": {"STAGE_ID": "NEW"}, "version": 2}
+    )
+    error = json.dumps({"class": "server_error", "description": "x", "attempts": 6, "history": []})
+    dead_id = (await bench.redis.xadd(bench.settings.dead_stream, {"payload": old, "error": error})).decode()
+    csrf = _csrf((await client.get("/dead")).text)
+    form = {"csrf": csrf, "action": "replay", "scope": "ids", "id": dead_id}
+    step1 = await client.post("/dead/action", data=form)
+    assert "the key is at version 3, this operation is version 2" in step1.text
+    step2 = await client.post("/dead/action", data={**form, "confirm": "yes"})
+    assert "Replayed 0 of 1" in step2.text
+    assert "roll their key back" in step2.text
+    assert await bench.redis.xlen(bench.settings.dead_stream) == 1
+    forced = await client.post("/dead/action", data={**form, "confirm": "yes", "force": "yes"})
+    assert "Replayed 1 of 1" in forced.text
+    assert await bench.redis.xlen(bench.settings.dead_stream) == 0
+
+
+async def test_portal_reset_resumes_and_forgets_the_slow_down(
+    bench: Bench, client: httpx.AsyncClient
+) -> None:
+    from bitrix_worker.gate import PortalGate
+
+    gate = PortalGate.from_settings(bench.redis, bench.settings)
+    await gate.pause("maintenance")
+    csrf = _csrf((await client.get("/")).text)
+    first = await client.post("/portal/reset", data={"csrf": csrf})
+    assert "Reset the portal?" in first.text
+    assert (await gate.state()).open
+    done = await client.post("/portal/reset", data={"csrf": csrf, "confirm": "yes"})
+    assert "full rate again" in done.text
+    assert not (await gate.state()).open
+    refused = await client.post("/portal/pause", data={"confirm": "yes", "reason": "x"})
+    assert refused.status_code == 403
+    assert not (await gate.state()).open

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from ..errors import PoisonMessage
 from ..operations import decode_payload
 from ..redis.deadletter import DeadEntry, DeadLetters, parse_id
+from ..status import replay_hazards
 from ..taxonomy import ErrorClass
 from . import pages as web
 from .deadlist import DeadFilter, dead_page, select
@@ -119,13 +120,28 @@ async def dead_action(request: Request) -> Response:
     if isinstance(picked, Response):
         return picked
     chosen, missing, more = picked
+    force = form.get("force") == "yes"
+    hazards = {}
+    if action == "replay" and not force:  # the CLI's guard: never roll a key back unless forced
+        hazards = await replay_hazards(web.settings_of(request).database_url, chosen)
     if form.get("confirm") != "yes" or form.get("scope") == "filter":
-        return web.render(request, "confirm.html", action=action, entries=chosen, missing=missing, more=more)
+        return web.render(
+            request,
+            "confirm.html",
+            action=action,
+            entries=chosen,
+            missing=missing,
+            more=more,
+            hazards=hazards,
+        )
     dl = _dead(request)
     request.app.state.classes.at = -1e9  # the breakdown changes: recount on the next refresh
     if action == "replay":
-        report = await dl.replay(chosen, rate_per_s=REPLAY_RATE_PER_S)
+        safe = [e for e in chosen if e.id not in hazards]
+        report = await dl.replay(safe, rate_per_s=REPLAY_RATE_PER_S)
         message = f"Replayed {len(report.replayed)} of {len(chosen)} dead letters."
+        if hazards:
+            message += f" {len(hazards)} left in place: replaying them would roll their key back."
         gone = missing + report.missing
     else:
         purged = await dl.purge(chosen)
