@@ -19,6 +19,7 @@ from .operations import Entity, Operation, OpKind, decode_payload, encode_operat
 from .taxonomy import Classification, ErrorClass, Execution, TimeInfo
 
 if TYPE_CHECKING:
+    from .keylookup import lookup, lookup_sync
     from .producer import build_operation, enqueue, enqueue_many
     from .sync_producer import enqueue_many_sync, enqueue_sync
 
@@ -32,6 +33,8 @@ _LAZY = {
     "enqueue_many": "producer",
     "enqueue_sync": "sync_producer",
     "enqueue_many_sync": "sync_producer",
+    "lookup": "keylookup",  # and SQLAlchemy: one key's story (docs/dashboard.md)
+    "lookup_sync": "keylookup",
 }
 
 
@@ -75,4 +78,6 @@ __all__ = [
     "enqueue_many_sync",
     "enqueue_sync",
     "load_settings",
+    "lookup",
+    "lookup_sync",
 ]

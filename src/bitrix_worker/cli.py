@@ -245,6 +245,7 @@ def main() -> None:
 
 
 def _add_portal_commands() -> None:
+    from . import cli_ops  # noqa: F401 - registers `lookup` and `dashboard` on `app`
     from .cli_dlq import dlq
     from .cli_portal import portal_app, store_app
 

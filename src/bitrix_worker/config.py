@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     on_not_in_list: FindingAction = DEFAULT_ACTIONS[FindingKind.NOT_IN_LIST]
     on_not_multiple: FindingAction = DEFAULT_ACTIONS[FindingKind.NOT_MULTIPLE]
     on_multifield_delete: FindingAction = DEFAULT_ACTIONS[FindingKind.MULTIFIELD_DELETE]
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=d.DASHBOARD_PORT, ge=0, le=65535)
+    dashboard_read_only: bool = False
+    dashboard_token: SecretStr | None = None
+    dashboard_user: str | None = None
+    dashboard_password: SecretStr | None = None
+    dashboard_refresh_s: float = Field(default=d.DASHBOARD_REFRESH_S, ge=0.5, le=3600)
+    dashboard_scan_cap: int = Field(default=d.DASHBOARD_SCAN_CAP, ge=100)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_successes: bool = True
@@ -156,6 +164,10 @@ class Settings(BaseSettings):
             raise ValueError("backoff_max_s must be >= backoff_base_s")
         if self.stream == self.dead_stream:
             raise ValueError("dead_stream must differ from stream")
+        if (self.dashboard_user is None) != (self.dashboard_password is None):
+            raise ValueError(
+                "set both BITRIX_WORKER_DASHBOARD_USER and BITRIX_WORKER_DASHBOARD_PASSWORD, or neither"
+            )
         return self
 
     @property

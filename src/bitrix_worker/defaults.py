@@ -66,6 +66,9 @@ SHUTDOWN_GRACE_S = 30.0
 HTTP_PORT = 9400
 LIVE_HEARTBEATS = 3  # a worker is live while its last heartbeat is younger than this many intervals
 OUTCOMES_MAXLEN = 100_000
+DASHBOARD_PORT = 9410
+DASHBOARD_REFRESH_S = 3.0
+DASHBOARD_SCAN_CAP = 3_000  # entries one dashboard page scans per stream at most (keeps pages < 300 ms)
 DEDUPE_WINDOW_S = 3600.0  # a producer's op_id is remembered this long (producer.enqueue(op_id=...))
 DESCRIPTION_MAX_CHARS = 200
 SCHEMA_TTL_S = 3600.0  # a portal's field schema is refetched at most this often (plus on a surprise)

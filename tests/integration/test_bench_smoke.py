@@ -236,3 +236,13 @@ async def test_claim_that_parks_everything_does_not_wait_for_new_entries(
     started = time.monotonic()
     await queue.wait_for_new(last, 2000)
     assert time.monotonic() - started < 1.0  # ten unread entries are still there: no reason to block
+
+
+async def test_dashboard_bench_smoke_renders_every_page(capfd: pytest.CaptureFixture[str]) -> None:
+    from bench import dashboard
+
+    await dashboard.main(backlog=2000, dead=1500, outcomes=1500, rounds=1)  # exit code: speed, not asserted
+    table = capfd.readouterr().out
+    for page in dashboard._pages({"dead_id": "1-0", "outcome_id": "1-0"}):
+        assert page in table
+    assert "slowest:" in table

@@ -37,7 +37,7 @@ def test_public_api_is_pinned() -> None:
             "ErrorClass", "Execution", "LimitError", "OpKind", "Operation", "PermanentBitrixError",
             "PoisonMessage", "Settings", "StoreError", "TimeInfo", "TransientBitrixError", "__version__",
             "build_operation", "decode_payload", "encode_operation", "enqueue", "enqueue_many",
-            "enqueue_many_sync", "enqueue_sync", "load_settings",
+            "enqueue_many_sync", "enqueue_sync", "load_settings", "lookup", "lookup_sync",
         ]
     )  # fmt: skip
     for name in bitrix_worker.__all__:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..defaults import StreamKeys
+from ..operations import decode_payload
 from ..values import as_text
 from .connection import RedisClient
 from .errors import translated
@@ -237,6 +238,26 @@ class DeadLetters:
             else:
                 report.replayed.append((entry.id, as_text(new_id)))
         return report
+
+    async def replay_edited(self, entry: DeadEntry, payload: str, *, by: str = "operator") -> str | None:
+        """Put one entry back with a corrected payload; the original payload goes into its history.
+
+        The new payload must be a valid operation (``decode_payload``; ``PoisonMessage`` otherwise), so an
+        edit cannot turn a dead letter into poison. Returns the new stream id, or None if the entry is gone.
+        """
+        decode_payload(payload)
+        edit = {
+            "kind": "edited",
+            "by": by,
+            "original_payload": entry.payload,
+            "at_ms": int(time.time() * 1000),
+        }
+        history = json.dumps([*entry.history, edit], separators=(",", ":"))
+        with translated(f"replay of {entry.id}"):
+            new_id = await self._replay(
+                keys=[self.keys.dead, self.keys.stream], args=[entry.id, history, payload]
+            )
+        return None if new_id is None else as_text(new_id)
 
     async def purge(self, entries: Iterable[DeadEntry]) -> int:
         """Delete exactly the given entries (never ones added after they were selected)."""
