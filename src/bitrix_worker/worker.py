@@ -17,19 +17,23 @@ from contextlib import asynccontextmanager
 import structlog
 
 from .bitrix.client import BitrixClient
+from .bitrix.marking import before_first_request, marking_transport
 from .config import Settings
 from .delivery import Delivery
 from .errors import BitrixError, StoreError
 from .events import EventFanout, RunSummary, Tally, WorkerEvents
-from .intake import build_units, by_key
+from .intake import build_units
 from .mapping import MappingStore
 from .outcomes import Result
 from .portal import Portal
+from .reclaiming import Reclaimer
 from .redis.connection import RedisClient, client_for, ping_or_fail
 from .redis.gauges import QueueReader
 from .redis.leases import Leases, lease_ttl_ms
 from .redis.streams import OperationQueue
 from .redis.workers import WorkerRegistry
+from .rescue import look_up_crash_looping_creates, merge
+from .stall import Progress, stuck_reason
 from .units import WorkUnit
 from .values import Clock, Entry, ms
 
@@ -54,7 +58,8 @@ class Worker:
         self.store = store
         self.clock = clock
         self.summary = RunSummary()
-        self.events = EventFanout(Tally(self.summary), *(e for e in [events] if e is not None))
+        self.progress = Progress()
+        self.events = EventFanout(Tally(self.summary), self.progress, *(e for e in [events] if e is not None))
         keys = settings.keys
         self.queue = OperationQueue(
             redis,
@@ -87,6 +92,14 @@ class Worker:
         self._inflight: set[str] = set()
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.reclaimer = Reclaimer(
+            self.queue,
+            slots=self._slots,
+            inflight=self._inflight,
+            spawn=self._spawn,
+            claim_idle_ms=settings.claim_idle_ms,
+            batch_size=settings.batch_size,
+        )
 
     @classmethod
     @asynccontextmanager
@@ -99,7 +112,7 @@ class Worker:
             settings.webhook,
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
-            max_connections=settings.concurrency * 2 + 4,
+            transport=marking_transport(settings.concurrency * 2 + 4),  # marks a batch sent (poison cap)
         )
         try:
             yield cls(settings, redis=redis, client=client, store=store, events=events)
@@ -107,6 +120,10 @@ class Worker:
             await client.aclose()
             await store.close()
             await redis.aclose()
+
+    def stuck(self) -> str | None:
+        """Why this worker counts as stuck (it holds entries but made no progress for too long), or None."""
+        return stuck_reason(len(self._inflight), self.progress.since_s(), self.settings.stall_after_s)
 
     def stop(self) -> None:
         """Stop reading; in-flight batches finish within the shutdown grace, the rest stays pending."""
@@ -162,6 +179,7 @@ class Worker:
             self._slots.release()
             raise
         if entries:
+            self.progress.touch()
             self._spawn(entries)
             return True
         self._slots.release()
@@ -200,14 +218,8 @@ class Worker:
         ids = [e.id for e in entries]
         self._inflight.update(ids)
         try:
-            units, poison = build_units(
-                entries, max_deliveries=self.settings.max_deliveries, at_ms=ms(self.clock)
-            )
-            await self.delivery.dead_letter_poison(poison)
-            if units:
-                _, held = await self._deliver(units, may_hold=True)
-                if held is not None:
-                    await self.portal.gate.probe(held.unit, self._probe_with)
+            with before_first_request(lambda: self.queue.mark_sent(ids)):
+                await self._handle_entries(entries)
         except (StoreError, BitrixError) as exc:
             self.log.error("batch failed; its entries stay pending and will be reclaimed", error=str(exc))
         except Exception:
@@ -215,6 +227,21 @@ class Worker:
         finally:
             self._inflight.difference_update(ids)
             self._slots.release()
+            self.progress.touch()
+
+    async def _handle_entries(self, entries: list[Entry]) -> None:
+        """Judge each entry alone; dead-letter the poison (a crash-looping create once looked up); deliver."""
+        at = ms(self.clock)
+        units, poison = build_units(entries, max_deliveries=self.settings.max_deliveries, at_ms=at)
+        poison, found = await look_up_crash_looping_creates(
+            poison, self.delivery.sender, originator_id=self.settings.originator_id, at_ms=at
+        )
+        await self.delivery.dead_letter_poison(poison)
+        units = merge(units, found)
+        if units:
+            _, held = await self._deliver(units, may_hold=True)
+            if held is not None:
+                await self.portal.gate.probe(held.unit, self._probe_with)
 
     async def _deliver(
         self, units: Sequence[WorkUnit], *, may_hold: bool
@@ -264,32 +291,8 @@ class Worker:
             pass
 
     async def _reclaim(self) -> None:
-        if await self.portal.gate.is_shut():
-            return
-        start = "0-0"
-        while not self._stopping.is_set():
-            await self._slots.acquire()
-            try:
-                entries, start = await self.queue.reclaim(
-                    self.settings.claim_idle_ms, self.settings.batch_size, start
-                )
-            except BaseException:
-                self._slots.release()
-                raise
-            # An entry of this very process whose batch is slow (not dead) is not taken over again.
-            entries = [e for e in entries if e.id not in self._inflight]
-            if not entries:
-                self._slots.release()
-            else:
-                self.log.warning("reclaimed entries of a dead consumer", n=len(entries))
-                self._inflight.update(e.id for e in entries)  # kept fresh while batches wait for a slot
-                groups = by_key(entries, self.settings.batch_size)
-                self._spawn(groups[0])
-                for group in groups[1:]:
-                    await self._slots.acquire()
-                    self._spawn(group)
-            if start == "0-0":
-                return
+        if not await self.portal.gate.is_shut():
+            await self.reclaimer.sweep(self._stopping)
 
     async def _heartbeat(self) -> None:
         await self.queue.touch(sorted(self._inflight))

@@ -35,9 +35,12 @@ def entry(
     i: int, o: Operation | None = None, *, raw: bytes | None = None, deliveries: int = 1, **extra: bytes
 ) -> Entry:
     fields = dict(extra)
-    payload = raw if raw is not None else encode_operation(o or op("update")).encode()
+    o = o or op("update")
+    payload = raw if raw is not None else encode_operation(o).encode()
     fields["payload"] = payload
-    return Entry(f"{AT}-{i}", "", fields, deliveries)
+    ident = "" if raw is not None else o.ident  # as redis/lua/turns.lua derives it
+    whose = "replay" if "history" in extra else ""
+    return Entry(f"{AT}-{i}", ident, fields, deliveries, whose, sent=deliveries - 1)
 
 
 def unit(*ops: Operation) -> WorkUnit:
@@ -70,7 +73,7 @@ def test_build_units_groups_by_key_in_stream_order() -> None:
         (b"[1]", 1, "payload must be a JSON object"),
         (b'{"op":"update","entity":"invoice","key":"k"}', 1, "entity:"),
         (b"\xff\xfe", 1, "payload is not UTF-8"),
-        (encode_operation(op("update")).encode(), 6, "delivered 6 times: it keeps failing a worker"),
+        (encode_operation(op("update")).encode(), 6, "sent 5 times without finishing: it keeps failing"),
     ],
 )
 def test_build_units_turns_the_unreadable_and_the_crash_looping_into_poison(
@@ -100,7 +103,7 @@ def test_a_replayed_entry_carries_its_history_as_prior_attempts() -> None:
 
 def test_poison_settlement_dead_letters_each_operation_of_a_unit_under_its_own_id() -> None:
     u = unit(op("update", X=1), op("update", X=2))
-    e = Entry(f"{AT}-9", "deal:k", {"unit": u.to_json().encode(), "held": b"1"}, deliveries=7)
+    e = Entry(f"{AT}-9", "deal:k", {"unit": u.to_json().encode(), "held": b"1"}, 7, "unit", sent=6)
     _, (p,) = build_units([e], max_deliveries=5, at_ms=AT)
     s = poison_settlement(p, AT)
     assert (s.action, s.ident, s.ids) == ("dead", "deal:k", [f"{AT}-9"])

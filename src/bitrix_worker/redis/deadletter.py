@@ -222,7 +222,9 @@ class DeadLetters:
                 await sleep(wait)
             history = json.dumps(entry.history, separators=(",", ":"))
             with translated("replay of {entry.id}"):
-                new_id = await self._replay(keys=[self.keys.dead, self.keys.stream], args=[entry.id, history])
+                new_id = await self._replay(
+                    keys=[self.keys.dead, self.keys.stream, self.keys.own], args=[entry.id, history]
+                )
             if new_id is None:
                 report.missing.append(entry.id)
             else:
