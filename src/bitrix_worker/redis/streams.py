@@ -86,9 +86,9 @@ class OperationQueue:
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) if missing; note where the own-entries hash starts
         (entries older than that keep the older version's rule); move parked lists of older versions."""
-        await self._create_group()
+        created = await self._create_group()
         with translated("recording where the own-entries hash starts"):
-            await self._own_since(keys=[self.keys.stream, self.keys.own])
+            await self._own_since(keys=[self.keys.stream, self.keys.own], args=[1 if created else 0])
         await self._migrate_parked_lists()
 
     async def _migrate_parked_lists(self) -> None:
@@ -100,13 +100,16 @@ class OperationQueue:
                 key = as_text(raw)
                 await self._migrate(keys=[key, self.keys.parked], args=[key[len(prefix) :]])
 
-    async def _create_group(self) -> None:
+    async def _create_group(self) -> bool:
+        """True when the group is new (no worker of any version has read this stream yet)."""
         with translated(f"creating consumer group {self.group!r}"):
             try:
                 await self.client.xgroup_create(self.keys.stream, self.group, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+                return False
+        return True
 
     async def claim(self, count: int) -> tuple[list[Entry], str]:
         """New entries whose key's turn this consumer now owns; parked ones are not returned."""
