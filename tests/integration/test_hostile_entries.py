@@ -7,6 +7,7 @@ outage issue; real Redis, the emulator over HTTP, a worker run until idle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -15,6 +16,8 @@ from harness import Bench
 
 from bitrix_worker.bitrix.client import BitrixClient
 from bitrix_worker.monitoring import HttpServer, Probes, create_app
+from bitrix_worker.reclaiming import Reclaimer
+from bitrix_worker.redis.deadletter import DeadLetters
 from bitrix_worker.redis.streams import OperationQueue
 from bitrix_worker.worker import Worker
 
@@ -72,6 +75,38 @@ async def test_deeply_nested_and_huge_payloads_are_poison_and_their_batch_is_del
     assert "more than the 1048576 allowed" in (await poisoned(bench, huge_id))["reason"]
     assert await applied_keys(bench) == [f"ok-{i}" for i in range(5)]
     await assert_clean(bench)
+    shown = [e.summary() async for e in DeadLetters(bench.redis, bench.settings.keys).iterate()]  # dlq list
+    assert [s["key"] for s in shown] == ["?", "deal:huge"]
+
+
+async def test_reclaim_bookkeeping_never_leaks_a_slot_or_an_in_flight_mark(bench: Bench) -> None:
+    """Reclaimed entries wait for slots in the in-flight set; a cancel while waiting forgets the groups not
+    yet spawned and gives back no slot it does not hold."""
+    ids = [await bench.enqueue("update", f"k{i}", {"X": i}) for i in range(3)]
+    s = bench.settings
+    dead_consumer = OperationQueue(bench.redis, s.keys, group=s.group, consumer="dead")
+    await dead_consumer.ensure_group()
+    await dead_consumer.claim(10)
+    await asyncio.sleep(0.05)
+    queue = OperationQueue(bench.redis, s.keys, group=s.group, consumer="rescuer")
+    slots, inflight, spawned = asyncio.Semaphore(1), set[str](), list[list[str]]()
+    reclaimer = Reclaimer(
+        queue,
+        slots=slots,
+        inflight=inflight,
+        spawn=lambda group: spawned.append([e.id for e in group]),  # a batch that never ends: keeps its slot
+        claim_idle_ms=10,
+        batch_size=1,
+    )
+    sweep = asyncio.create_task(reclaimer.sweep(asyncio.Event()))
+    await asyncio.sleep(0.3)
+    assert not sweep.done()  # the second group waits for the slot the first batch holds
+    sweep.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweep
+    assert spawned == [ids[:1]]
+    assert inflight == set(ids[:1])  # the unspawned groups are not kept fresh for nobody
+    assert slots.locked()  # held by the first batch, not released twice, not leaked for the others
 
 
 async def test_a_reclaimed_deep_entry_is_poison_and_leaks_no_slot(bench: Bench) -> None:
@@ -226,8 +261,6 @@ async def test_a_replayed_dead_letter_is_the_workers_own_and_carries_its_history
     await bench.admin.set_faults(rules=[{"method": "crm.deal.add", "sequence": ["invalid", "invalid"]}])
     await bench.enqueue("create", "r", {"TITLE": "x"})
     assert (await bench.run()).outcomes == {"dead_lettered": 1}
-    from bitrix_worker.redis.deadletter import DeadLetters
-
     dlq = DeadLetters(bench.redis, bench.settings.keys)
     entries = [e async for e in dlq.iterate()]
     report = await dlq.replay(entries)
