@@ -19,7 +19,7 @@ from .reasons import Reason
 from .records import HistoryEntry, dead_letter_error, history_from_json, outcome_record, redelivery_entry
 from .taxonomy import ErrorClass
 from .units import Member, WorkUnit, unit_from_json
-from .values import Entry, Settlement
+from .values import PAYLOAD_FIELD, Entry, Settlement
 
 
 @dataclass(slots=True)
@@ -145,7 +145,9 @@ def poison_items(entry: Entry) -> list[tuple[str, str, list[HistoryEntry]]]:
             return [(str(m["payload"]), str(m["origin"]), history) for m in data["members"]]
         except (ValueError, TypeError, KeyError, AttributeError):
             return [(unit, entry.id, [])]
-    return [(entry.text("payload") or "", entry.id, [])]
+    # The producer's bytes, unchanged even when they are not UTF-8: surrogateescape here, and the settlement's
+    # encoder (redis/streams.lua_json) turns the escapes back into the very bytes.
+    return [(entry.fields.get(PAYLOAD_FIELD, b"").decode("utf-8", errors="surrogateescape"), entry.id, [])]
 
 
 def poison_error(reason: str, stream_id: str, history: list[HistoryEntry], at_ms: int) -> str:

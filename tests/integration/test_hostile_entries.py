@@ -182,13 +182,14 @@ async def test_a_key_that_is_not_utf8_holds_no_turn(bench: Bench) -> None:
     bad_id, _ = await enqueue_beside_valid(bench, {"payload": bad})
     overlong = b'{"op":"create","entity":"deal","key":"K\xc0\xaf"}'  # "/" as an overlong form
     cesu = b'{"op":"create","entity":"deal","key":"K\xed\xa0\x80"}'  # a surrogate encoded as UTF-8
-    others = [await bench.enqueue_raw({"payload": p}) for p in (overlong, cesu)]
+    in_value = b'{"op":"create","entity":"deal","key":"ok-9","fields":{"T":"\xff"}}'  # a turn is held
+    others = [await bench.enqueue_raw({"payload": p}) for p in (overlong, cesu, in_value)]
     summary = await bench.run(timeout_s=20)
-    assert summary.outcomes == {"applied": 5, "dead_lettered": 3}
+    assert summary.outcomes == {"applied": 5, "dead_lettered": 4}
     for stream_id in [bad_id, *others]:
         assert "payload is not UTF-8" in (await poisoned(bench, stream_id))["reason"]
     rows = await bench.redis.xrange(bench.settings.dead_stream)
-    assert bad in [f[b"payload"] for _, f in rows]  # the bytes kept unchanged
+    assert {bad, overlong, cesu, in_value} <= {f[b"payload"] for _, f in rows}  # the bytes kept unchanged
     await assert_clean(bench)
 
 
