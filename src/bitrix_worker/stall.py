@@ -3,9 +3,9 @@
 A wedged batch (a request that never ends, a lock never released) or a wedged loop keeps answering the HTTP
 endpoints while its entries stay pending and fresh (the heartbeat touches them), so nothing reclaims them.
 Progress is anything that shows the work moving: a request to the portal finished (whatever its result), an
-operation reached its outcome, a batch ended, new entries were claimed. A worker that holds entries and has
-shown none of it for longer than ``stall_after_s`` is reported unhealthy, so an orchestrator restarts it and
-another worker reclaims what it held.
+operation reached its outcome or was scheduled for a retry, a batch ended, new entries were claimed. A
+worker that holds entries and has shown none of it for longer than ``stall_after_s`` is reported unhealthy,
+so an orchestrator restarts it and another worker reclaims what it held.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class Progress(WorkerEvents):
         self.touch()
 
     def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
+        self.touch()
+
+    def retry(self, error_class: ErrorClass, delay_s: float) -> None:
         self.touch()
 
 

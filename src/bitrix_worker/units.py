@@ -86,6 +86,9 @@ class WorkUnit:
                 "history": self.history,
             },
             separators=(",", ":"),
+            # no \uXXXX escapes: cjson (promote.lua) refuses a lone surrogate escape, which a portal's error
+            # text could carry into the history; raw, the settlement's encoder makes it "?" (streams.lua_json)
+            ensure_ascii=False,
         )
 
 

@@ -15,10 +15,13 @@ import httpx
 from harness import Bench
 
 from bitrix_worker.bitrix.client import BitrixClient
+from bitrix_worker.intake import build_units
 from bitrix_worker.monitoring import HttpServer, Probes, create_app
 from bitrix_worker.reclaiming import Reclaimer
 from bitrix_worker.redis.deadletter import DeadLetters
 from bitrix_worker.redis.streams import OperationQueue
+from bitrix_worker.taxonomy import Classification, ErrorClass, Execution
+from bitrix_worker.values import Settlement
 from bitrix_worker.worker import Worker
 
 
@@ -365,3 +368,26 @@ async def test_healthz_and_readyz_report_a_worker_that_holds_entries_without_pro
             await server.stop()
     assert (await bench.outcomes())[0]["outcome"] == "applied"
     assert worker.stuck() is None  # holds nothing any more
+
+
+async def test_a_lone_surrogate_from_a_portals_answer_never_blocks_a_retry(bench: Bench) -> None:
+    """A history description carrying a lone surrogate (a hostile portal's error text) travels through
+    settle and promote: cjson never sees a surrogate escape."""
+    await bench.enqueue("update", "s", {"X": 1})
+    s = bench.settings
+    queue = OperationQueue(bench.redis, s.keys, group=s.group, consumer="c")
+    await queue.ensure_group()
+    entries, _ = await queue.claim(10)
+    (unit,), _ = build_units(entries, max_deliveries=5, at_ms=0)
+    failure = Classification(ErrorClass.SERVER_ERROR, Execution.NOT_EXECUTED, description="bad \ud800 text")
+    unit.record(failure, method="crm.deal.update", at_ms=0)
+    retry = Settlement(
+        ids=unit.stream_ids, ident=unit.ident, action="retry", origin=unit.origin, unit=unit.to_json()
+    )
+    assert await queue.settle([retry]) == [True]
+    assert await queue.promote_due() == 1
+    (back,), _ = await queue.claim(10)
+    assert (back.whose, back.ident) == ("unit", "deal:s")
+    (again,), poison = build_units([back], max_deliveries=5, at_ms=0)
+    assert poison == []
+    assert again.history[0]["description"] == "bad ? text"

@@ -19,6 +19,7 @@ from bitrix_worker.plan import Call, Plan
 from bitrix_worker.policy import RetryPolicy
 from bitrix_worker.reasons import Reason
 from bitrix_worker.records import history_from_json
+from bitrix_worker.stall import Progress, stuck_reason
 from bitrix_worker.taxonomy import Classification, ErrorClass, Execution
 from bitrix_worker.units import Member, WorkUnit, unit_from_json
 from bitrix_worker.values import Entry
@@ -270,3 +271,34 @@ def test_settlement_of_a_dead_letter_keeps_payload_error_and_history() -> None:
 def test_which_results_shut_the_portal(cls: ErrorClass | None, outcome: Outcome, shuts: bool) -> None:
     r = Result(unit(op("update")), outcome, Reason.RETRYING, classification=c(cls) if cls else None)
     assert shuts_portal(r) is shuts
+
+
+# ---- stuck worker -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("holding", "idle_s", "stuck"),
+    [(0, 10_000.0, False), (3, 599.0, False), (3, 600.0, False), (3, 601.0, True)],
+)
+def test_a_worker_is_stuck_only_when_it_holds_entries_past_the_bound(
+    holding: int, idle_s: float, stuck: bool
+) -> None:
+    reason = stuck_reason(holding, idle_s, 600.0)
+    assert (reason is not None) == stuck
+    if reason:
+        assert reason == (
+            "stuck: holds 3 entries and made no progress for 601 s "
+            "(more than BITRIX_WORKER_STALL_AFTER_S=600)"
+        )
+
+
+def test_progress_is_any_finished_request_outcome_or_retry() -> None:
+    now = [0.0]
+    p = Progress(clock=lambda: now[0])
+    now[0] = 50.0
+    assert p.since_s() == 50.0
+    p.call("batch", "server_error", 1.0)
+    assert p.since_s() == 0.0
+    now[0] = 60.0
+    p.retry(ErrorClass.NETWORK, 1.0)
+    assert p.since_s() == 0.0
