@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..bitrix.client import BitrixClient
+from ..bitrix.marking import marking_transport
 from ..config import Settings, env_name
 from ..errors import StoreError
 from ..logs import configure_logging
@@ -158,7 +159,10 @@ class InProcessWorker:
         redis = fake_client(self.backend.fake_server)
         store = await MappingStore.connect(s.database_url)
         client = BitrixClient(
-            s.webhook, connect_timeout_s=s.connect_timeout_s, read_timeout_s=s.read_timeout_s
+            s.webhook,
+            connect_timeout_s=s.connect_timeout_s,
+            read_timeout_s=s.read_timeout_s,
+            transport=marking_transport(100),  # as Worker.open: a batch is marked sent (poison cap)
         )
         self._closers[:0] = [client.aclose, store.close, redis.aclose]
         self._worker = Worker(s, redis=redis, client=client, store=store)
