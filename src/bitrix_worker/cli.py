@@ -15,12 +15,15 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
+from .cli_support import HelpGroup, enum_choice, first_error, json_object, run_summary
 from .config import Settings, load_settings
 from .errors import BitrixWorkerError, ConfigError
 from .operations import Entity
 
 app = typer.Typer(
+    cls=HelpGroup,
     name="bitrix-worker",
     help="Deliver CRM operations from a Redis Stream to Bitrix24, reliably and without waste.",
     no_args_is_help=True,
@@ -36,7 +39,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    """One line on stderr; the message is shown as is (``[postgres]`` is text, not rich markup)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -74,6 +78,9 @@ def run(
     http_port: Annotated[
         int | None, typer.Option(help="Port for /metrics, /healthz, /readyz (0: off).")
     ] = None,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Test the webhook with one read-only call first.")
+    ] = True,
 ) -> None:
     """Consume the stream and deliver operations to Bitrix24 until stopped (SIGTERM/SIGINT)."""
     settings = settings_or_exit(
@@ -81,9 +88,9 @@ def run(
     )
     from .runner import run_worker
 
-    summary = run_async(lambda: run_worker(settings, until_idle=until_idle))
+    summary = run_async(lambda: run_worker(settings, until_idle=until_idle, check=check))
     if until_idle:
-        err.print(f"idle: {dict(summary.outcomes) or 'nothing to do'}", highlight=False)
+        err.print(run_summary(summary.outcomes), highlight=False)
 
 
 @app.command()
@@ -95,27 +102,39 @@ def enqueue(
     version: Annotated[
         int | None, typer.Option(help="Increasing per key; older versions are skipped.")
     ] = None,
+    op_id: Annotated[
+        str | None,
+        typer.Option(help="Your id for this change: a repeat within the dedupe window adds nothing."),
+    ] = None,
     stream: Stream = None,
 ) -> None:
     """Append one operation to the stream (what a producer does with XADD)."""
-    from .producer import build_operation
+    from .operations import Entity, OpKind
+    from .producer import build_operation, check_op_id
     from .producer import enqueue as do_enqueue
 
+    for problem in (enum_choice("op", op, OpKind), enum_choice("entity", entity, Entity)):
+        if problem:
+            fail(problem, 2)
+    parsed = json_object("--fields", fields)
+    if isinstance(parsed, str):
+        fail(parsed, 2)
     settings = settings_or_exit(stream=stream)
-    try:
-        parsed = json.loads(fields)
-    except json.JSONDecodeError as exc:
-        fail(f"--fields is not JSON: {exc.msg}", 2)
     try:
         operation = build_operation(op, entity, key, parsed, version)
     except (ValueError, ValidationError) as exc:
-        fail(f"invalid operation: {_first_error(exc)}", 2)
+        fail(f"invalid operation: {first_error(exc)}", 2)
+    try:
+        if op_id is not None:
+            check_op_id(op_id)
+    except ValueError as exc:
+        fail(f"--op-id: {exc}", 2)
 
     async def go() -> str:
         from .redis.connection import redis_connection
 
         async with redis_connection(settings.redis_url) as client:
-            return await do_enqueue(client, operation, stream=settings.stream)
+            return await do_enqueue(client, operation, stream=settings.stream, op_id=op_id)
 
     out.print(run_async(go), highlight=False)
 
@@ -158,8 +177,14 @@ def emulator(
             seed=seed,
         )
     except (ValueError, ValidationError) as exc:
-        fail(f"bad emulator setting: {_first_error(exc)}", 2)
-    err.print(f"emulator: webhook http://{host}:{port}/rest/{cfg.user_id}/***/ (admin: /_emulator/)")
+        fail(f"bad emulator setting: {first_error(exc)}", 2)
+    # Printed in full: the emulator's secret is a fixed local test value, and the URL is there to be copied.
+    err.print(
+        f"emulator: webhook http://{host}:{port}/rest/{cfg.user_id}/{cfg.secret}/ (admin: /_emulator/)",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     serve(cfg, host=host, port=port)
 
 
@@ -190,7 +215,9 @@ def status(
     out.print(status_view(result))
 
 
-dlq = typer.Typer(help="Inspect, replay and purge the dead-letter stream.", no_args_is_help=True)
+dlq = typer.Typer(
+    cls=HelpGroup, help="Inspect, replay and purge the dead-letter stream.", no_args_is_help=True
+)
 app.add_typer(dlq, name="dlq")
 ClassOpt = Annotated[str | None, typer.Option("--class", help="Only entries of this error class.")]
 IdsArg = Annotated[list[str] | None, typer.Argument(help="Dead-letter entry ids.", show_default=False)]
@@ -209,6 +236,15 @@ def _dead_letters(stream: str | None, action: Callable[[Any], Coroutine[Any, Any
     return run_async(go)
 
 
+def _check_class(error_class: str | None) -> None:
+    from .taxonomy import ErrorClass
+
+    # "unknown": dead letters whose error record is unreadable are listed under it.
+    problem = error_class and enum_choice("--class", error_class, ErrorClass, "unknown")
+    if problem:
+        fail(problem, 2)
+
+
 def _ids(raw: list[str] | None) -> list[str]:
     from .redis.deadletter import parse_id
 
@@ -219,6 +255,7 @@ def _ids(raw: list[str] | None) -> list[str]:
 
 
 def _one_selector(ids: list[str], error_class: str | None, everything: bool) -> None:
+    _check_class(error_class)
     if sum([bool(ids), error_class is not None, everything]) != 1:
         fail("say which entries: ids, --class CLASS or --all (exactly one)", 2)
 
@@ -242,12 +279,16 @@ def dlq_list(
     error_class: ClassOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 50,
     oldest: Annotated[bool, typer.Option("--oldest", help="Oldest first (default: newest first).")] = False,
+    key: Annotated[
+        str | None, typer.Option(help="Only this key: entity:key (deal:order-42) or the bare key (order-42).")
+    ] = None,
     as_json: JsonFlag = False,
     stream: Stream = None,
 ) -> None:
     """List dead-lettered operations with their error class and description."""
+    _check_class(error_class)
     entries = _dead_letters(
-        stream, lambda d: d.entries(newest=not oldest, error_class=error_class, limit=limit)
+        stream, lambda d: d.entries(newest=not oldest, error_class=error_class, limit=limit, key=key)
     )
     if as_json:
         print_json([e.summary() for e in entries])
@@ -273,7 +314,12 @@ def dlq_show(
         return
     from .views import dead_entry_view
 
-    out.print(dead_entry_view(entry), highlight=False)
+    head, history = dead_entry_view(entry)
+    out.print(head, highlight=False)
+    # The payload as one unwrapped line, so that it can be copied whole at any terminal width.
+    out.print("payload:", style="bold", highlight=False)
+    out.print(entry.payload, markup=False, highlight=False, soft_wrap=True)
+    out.print(history, highlight=False)
 
 
 @dlq.command("replay")
@@ -283,18 +329,27 @@ def dlq_replay(
     everything: Annotated[bool, typer.Option("--all", help="Every entry.")] = False,
     rate: Annotated[str, typer.Option(help="Pace, e.g. 50/s or 600/min.")] = "50/s",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be replayed.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replay even what would roll its key back.")] = False,
     as_json: JsonFlag = False,
     stream: Stream = None,
 ) -> None:
-    """Put entries back on the stream (history kept, fresh retry budget), oldest first, at a limited rate."""
+    """Put entries back on the stream (history kept, fresh retry budget), oldest first, at a limited rate.
+
+    An entry whose key has moved on since (a newer version, or a later write) is skipped with the reason
+    unless --force: replaying it would roll the key back."""
+    from .status import replay_hazards
+
     wanted = _ids(ids)
     _one_selector(wanted, error_class, everything)
     per_s = parse_rate(rate)
+    settings = settings_or_exit(stream=stream)
 
     async def action(d: Any) -> Any:
         chosen, missing = await d.select(ids=wanted, error_class=error_class, everything=everything)
-        report = await d.replay(chosen, rate_per_s=per_s, dry_run=dry_run)
+        hazards = {} if force else await replay_hazards(settings.database_url, chosen)
+        report = await d.replay([e for e in chosen if e.id not in hazards], rate_per_s=per_s, dry_run=dry_run)
         report.missing[:0] = missing
+        report.skipped = [(e.id, hazards[e.id]) for e in chosen if e.id in hazards]
         return report
 
     report = _dead_letters(stream, action)
@@ -361,12 +416,14 @@ def demo(
     raise typer.Exit(code)
 
 
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        e = exc.errors(include_url=False, include_input=False)[0]
-        return f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
-    return str(exc)
-
-
 def main() -> None:
     app()
+
+
+def _add_portal_commands() -> None:
+    from .cli_portal import portal_app
+
+    app.add_typer(portal_app, name="portal")
+
+
+_add_portal_commands()

@@ -2,7 +2,10 @@
 
 Environment names: ``BITRIX_WEBHOOK_URL``, ``REDIS_URL`` and ``DATABASE_URL`` as they are; everything
 else ``BITRIX_WORKER_<FIELD>``. A bad value stops the start with a ``ConfigError`` that names the
-environment variable, so the operator knows what to fix.
+environment variable, so the operator knows what to fix: a one-line message, URLs shown with their secrets
+masked (``redaction.redact_url``). Floats must be finite (``inf``/``nan`` are refused everywhere), and the
+URLs are checked strictly (``urls.py``): a Redis path that is not a database number, a port that is not
+1-65535 or a host with a space never passes.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import defaults as d
 from .errors import ConfigError
-from .redaction import WebhookUrl
+from .redaction import WebhookUrl, redact_url
 from .taxonomy import ErrorClass
+from .urls import check_database_url, check_host, check_redis_url
 
 ENV_PREFIX = "BITRIX_WORKER_"
 _PLAIN_ENV = {
@@ -46,6 +50,7 @@ class Settings(BaseSettings):
         frozen=True,
         populate_by_name=True,
         validate_default=True,
+        allow_inf_nan=False,
     )
 
     webhook_url: SecretStr | None = Field(
@@ -85,16 +90,20 @@ class Settings(BaseSettings):
     rate_burst: int = Field(default=d.RATE_BURST, ge=1)
     rate_per_s: float = Field(default=d.RATE_PER_S, gt=0)
     rate_safety: float = Field(default=d.RATE_SAFETY, gt=0, le=1)
+    rate_share: float = Field(default=d.RATE_SHARE, gt=0, le=1)
     operating_budget_s: float = Field(default=d.OPERATING_BUDGET_S, gt=0)
     operating_safety: float = Field(default=d.OPERATING_SAFETY, gt=0, le=1)
 
     breaker_cooldown_s: float = Field(default=d.BREAKER_COOLDOWN_S, gt=0)
     breaker_max_cooldown_s: float = Field(default=d.BREAKER_MAX_COOLDOWN_S, gt=0)
     blocked_cooldown_s: float = Field(default=d.BLOCKED_COOLDOWN_S, gt=0)
+    portal_failure_threshold: int = Field(default=d.PORTAL_FAILURE_THRESHOLD, ge=1)
 
     connect_timeout_s: float = Field(default=d.CONNECT_TIMEOUT_S, gt=0)
     read_timeout_s: float = Field(default=d.READ_TIMEOUT_S, gt=0)
     portal_request_timeout_s: float = Field(default=d.PORTAL_REQUEST_TIMEOUT_S, ge=0)
+    request_deadline_s: float = Field(default=d.REQUEST_DEADLINE_S, gt=0)
+    max_response_bytes: int = Field(default=d.MAX_RESPONSE_BYTES, ge=1024)
     shutdown_grace_s: float = Field(default=d.SHUTDOWN_GRACE_S, ge=0)
     stall_after_s: float = Field(default=d.STALL_AFTER_S, gt=0, allow_inf_nan=False)
     http_port: int = Field(default=d.HTTP_PORT, ge=0, le=65535)
@@ -102,6 +111,7 @@ class Settings(BaseSettings):
     outcomes_maxlen: int = Field(default=d.OUTCOMES_MAXLEN, ge=0)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_successes: bool = True
 
     @field_validator("webhook_url")
     @classmethod
@@ -112,21 +122,24 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+    def _redis_shape(cls, value: str) -> str:
+        return check_redis_url(value)
+
+    @field_validator("http_host")
+    @classmethod
+    def _bindable_host(cls, value: str) -> str:
+        return check_host(value)
 
     @field_validator("database_url")
     @classmethod
     def _database_driver(cls, value: str) -> str:
         if value.startswith("postgresql://") or value.startswith("postgres://"):
-            return "postgresql+asyncpg://" + value.split("://", 1)[1]
-        if value.startswith("sqlite:///"):
-            return "sqlite+aiosqlite:///" + value.split(":///", 1)[1]
+            value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+        elif value.startswith("sqlite:///"):
+            value = "sqlite+aiosqlite:///" + value.split(":///", 1)[1]
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("use sqlite+aiosqlite:///path or postgresql://user@host/db")
-        return value
+        return check_database_url(value)
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
@@ -141,6 +154,15 @@ class Settings(BaseSettings):
         if self.webhook_url is None or not self.webhook_url.get_secret_value():
             raise ConfigError("BITRIX_WEBHOOK_URL", "is required (https://<portal>/rest/<user>/<secret>/)")
         return WebhookUrl.parse(self.webhook_url.get_secret_value())
+
+    @property
+    def rate_fraction(self) -> float:
+        """Fraction of the portal's rate and burst the shared limiter allows all workers together.
+
+        ``rate_safety`` keeps the workers just below the portal's ceiling; ``rate_share`` leaves the rest of
+        the budget to other applications that call the same portal (docs/benchmarks.md, "Sharing").
+        """
+        return self.rate_safety * self.rate_share
 
     @property
     def keys(self) -> d.StreamKeys:
@@ -164,9 +186,13 @@ class Settings(BaseSettings):
         return budgets[error_class]
 
     def redacted(self) -> dict[str, Any]:
-        """Effective settings for display: the webhook secret is hidden."""
+        """Effective settings for display: every URL through ``redact_url`` (webhook secret, passwords,
+        tokens masked; host and path kept, so a typo can be seen)."""
         data = self.model_dump()
-        data["webhook_url"] = str(self.webhook) if self.webhook_url else None
+        webhook = self.webhook_url.get_secret_value() if self.webhook_url else ""
+        data["webhook_url"] = redact_url(webhook) if webhook else None
+        data["redis_url"] = redact_url(self.redis_url)
+        data["database_url"] = redact_url(self.database_url)
         return data
 
 
@@ -186,5 +212,5 @@ def load_settings(**overrides: Any) -> Settings:
         for name, env in _PLAIN_ENV.items():
             if field == env:
                 field = name
-        message = err["msg"].removeprefix("Value error, ")
+        message = " ".join(err["msg"].removeprefix("Value error, ").split())  # always one line
         raise ConfigError(env_name(field) if loc else "settings", message) from None

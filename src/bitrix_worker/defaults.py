@@ -38,19 +38,24 @@ MAX_DELIVERIES = 5
 RATE_BURST = 50
 RATE_PER_S = 2.0
 RATE_SAFETY = 0.98  # fraction of the portal's drain rate and burst we allow ourselves (docs/benchmarks.md)
+RATE_SHARE = 1.0  # fraction of the portal's budget this deployment may use; the rest is left to other apps
 OPERATING_BUDGET_S = 480.0
 OPERATING_SAFETY = 0.9
 
 BREAKER_COOLDOWN_S = 30.0
 BREAKER_MAX_COOLDOWN_S = 600.0
 BLOCKED_COOLDOWN_S = 600.0
+PORTAL_FAILURE_THRESHOLD = 3  # whole requests failing in a row (any worker) before the portal is paused
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 65.0  # the cloud cuts a request at 60 s: never give up before the portal does
 PORTAL_REQUEST_TIMEOUT_S = 60.0  # after this a sent request has certainly finished or been cut
+REQUEST_DEADLINE_S = 70.0  # whole request, first byte sent to last byte read: just above the 60 s cut-off
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a real answer to 50 commands is well under 1 MiB
 SHUTDOWN_GRACE_S = 30.0
 HTTP_PORT = 9400
 OUTCOMES_MAXLEN = 100_000
+DEDUPE_WINDOW_S = 3600.0  # a producer's op_id is remembered this long (producer.enqueue(op_id=...))
 DESCRIPTION_MAX_CHARS = 200
 HISTORY_MAX_ENTRIES = 50
 HISTORY_MAX_BYTES = 1 << 20  # a history read back from a stream field or unit; larger ones are ignored
@@ -130,6 +135,10 @@ class StreamKeys:
 
     def breaker(self, portal: str) -> str:
         return self._k(f"breaker:{portal}")
+
+    def dedupe(self, op_id: str) -> str:
+        """String with a TTL: a producer's op_id -> the stream id it was first enqueued under."""
+        return self._k(f"dedupe:{op_id}")
 
     @property
     def workers(self) -> str:

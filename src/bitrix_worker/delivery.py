@@ -3,9 +3,9 @@
 Steps for a batch (each unit is one key; the per-key turn guarantees no other live unit of that key):
 look the keys up (one query) -> plan each unit (pure) -> lease creates -> reconcile creates that may already
 exist (one ``list`` batch) -> one ``batch`` call through the shared limiter (or a plain call for one
-command) -> classify each command -> judge each failure (pure) -> then, in ``finish``, write mapping rows
-and settle atomically in Redis. The two halves are separate so that the portal gate can look at the
-results in between (and hold one back as its probe) without the delivery knowing about the gate.
+command) -> classify each command; a failure of the whole request is shown to the portal gate, which says
+whether it is the portal's (held, nothing spent) or the operation's own -> judge each failure (pure) ->
+then, in ``finish``, write mapping rows and settle atomically in Redis.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import structlog
 from .bitrix.client import BitrixClient
 from .bitrix.methods import Command, crm_list, parse_id
 from .config import Settings
-from .errors import BitrixWorkerError
+from .errors import BitrixWorkerError, StoreError
 from .events import WorkerEvents
-from .intake import Poison, poison_error, poison_items, poison_settlement
+from .gate import PortalGate, PortalView, own_failure
 from .judge import Circumstances, judge_failure
 from .mapping import MappingStore
 from .outcomes import Outcome, Result, mapping_row, settlement
@@ -33,6 +33,7 @@ from .redis.leases import Leases
 from .redis.limits import Limiter, MethodPauses
 from .redis.streams import OperationQueue
 from .reporting import report
+from .retrying import until_written
 from .sending import Answered, Failed, Sender
 from .taxonomy import Classification, ErrorClass, Execution
 from .units import WorkUnit
@@ -77,6 +78,7 @@ class Delivery:
         pauses: MethodPauses,
         leases: Leases,
         events: WorkerEvents,
+        gate: PortalGate,
         rng: random.Random | None = None,
         clock: Clock = time.time,
     ) -> None:
@@ -86,6 +88,7 @@ class Delivery:
         self.pauses = pauses
         self.leases = leases
         self.events = events
+        self.gate = gate
         self.clock = clock
         self.policy = RetryPolicy.from_settings(settings)
         self.rng = rng or random.Random()
@@ -111,6 +114,8 @@ class Delivery:
                 pending.append(Pending(u, plan))
             elif plan.skip is not None:
                 delivered.results.append(Result(u, Outcome.SKIPPED, plan.skip, stale=plan.stale))
+            elif plan.dead is not None:
+                delivered.results.append(Result(u, Outcome.DEAD, plan.dead, stale=plan.stale))
             else:
                 reason = plan.done or Reason.NOTHING_TO_DELETE
                 delivered.results.append(Result(u, Outcome.APPLIED, reason, stale=plan.stale))
@@ -128,44 +133,33 @@ class Delivery:
         return delivered
 
     async def finish(self, delivered: Delivered, results: Sequence[Result]) -> None:
-        """Write the mapping rows and settle ``results`` atomically; then release the batch's leases."""
+        """Write the mapping rows and settle ``results`` atomically; then release the batch's leases.
+
+        What the portal answered is kept: a store that fails here is retried until it answers (a Redis
+        restart costs seconds), never treated as a failed batch whose calls would be sent again.
+        """
         try:
             rows = [row for r in results if (row := mapping_row(r, delivered.token)) is not None]
             if rows:
-                await self.store.record_many(rows)
+                await until_written("mapping rows", lambda: self.store.record_many(rows), self.log)
             now = ms(self.clock)
-            settled = await self.queue.settle([settlement(r, now) for r in results])
+            settlements = [settlement(r, now) for r in results]
+            settled = await until_written("settlement", lambda: self.queue.settle(settlements), self.log)
             for r, ok in zip(results, settled, strict=True):
                 if ok:
-                    report(r, now, events=self.events, log=self.log)
+                    report(r, now, events=self.events, log=self.log, successes=self.settings.log_successes)
                 else:
                     self.log.warning(
                         "unit was reclaimed by another worker; its outcome is theirs", ident=r.unit.ident
                     )
         finally:
-            await self.leases.release(delivered.leased, delivered.token)
-
-    async def dead_letter_poison(self, poison: Sequence[Poison]) -> None:
-        """Dead-letter entries that can never be processed, one dead-letter entry per operation in them."""
-        settlements = []
-        for p in poison:
-            self.log.error("dead-lettered", reason=p.reason, error_class="poison", stream_id=p.entry.id)
-            at = ms(self.clock)
-            for _ in poison_items(p.entry):
-                self.events.outcome("dead_lettered", Reason.POISON, "", ErrorClass.POISON)
-            if p.ident:
-                settlements.append(poison_settlement(p, at))
-            else:
-                await self.queue.dead_letter_raw(p.entry, poison_error(p.reason, p.entry.id, [], at))
-        await self.queue.settle(settlements)
-
-    async def abandon(self, delivered: Delivered) -> None:
-        """Give up on writing a batch (the worker failed between deliver and finish): release its leases;
-        its entries stay pending and are reclaimed."""
-        await self.leases.release(delivered.leased, delivered.token)
+            try:
+                await self.leases.release(delivered.leased, delivered.token)
+            except StoreError as exc:  # bookkeeping: an unreleased lease lapses by itself
+                self.log.warning("could not release create leases; they will lapse", error=str(exc))
 
     async def run(self, units: Sequence[WorkUnit]) -> list[Result]:
-        """Deliver and finish in one go (no gate in between)."""
+        """Deliver and finish one batch."""
         delivered = await self.deliver(units)
         await self.finish(delivered, delivered.results)
         return delivered.results
@@ -211,6 +205,7 @@ class Delivery:
             for i, p in enumerate(need)
         }
         answer = await self.sender.send(commands, refused_before=max(p.unit.bounces for p in need))
+        view = await self.gate.assess(answer, [p.unit for p in need])
         for i, p in enumerate(need):
             name = f"r{i}"
             found = answer.results.get(name) if isinstance(answer, Answered) else None
@@ -232,7 +227,7 @@ class Delivery:
             elif isinstance(answer, Answered) and name in answer.results:
                 continue  # not there: create it
             else:
-                out.append(await self._failure(p, answer, name, commands[name].method))
+                out.append(await self._failure(p, answer, name, commands[name].method, view))
         settled = {id(r.unit) for r in out}
         return [p for p in pending if id(p.unit) not in settled]
 
@@ -252,13 +247,14 @@ class Delivery:
             return results
         commands = {f"c{i}": p.command for i, p in enumerate(pending) if p.command is not None}
         answer = await self.sender.send(commands, refused_before=max(p.unit.bounces for p in pending))
+        view = await self.gate.assess(answer, [p.unit for p in pending])
         for i, p in enumerate(pending):
             name = f"c{i}"
             if isinstance(answer, Answered) and name in answer.results:
                 p.unit.bounces += answer.refusals
                 results.append(self._success(p, answer.results[name]))
             else:
-                results.append(await self._failure(p, answer, name, commands[name].method))
+                results.append(await self._failure(p, answer, name, commands[name].method, view))
         return results
 
     def _success(self, p: Pending, result: object) -> Result:
@@ -272,7 +268,9 @@ class Delivery:
             stale=p.plan.stale,
         )  # fmt: skip
 
-    async def _failure(self, p: Pending, answer: Answered | Failed, name: str, method: str) -> Result:
+    async def _failure(
+        self, p: Pending, answer: Answered | Failed, name: str, method: str, view: PortalView
+    ) -> Result:
         """The I/O around ``judge_failure``: which classification applies, and the method pause it implies."""
         p.unit.bounces += answer.refusals
         sent_s: float | None = None
@@ -291,6 +289,8 @@ class Delivery:
             sent_s=sent_s,
             portal_request_timeout_s=self.settings.portal_request_timeout_s,
             secrets=(self.settings.webhook.secret,),
+            whole_request=view.failure is not None,
+            portal_fault=view.failure is not None and not own_failure(p.unit.history, view.ok_at_ms),
         )
         r = judge_failure(p.unit, p.plan, c, method, policy=self.policy, rng=self.rng, how=how)
         if r.outcome is Outcome.RETRY and r.reason is not Reason.RECREATING:

@@ -10,7 +10,8 @@
     │   └── TransientBitrixError       server_error, network: retry with backoff
     ├── StoreError                     Redis or the mapping store failed (translated once, in
     │                                  redis/errors.py and mapping.py; the loop retries)
-    └── EmulatorError                  misuse of the Bitrix24 emulator's admin API
+    ├── EmulatorError                  misuse of the Bitrix24 emulator's admin API
+    └── MissingExtra                   a feature needs an optional extra that is not installed
 
 Pure builders and parsers (``bitrix.methods``) raise ``ValueError`` for shapes Bitrix24 never sends; the
 client turns those into a classified BitrixError. The emulator's own ``ApiError`` never leaves it: it is
@@ -81,6 +82,15 @@ class StoreError(BitrixWorkerError):
 
 class EmulatorError(BitrixWorkerError):
     pass
+
+
+class MissingExtra(BitrixWorkerError):
+    """A feature's optional dependencies are not installed; the message names the pip command."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        super().__init__(f"{feature} needs the [{extra}] extra: pip install 'bitrix-worker[{extra}]'")
 
 
 _BY_CLASS: dict[ErrorClass, type[BitrixError]] = {

@@ -16,7 +16,14 @@ from .defaults import UNIT_MAX_BYTES, UNSENT_DELIVERIES_FACTOR
 from .errors import PoisonMessage
 from .operations import decode_payload
 from .reasons import Reason
-from .records import HistoryEntry, dead_letter_error, history_from_json, outcome_record, redelivery_entry
+from .records import (
+    HistoryEntry,
+    dead_letter_error,
+    history_from_json,
+    outcome_record,
+    redelivery_entry,
+    replay_entry,
+)
 from .taxonomy import ErrorClass
 from .units import Member, WorkUnit, unit_from_json
 from .values import PAYLOAD_FIELD, Entry, Settlement
@@ -58,6 +65,8 @@ def build_units(
             continue
         if e.deliveries > 1:
             unit.remember(redelivery_entry(e.deliveries, at_ms))
+        if e.whose == "replay":  # recorded by replay.lua, never a producer's field
+            unit.remember(replay_entry(at_ms))
         existing = units.get(unit.ident)
         if existing is None:
             units[unit.ident] = unit
@@ -162,6 +171,7 @@ def poison_outcome(origin: str, ident: str, at_ms: int) -> list[str]:
         ident=ident,
         outcome="dead_lettered",
         reason=Reason.POISON.sentence,
+        code=Reason.POISON.value,
         at_ms=at_ms,
         error_class=ErrorClass.POISON.value,
     )

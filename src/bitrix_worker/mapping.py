@@ -44,8 +44,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .errors import StoreError
-from .redaction import redact
-from .values import Mapping, State
+from .extras import require
+from .redaction import redact, redact_url
+from .values import LastWrite, Mapping, State
 
 __all__ = ["DEFAULT_TABLE", "Mapping", "MappingStore", "State"]
 
@@ -114,7 +115,7 @@ class MappingStore:
     async def connect(cls, database_url: str, *, table: str = DEFAULT_TABLE) -> MappingStore:
         """Create the engine and the table if missing; raises ``StoreError`` if the database is unusable."""
         url = _async_url(database_url)
-        safe_url = url.render_as_string(hide_password=True)
+        safe_url = redact_url(url.render_as_string(hide_password=False))  # password and ?password= masked
         try:
             engine = cls._create_engine(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -137,6 +138,7 @@ class MappingStore:
             engine = create_async_engine(url, **pool)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             return engine
+        require("asyncpg", extra="postgres", feature="a PostgreSQL mapping store (DATABASE_URL)")
         return create_async_engine(
             url,
             pool_size=5,
@@ -199,6 +201,24 @@ class MappingStore:
                     m = Mapping(row.entity, row.key, row.bitrix_id, row.version, row.state, row.fence)
                     result[(m.entity, m.key)] = m
         return result
+
+    async def last_writes(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LastWrite]:
+        """State, version and time of each key's last write (for the replay guard; missing keys absent)."""
+        wanted = list(dict.fromkeys(pairs))
+        t = self._table
+        found: dict[tuple[str, str], LastWrite] = {}
+        async with self._connection("last_writes") as conn:
+            for start in range(0, len(wanted), CHUNK_ROWS):
+                chunk = wanted[start : start + CHUNK_ROWS]
+                stmt = select(t.c.entity, t.c.key, t.c.state, t.c.version, t.c.updated_at).where(
+                    tuple_(t.c.entity, t.c.key).in_(chunk)
+                )
+                for row in await conn.execute(stmt):
+                    at = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+                    found[(row.entity, row.key)] = LastWrite(
+                        row.state, row.version, int(at.timestamp() * 1000)
+                    )
+        return found
 
     async def count(self, state: State | None = None) -> int:
         stmt = select(func.count()).select_from(self._table)

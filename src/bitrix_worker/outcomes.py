@@ -10,12 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .operations import OpKind
 from .plan import Call
 from .reasons import Reason
 from .records import dead_letter_error, outcome_record
-from .taxonomy import Classification
+from .taxonomy import Classification, ErrorClass
 from .units import WorkUnit
 from .values import Mapping, Settlement, State
+
+DEPENDENCY = "dependency"
+"""The dead-letter class of an operation held behind its key's dead-lettered create."""
 
 
 class Outcome(StrEnum):
@@ -52,6 +56,10 @@ class MemberOutcome:
     text: str
 
 
+def _dead_class(reason: Reason) -> str | None:
+    return DEPENDENCY if reason is Reason.CREATE_FAILED else None
+
+
 def stream_ms(stream_id: str) -> int:
     """The enqueue time encoded in a stream id (``<ms>-<seq>``)."""
     head = stream_id.split("-", 1)[0]
@@ -60,8 +68,10 @@ def stream_ms(stream_id: str) -> int:
 
 def mapping_row(r: Result, token: int) -> Mapping | None:
     state = r.mapping_state
-    if state is None and r.outcome is Outcome.DEAD and r.call is Call.CREATE and r.unit.ambiguous_before:
-        state = "unknown"  # it may exist in Bitrix24: the next create of this key must look it up first
+    if state is None and r.outcome is Outcome.DEAD and r.call is Call.CREATE:
+        # ``unknown``: it may exist in Bitrix24, the next create of this key looks it up first; ``failed``:
+        # nothing was made. Either way the key's later updates wait with it in the dead-letter stream.
+        state = "unknown" if r.unit.ambiguous_before else "failed"
     if state is None:
         return None
     op = r.unit.head
@@ -108,6 +118,8 @@ def settlement(r: Result, at_ms: int) -> Settlement:
                 stream_id=u.members[f.index].origin,
                 at_ms=at_ms,
                 classification=r.classification,
+                error_class=_dead_class(r.reason) or ErrorClass.POISON.value,
+                may_have_run=u.ambiguous_before and u.head.op in (OpKind.CREATE, OpKind.UPSERT),
             ),
         ]
         for f in finals
@@ -121,9 +133,12 @@ def settlement(r: Result, at_ms: int) -> Settlement:
             op=u.members[f.index].operation.op.value,
             outcome=f.outcome.value,
             reason=f.text,
+            code=f.reason.value,
             attempts=u.attempts,
             at_ms=at_ms,
-            error_class=c.error_class.value if c else None,
+            error_class=c.error_class.value
+            if c
+            else (DEPENDENCY if f.reason is Reason.CREATE_FAILED else None),
             bitrix_id=r.bitrix_id,
         )
         for f in finals

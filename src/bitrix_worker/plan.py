@@ -31,6 +31,7 @@ class Plan:
     bitrix_id: int | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     skip: Reason | None = None  # why no call, when the goal is not reached
+    dead: Reason | None = None  # why no call, when it must be dead-lettered (its key's create failed)
     done: Reason | None = None  # why no call, when the goal is already reached (delete of a missing entity)
     stale: tuple[int, ...] = ()  # member indexes skipped as stale (the rest proceed)
     reconcile: bool = False  # look the entity up by ORIGINATOR_ID + ORIGIN_ID before creating
@@ -68,21 +69,31 @@ def plan_unit(unit: WorkUnit, mapping: Mapping | None, *, originator_id: str, re
     fields: dict[str, Any] = {}
     for m in live:
         fields.update(m.operation.fields)
-    active = mapping is not None and mapping.state == "active" and mapping.bitrix_id is not None
-    deleted = mapping is not None and mapping.state == "deleted"
-
-    if head.op is OpKind.DELETE:
-        if active:
-            return Plan(Call.DELETE, mapping.bitrix_id if mapping else None, stale=stale)
-        reason = Reason.ALREADY_DELETED if deleted else Reason.NOTHING_TO_DELETE
-        return Plan(None, done=reason, stale=stale)
-    if active:
-        return Plan(Call.UPDATE, mapping.bitrix_id if mapping else None, fields, stale=stale)
-    if head.op is OpKind.UPDATE and not (deleted and recreate_deleted):
-        return Plan(None, skip=Reason.DELETED_IN_BITRIX24 if deleted else Reason.NO_BITRIX_ID, stale=stale)
+    state = mapping.state if mapping is not None else None
+    bitrix_id = mapping.bitrix_id if mapping is not None else None
+    if state == "active" and bitrix_id is not None:
+        call = Call.DELETE if head.op is OpKind.DELETE else Call.UPDATE
+        return Plan(call, bitrix_id, fields if call is Call.UPDATE else {}, stale=stale)
+    no_call = _without_call(head.op, state, recreate_deleted=recreate_deleted)
+    if no_call is not None:
+        return Plan(None, skip=no_call.skip, dead=no_call.dead, done=no_call.done, stale=stale)
     create_fields = {**fields, **origin_fields(originator_id, head.key)}
-    unknown = mapping is not None and mapping.state == "unknown"
-    return Plan(Call.CREATE, None, create_fields, stale=stale, reconcile=unit.ambiguous_before or unknown)
+    return Plan(
+        Call.CREATE, None, create_fields, stale=stale, reconcile=unit.ambiguous_before or state == "unknown"
+    )
+
+
+def _without_call(op: OpKind, state: str | None, *, recreate_deleted: bool) -> Plan | None:
+    """What a key without a live Bitrix24 id does with an update or delete (None: it creates)."""
+    if op not in (OpKind.UPDATE, OpKind.DELETE):
+        return None
+    if state in ("failed", "unknown"):
+        return Plan(None, dead=Reason.CREATE_FAILED)  # it waits with its create in the dead-letter stream
+    if op is OpKind.DELETE:
+        return Plan(None, done=Reason.ALREADY_DELETED if state == "deleted" else Reason.NOTHING_TO_DELETE)
+    if state == "deleted" and recreate_deleted:
+        return None
+    return Plan(None, skip=Reason.DELETED_IN_BITRIX24 if state == "deleted" else Reason.NO_BITRIX_ID)
 
 
 def command_for(plan: Plan, entity: str) -> Command:

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 from .bitrix.client import BitrixClient
 from .config import Settings
+from .errors import BitrixError, ConfigError
 from .events import WorkerEvents
 from .gate import PortalGate
 from .redis.connection import RedisClient
 from .redis.limits import Limiter, MethodPauses
+from .taxonomy import Classification, ErrorClass, Execution
 
 
 @dataclass(slots=True)
@@ -33,7 +35,7 @@ class Portal:
             keys.limiter(name),
             rate_per_s=settings.rate_per_s,
             burst=settings.rate_burst,
-            safety=settings.rate_safety,
+            safety=settings.rate_fraction,
         )
         pauses = MethodPauses(
             redis,
@@ -43,3 +45,42 @@ class Portal:
         )
         gate = PortalGate.from_settings(redis, settings, limiter=limiter, client=client, events=events)
         return cls(name, client, limiter, pauses, gate)
+
+    async def claim_wait_s(self, ahead_s: float) -> float | None:
+        """How long to wait before claiming more work, or None to claim now.
+
+        Claim no further ahead than the shared limiter can send: entries claimed while the portal's bucket is
+        booked for seconds ahead would only wait in this process's memory; if it dies they are redelivered
+        (and counted as deliveries) for nothing. Claiming just in time keeps the pending list honest and
+        bounds what a crash hands to the reclaimer.
+        """
+        wait = (await self.limiter.state()).next_free_s
+        return None if wait <= ahead_s else min(wait - ahead_s, 1.0)
+
+    async def check(self) -> None:
+        """One read-only call before consuming: a webhook that cannot work stops the start with one line
+        naming the setting, instead of being found after a cool-down. A portal that is merely unwell
+        (5xx, limits) is the gate's business, not a reason not to start."""
+        await self.limiter.acquire()
+        try:
+            await self.client.fields("deal")
+        except BitrixError as exc:
+            c = exc.classification
+            if c.error_class is ErrorClass.AUTH:
+                raise ConfigError("BITRIX_WEBHOOK_URL", _refused(c)) from None
+            if c.error_class is ErrorClass.NETWORK and c.execution is Execution.NOT_EXECUTED:
+                raise ConfigError(
+                    "BITRIX_WEBHOOK_URL", f"cannot reach {self.name}: {c.description}"
+                ) from None
+
+
+def _refused(c: Classification) -> str:
+    code = (c.bitrix_code or "").upper()
+    hint = {
+        "INVALID_CREDENTIALS": "wrong user id or secret, or the webhook was deleted",
+        "INSUFFICIENT_SCOPE": "the webhook lacks the crm scope",
+        "ERROR_METHOD_NOT_FOUND": "check the URL's path (https://<portal>/rest/<user_id>/<secret>/)",
+        "NO_AUTH_FOUND": "check the URL's path (https://<portal>/rest/<user_id>/<secret>/)",
+    }.get(code, "the portal refuses this webhook")
+    what = c.bitrix_code or (f"HTTP {c.http_status}" if c.http_status else c.error_class.value)
+    return f"the portal refused a test call ({what}): {hint}"

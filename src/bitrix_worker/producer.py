@@ -1,14 +1,22 @@
-"""The Python producer API: ``await enqueue(redis, op)``. Other languages just XADD the same JSON."""
+"""The Python producer API, async: ``await enqueue(redis, op)``. Other languages just XADD the same JSON;
+the sync twin for Django/Flask is ``sync_producer``.
+
+Idempotent enqueue: pass ``op_id`` (your own id for this change, e.g. ``order-42:v7`` or an outbox row id)
+and a second enqueue with the same ``op_id`` within ``dedupe_window_s`` adds nothing and returns the first
+entry's stream id. One Lua script checks and appends, so two concurrent producers cannot both add it. It is
+for a producer that retries after a timeout without knowing whether its XADD landed; the worker stays safe
+without it (a repeated create acts as an update, an older ``version`` is skipped), it only saves calls.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .defaults import STREAM
-from .operations import Entity, Operation, OpKind, encode_operation
+from .defaults import DEAD_STREAM, DEDUPE_WINDOW_S, STREAM, StreamKeys
+from .operations import MAX_KEY_LENGTH, Entity, Operation, OpKind, encode_operation
 from .redis.connection import RedisClient
-from .redis.producing import append_payloads
+from .redis.producing import append_once, append_payloads
 
 
 def build_operation(
@@ -18,16 +26,49 @@ def build_operation(
     fields: Mapping[str, Any] | None = None,
     version: int | None = None,
 ) -> Operation:
-    """Validate like the worker will; raises pydantic.ValidationError on bad input."""
-    return Operation(
-        op=OpKind(op), entity=Entity(entity), key=key, fields=dict(fields or {}), version=version
+    """Validate like the worker will; raises pydantic.ValidationError (naming the allowed values)."""
+    return Operation.model_validate(
+        {
+            "op": op,
+            "entity": entity,
+            "key": key,
+            "fields": {} if fields is None else fields,
+            "version": version,
+        }
     )
 
 
-async def enqueue(client: RedisClient, operation: Operation, *, stream: str = STREAM) -> str:
-    """Append one operation; returns its stream id."""
-    (stream_id,) = await append_payloads(client, stream, [encode_operation(operation)])
-    return stream_id
+def check_op_id(op_id: str) -> None:
+    """ValueError unless ``op_id`` can name a Redis key: 1-200 characters, no control characters."""
+    if not op_id or len(op_id) > MAX_KEY_LENGTH or any(ord(ch) < 32 for ch in op_id):
+        raise ValueError(f"op_id must be 1-{MAX_KEY_LENGTH} printable characters")
+
+
+def dedupe_args(
+    stream: str, operation: Operation, op_id: str, window_s: float
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``enqueue.lua``; ValueError for an op_id or window the stream cannot keep."""
+    check_op_id(op_id)
+    if window_s <= 0:
+        raise ValueError("dedupe_window_s must be > 0")
+    key = StreamKeys(stream=stream, dead=DEAD_STREAM).dedupe(op_id)
+    return [stream, key], [encode_operation(operation), op_id, max(1, int(window_s * 1000))]
+
+
+async def enqueue(
+    client: RedisClient,
+    operation: Operation,
+    *,
+    stream: str = STREAM,
+    op_id: str | None = None,
+    dedupe_window_s: float = DEDUPE_WINDOW_S,
+) -> str:
+    """Append one operation; returns its stream id (with ``op_id``: the first one's, for a duplicate)."""
+    if op_id is None:
+        (stream_id,) = await append_payloads(client, stream, [encode_operation(operation)])
+        return stream_id
+    keys, args = dedupe_args(stream, operation, op_id, dedupe_window_s)
+    return await append_once(client, keys, args)
 
 
 async def enqueue_many(

@@ -27,6 +27,7 @@ class Reason(StrEnum):
     BUDGET_SPENT = "budget_spent"  # failures of its own used up its class's retry budget
     REFUSAL_CAP = "refusal_cap"  # refused by the portal's limits more often than the cap allows
     POISON = "poison"  # the entry itself cannot be processed
+    CREATE_FAILED = "create_failed"  # its key's create is in the dead-letter stream: it waits with it
     # waiting (not final)
     RETRYING = "retrying"  # a failure within its budget: another attempt after a backoff
     RECREATING = "recreating"  # deleted in Bitrix24 and to be created again (upsert, or the setting)
@@ -36,6 +37,7 @@ class Reason(StrEnum):
     BLOCKED = "blocked"  # OVERLOAD_LIMIT: the portal is paused
     LEASE_BUSY = "lease_busy"  # another worker holds the key's create lease
     LEASE_LOST = "lease_lost"  # this worker's create lease lapsed before sending
+    PORTAL_DOWN = "portal_down"  # the portal as a whole is failing: held, no budget spent
 
     @property
     def sentence(self) -> str:
@@ -47,6 +49,7 @@ _SENTENCES: dict[Reason, str] = {
     Reason.ALREADY_DELETED: "already deleted in Bitrix24",
     Reason.NOTHING_TO_DELETE: "no Bitrix24 id: nothing to delete",
     Reason.BUDGET_SPENT: "retry budget spent",
+    Reason.CREATE_FAILED: "its key's create was dead-lettered: replay the create first",
     Reason.REFUSAL_CAP: "refused too often",
     Reason.RETRYING: "retrying after a failure",
     Reason.RECREATING: "deleted in Bitrix24; re-creating",
@@ -56,4 +59,5 @@ _SENTENCES: dict[Reason, str] = {
     Reason.BLOCKED: "blocked by Bitrix24 (OVERLOAD_LIMIT): portal paused",
     Reason.LEASE_BUSY: "lease held by another worker",
     Reason.LEASE_LOST: "lease lost before sending",
+    Reason.PORTAL_DOWN: "the portal is failing: held until it recovers",
 }

@@ -29,6 +29,7 @@ HistoryEntry = TypedDict(
         "description": str,
         "method": str,
         "deliveries": int,
+        "portal": bool,  # the whole request failed in a way that may be the portal's (gate.own_failure)
         "at_ms": int,
     },
     total=False,
@@ -36,13 +37,20 @@ HistoryEntry = TypedDict(
 
 ATTEMPT = "attempt"
 REDELIVERY = "redelivery"
+REPLAY = "replay"
 
 
 def attempt_entry(
-    c: Classification, *, attempt: int, method: str, at_ms: int, secrets: Sequence[str] = ()
+    c: Classification,
+    *,
+    attempt: int,
+    method: str,
+    at_ms: int,
+    secrets: Sequence[str] = (),
+    portal: bool = False,
 ) -> HistoryEntry:
     """One failed attempt; the description is truncated and free of secrets."""
-    return {
+    entry: HistoryEntry = {
         "kind": ATTEMPT,
         "attempt": attempt,
         "class": c.error_class.value,
@@ -53,6 +61,9 @@ def attempt_entry(
         "method": method,
         "at_ms": at_ms,
     }
+    if portal:
+        entry["portal"] = True
+    return entry
 
 
 def redelivery_entry(deliveries: int, at_ms: int) -> HistoryEntry:
@@ -64,6 +75,12 @@ def redelivery_entry(deliveries: int, at_ms: int) -> HistoryEntry:
         "deliveries": deliveries,
         "at_ms": at_ms,
     }
+
+
+def replay_entry(at_ms: int) -> HistoryEntry:
+    """An operator replayed it from the dead-letter stream: it may have run before it was given up (a batch
+    can commit and still be dead-lettered), so a create looks itself up first."""
+    return {"kind": REPLAY, "execution": Execution.AMBIGUOUS.value, "at_ms": at_ms}
 
 
 def attempts_in(history: Sequence[Any]) -> int:
@@ -95,10 +112,13 @@ def dead_letter_error(
     at_ms: int,
     classification: Classification | None = None,
     error_class: str = ErrorClass.POISON.value,
+    may_have_run: bool = False,
 ) -> str:
     """The ``error`` field of a dead-letter entry (its shape is documented in the README).
 
     Without a classification (poison) the class is ``error_class`` and the description is the reason.
+    ``may_have_run``: a create that may have made its entity before it was given up (a replay of it looks
+    itself up first).
     """
     c = classification
     return json.dumps(
@@ -112,6 +132,7 @@ def dead_letter_error(
             "history": list(history),
             "stream_id": stream_id,
             "dead_lettered_at": at_ms,
+            **({"may_have_run": True} if may_have_run else {}),
         },
         separators=(",", ":"),
     )
@@ -126,6 +147,7 @@ def outcome_record(
     at_ms: int,
     op: str | None = None,
     attempts: int | None = None,
+    code: str | None = None,
     error_class: str | None = None,
     bitrix_id: int | None = None,
 ) -> list[str]:
@@ -135,6 +157,8 @@ def outcome_record(
     if op is not None:
         record += ["op", op]
     record += ["outcome", outcome, "reason", reason]
+    if code is not None:
+        record += ["code", code]
     if attempts is not None:
         record += ["attempts", str(attempts)]
     record += ["at_ms", str(at_ms)]

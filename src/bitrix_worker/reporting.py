@@ -12,7 +12,8 @@ from .events import WorkerEvents
 from .outcomes import Outcome, Result, member_outcomes, stream_ms
 
 
-def report(r: Result, now_ms: int, *, events: WorkerEvents, log: Any) -> None:
+def report(r: Result, now_ms: int, *, events: WorkerEvents, log: Any, successes: bool = True) -> None:
+    """``successes``: log applied and skipped operations at info (False: at debug, to quiet a busy log)."""
     error_class = r.classification.error_class if r.classification else None
     cls = error_class.value if error_class else None
     if r.outcome is Outcome.RETRY:
@@ -39,12 +40,12 @@ def report(r: Result, now_ms: int, *, events: WorkerEvents, log: Any) -> None:
             "entity": m.operation.entity.value,
             "key": m.operation.key,
             "stream_id": m.origin,
-            "attempt": r.unit.attempts,
+            "attempts": r.unit.attempts,
             "error_class": cls,
         }
         if f.outcome is Outcome.DEAD:
             log.error("dead-lettered", reason=f.text, **fields)
         elif f.outcome is Outcome.SKIPPED:
-            log.warning("skipped", reason=f.text, **fields)
+            (log.info if successes else log.debug)("skipped", reason=f.text, **fields)
         else:
-            log.debug("applied", reason=f.text, bitrix_id=r.bitrix_id, **fields)
+            (log.info if successes else log.debug)("applied", reason=f.text, bitrix_id=r.bitrix_id, **fields)

@@ -17,13 +17,15 @@ from .worker import Worker
 
 
 async def run_worker(
-    settings: Settings, *, until_idle: bool = False, events: WorkerEvents | None = None
+    settings: Settings, *, until_idle: bool = False, events: WorkerEvents | None = None, check: bool = True
 ) -> RunSummary:
     """Run until stopped (or idle), with /metrics, /healthz and /readyz on ``http_port`` unless it is 0."""
     configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=[settings.webhook.secret])
     metrics = PrometheusEvents()
     subscribers = EventFanout(metrics, events) if events is not None else metrics
     async with Worker.open(settings, events=subscribers) as worker:
+        if check:
+            await worker.portal.check()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)

@@ -20,11 +20,11 @@ import structlog
 
 from .bitrix.client import BitrixClient
 from .bitrix.methods import Command
-from .errors import BitrixError
+from .errors import BitrixError, StoreError
 from .events import WorkerEvents
 from .policy import RetryPolicy, refusal_delay
 from .redis.limits import Limiter, MethodPauses
-from .taxonomy import Classification, ErrorClass, TimeInfo
+from .taxonomy import Classification, ErrorClass, Execution, TimeInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +89,8 @@ class Sender:
                 if c.error_class is ErrorClass.RATE_LIMITED:
                     delay = refusal_delay(refused_before + refusals + 1, c, self.policy, self.rng)
                 if delay is None:
+                    if c.error_class is ErrorClass.NETWORK and c.execution is Execution.NOT_EXECUTED:
+                        await self.limiter.refund()  # it never reached the portal, which did not count it
                     return Failed(c, method, time.monotonic() - started, refusals)
                 refusals += 1
                 await self.limiter.penalize()
@@ -108,6 +110,14 @@ class Sender:
         return Answered({name: single.result}, {})
 
     async def _observe(self, method: str, info: TimeInfo | None) -> None:
-        """Feed ``time.operating`` to the method pauses: they stop a method before its budget is spent."""
+        """Feed ``time.operating`` to the method pauses: they stop a method before its budget is spent.
+
+        Bookkeeping: the portal has answered, so a Redis failure here must not turn that answer into a failure
+        (the next answer brings the figure again)."""
         if info is not None and info.operating is not None:
-            await self.pauses.observe(method, info.operating, info.operating_reset_at)
+            try:
+                await self.pauses.observe(method, info.operating, info.operating_reset_at)
+            except StoreError as exc:
+                self.log.warning(
+                    "could not record the method's operating time", method=method, error=str(exc)
+                )

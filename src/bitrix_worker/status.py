@@ -7,6 +7,7 @@ The dead-letter class breakdown scans the stream and stops after ``SCAN_CAP`` en
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ from .errors import BitrixWorkerError, StoreError
 from .mapping import MappingStore
 from .redis.breaker import Breaker
 from .redis.connection import RedisClient
-from .redis.deadletter import SCAN_CAP, DeadLetters
+from .redis.deadletter import SCAN_CAP, DeadEntry, DeadLetters
 from .redis.gauges import QueueGauges, QueueReader
 from .redis.limits import Limiter
 from .redis.workers import WorkerRegistry
+from .replay_guard import moved_on, stream_ms
 
 LIVE_HEARTBEATS = 3
 """A worker is live while its last heartbeat is younger than this many heartbeat intervals."""
@@ -80,7 +82,7 @@ async def _portal_state(
     ).state()  # fmt: skip
     limiter = await Limiter(
         client, keys.limiter(portal), rate_per_s=settings.rate_per_s, burst=settings.rate_burst,
-        safety=settings.rate_safety,
+        safety=settings.rate_fraction,
     ).state()  # fmt: skip
     return (
         portal,
@@ -89,12 +91,20 @@ async def _portal_state(
     )
 
 
-async def mapping_counts(database_url: str) -> dict[str, Any]:
-    """Rows per state in the mapping store; a missing SQLite file is reported, never created."""
+def _missing_sqlite_file(database_url: str) -> str | None:
+    """The path of a SQLite store that does not exist yet (reads must not create it), else None."""
     if database_url.startswith("sqlite") and ":///" in database_url:
         path = database_url.split(":///", 1)[1]
-        if path and path != ":memory:" and not Path(path).exists():  # noqa: ASYNC240 - one stat call
-            return {"active": 0, "deleted": 0, "note": f"{path} does not exist yet"}
+        if path and path != ":memory:" and not Path(path).exists():
+            return path
+    return None
+
+
+async def mapping_counts(database_url: str) -> dict[str, Any]:
+    """Rows per state in the mapping store; a missing SQLite file is reported, never created."""
+    path = _missing_sqlite_file(database_url)
+    if path is not None:
+        return {"active": 0, "deleted": 0, "note": f"{path} does not exist yet"}
     try:
         store = await MappingStore.connect(database_url)
     except StoreError as exc:
@@ -105,6 +115,28 @@ async def mapping_counts(database_url: str) -> dict[str, Any]:
         return {"error": str(exc)}
     finally:
         await store.close()
+
+
+async def replay_hazards(database_url: str, entries: Sequence[DeadEntry]) -> dict[str, str]:
+    """Dead-letter id -> why replaying it would roll its key back (``replay_guard``); safe ones are absent."""
+    wanted = [e for e in entries if e.operation.get("entity") and e.operation.get("key")]
+    if not wanted or _missing_sqlite_file(database_url) is not None:
+        return {}  # no store yet: nothing was ever applied
+    store = await MappingStore.connect(database_url)
+    try:
+        last = await store.last_writes(
+            [(str(e.operation["entity"]), str(e.operation["key"])) for e in wanted]
+        )
+    finally:
+        await store.close()
+    hazards = {}
+    for e in wanted:
+        key = (str(e.operation["entity"]), str(e.operation["key"]))
+        enqueued = stream_ms(str(e.error.get("stream_id") or e.id))
+        reason = moved_on(e.operation, enqueued, last.get(key))
+        if reason is not None:
+            hazards[e.id] = reason
+    return hazards
 
 
 async def gather_status(client: RedisClient, settings: Settings, *, scan_cap: int = SCAN_CAP) -> Status:

@@ -70,11 +70,20 @@ class WorkUnit:
         if len(self.history) > HISTORY_MAX_ENTRIES:
             del self.history[1 : len(self.history) - HISTORY_MAX_ENTRIES + 1]
 
-    def record(self, c: Classification, *, method: str, at_ms: int, secrets: Sequence[str] = ()) -> None:
-        """Remember one failed attempt."""
-        self.remember(
-            attempt_entry(c, attempt=self.attempts + 1, method=method, at_ms=at_ms, secrets=secrets)
+    def record(
+        self,
+        c: Classification,
+        *,
+        method: str,
+        at_ms: int,
+        secrets: Sequence[str] = (),
+        portal: bool = False,
+    ) -> None:
+        """Remember one failed attempt (``portal``: the whole request failed, maybe by the portal's fault)."""
+        entry = attempt_entry(
+            c, attempt=self.attempts + 1, method=method, at_ms=at_ms, secrets=secrets, portal=portal
         )
+        self.remember(entry)
 
     def to_json(self) -> str:
         return json.dumps(

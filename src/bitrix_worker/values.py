@@ -17,9 +17,11 @@ Clock = Callable[[], float]
 PAYLOAD_FIELD = "payload"
 """The one stream-entry field a producer writes."""
 
-State = Literal["active", "deleted", "unknown"]
+State = Literal["active", "deleted", "unknown", "failed"]
 """A key's state in the mapping store. ``unknown``: a create may or may not have happened (it was given up
-after an ambiguous failure); the next create of the key looks it up by ORIGIN_ID first."""
+after an ambiguous failure); the next create of the key looks it up by ORIGIN_ID first. ``failed``: its create
+was dead-lettered and certainly made nothing. Under either, the key's later updates and deletes are
+dead-lettered behind their create (replaying the key's entries oldest first applies them in order)."""
 
 
 def ms(clock: Clock) -> int:
@@ -44,6 +46,15 @@ class Mapping:
     version: int | None
     state: State = "active"
     fence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LastWrite:
+    """When a key was last written by an applied operation, and to what (for the replay guard)."""
+
+    state: State
+    version: int | None
+    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -65,7 +67,7 @@ def status_view(s: Status) -> RenderableType:
         row("portal", "unknown (set BITRIX_WEBHOOK_URL to see breaker and limiter)")
     else:
         b = s.breaker or {}
-        breaker = f"OPEN: {b.get('reason')} (until {b.get('until', 0):.0f})" if b.get("open") else "closed"
+        breaker = gate_line(b)
         row("portal", s.portal)
         row("breaker", f"{breaker}, trips {b.get('trips', 0)}")
         lim = s.limiter or {}
@@ -89,24 +91,23 @@ def status_view(s: Status) -> RenderableType:
     return Group(*parts)
 
 
-def dead_table(entries: Iterable[DeadEntry], title: str = "dead letters") -> Table:
-    table = Table("id", "key", "op", "class", "attempts", "description", "dead-lettered", title=title)
+def dead_table(entries: Iterable[DeadEntry], title: str = "dead letters") -> RenderableType:
+    """Two lines per entry, no table: at any terminal width the id (``dlq show/replay`` need it whole) and
+    the key come first on their line and are never cut; the description wraps below, indented."""
+    parts: list[RenderableType] = [Text(title, style="bold")]
     for e in entries:
         s = e.summary()
-        cells = [
-            e.id,
-            e.key,
-            str(s["op"] or "?"),
-            e.error_class,
-            str(s["attempts"] if s["attempts"] is not None else "?"),
-            _short(s["description"]),
-            _since_ms(s["dead_lettered_at"]),
-        ]
-        table.add_row(*map(escape, cells))
-    return table
+        tries = s["attempts"] if s["attempts"] is not None else "?"
+        parts.append(
+            Text.assemble((e.id, "bold"), "  ", (e.error_class, "red"), f"  {s['op'] or '?'} {e.key}")
+        )
+        meta = (f"{tries} attempts, {_since_ms(s['dead_lettered_at'])}: ", "dim")
+        parts.append(Padding(Text.assemble(meta, _short(s["description"], 300)), (0, 0, 0, 4)))
+    return Group(*parts)
 
 
-def dead_entry_view(e: DeadEntry) -> RenderableType:
+def dead_entry_view(e: DeadEntry) -> tuple[RenderableType, RenderableType]:
+    """(head, history); the payload is not in the head table: printed apart, unwrapped, it copies whole."""
     head = Table(box=None, show_header=False)
     head.add_column(style="bold")
     head.add_column()
@@ -119,7 +120,6 @@ def dead_entry_view(e: DeadEntry) -> RenderableType:
         ("attempts", e.error.get("attempts")),
         ("original stream id", e.error.get("stream_id")),
         ("dead-lettered", _since_ms(e.error.get("dead_lettered_at"))),
-        ("payload", e.payload),
     ]:
         head.add_row(name, escape(str(value)))
     history = Table(
@@ -129,8 +129,7 @@ def dead_entry_view(e: DeadEntry) -> RenderableType:
         history.add_row(
             *map(escape, _history_cells(h)),
         )
-
-    return Group(head, history)
+    return head, history
 
 
 def _history_cells(h: dict[str, Any]) -> list[str]:
@@ -147,12 +146,27 @@ def _history_cells(h: dict[str, Any]) -> list[str]:
 
 
 def replay_view(r: ReplayReport) -> RenderableType:
+    skipped = [Text(f"skipped {d}: {why} (--force replays it anyway)") for d, why in r.skipped]
     if r.dry_run:
         return Group(
             Text(f"dry run: would replay {len(r.selected)} entries (nothing changed)"),
             dead_table(r.selected, title="would replay"),
+            *skipped,
         )
-    line = f"replayed {len(r.replayed)} of {len(r.selected)} entries"
+    line = f"replayed {len(r.replayed)} of {len(r.selected) + len(r.skipped)} entries"
     if r.missing:
         line += f"; {len(r.missing)} were already gone: {', '.join(r.missing[:10])}"
-    return Text(line)
+    return Group(Text(line), *skipped)
+
+
+def gate_line(b: dict[str, Any]) -> str:
+    """The portal gate in words: why it is paused and until when, in local time and from now."""
+    if not b.get("open"):
+        return "open (consuming)"
+    reason = b.get("reason") or "no reason given"
+    if b.get("manual"):
+        return f"PAUSED by an operator: {reason} (until `bitrix-worker portal resume`)"
+    until = float(b.get("until") or 0)
+    left = max(0.0, until - time.time())
+    at = datetime.fromtimestamp(until).strftime("%H:%M:%S") if until else "?"
+    return f"PAUSED: {reason}; next probe at {at} (in {left:.0f} s)"

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -22,10 +22,11 @@ from .config import Settings
 from .delivery import Delivery
 from .errors import BitrixError, StoreError
 from .events import EventFanout, RunSummary, Tally, WorkerEvents
-from .intake import build_units
+from .inflight import InFlight
+from .intake import Poison, build_units, poison_error, poison_items, poison_outcome, poison_settlement
 from .mapping import MappingStore
-from .outcomes import Result
 from .portal import Portal
+from .reasons import Reason
 from .reclaiming import Reclaimer
 from .redis.connection import RedisClient, client_for, ping_or_fail
 from .redis.gauges import QueueReader
@@ -34,10 +35,11 @@ from .redis.streams import OperationQueue
 from .redis.workers import WorkerRegistry
 from .rescue import look_up_crash_looping_creates, merge
 from .stall import Progress, stuck_reason
-from .units import WorkUnit
+from .taxonomy import ErrorClass
 from .values import Clock, Entry, ms
 
 PROMOTE_INTERVAL_S = 0.1
+RESCUE_INTERVAL_S = 0.5
 CLAIM_AHEAD_S = 1.0  # claim when the limiter will let a request out within this long
 STORE_RETRY_S = 1.0
 
@@ -82,6 +84,7 @@ class Worker:
             pauses=self.portal.pauses,
             leases=self.leases,
             events=self.events,
+            gate=self.portal.gate,
             rng=rng,
             clock=clock,
         )
@@ -89,16 +92,9 @@ class Worker:
             consumer=settings.consumer, portal=self.portal.name
         )
         self._stopping = asyncio.Event()
-        self._inflight: set[str] = set()
-        self._slots = asyncio.Semaphore(settings.concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batches = InFlight(settings.concurrency, self._handle, self.log)
         self.reclaimer = Reclaimer(
-            self.queue,
-            slots=self._slots,
-            inflight=self._inflight,
-            spawn=self._spawn,
-            claim_idle_ms=settings.claim_idle_ms,
-            batch_size=settings.batch_size,
+            self.queue, self._batches, claim_idle_ms=settings.claim_idle_ms, batch_size=settings.batch_size
         )
 
     @classmethod
@@ -112,6 +108,9 @@ class Worker:
             settings.webhook,
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
+            max_connections=settings.concurrency * 2 + 4,
+            request_deadline_s=settings.request_deadline_s,
+            max_response_bytes=settings.max_response_bytes,
             transport=marking_transport(settings.concurrency * 2 + 4),  # marks a batch sent (poison cap)
         )
         try:
@@ -123,7 +122,7 @@ class Worker:
 
     def stuck(self) -> str | None:
         """Why this worker counts as stuck (it holds entries but made no progress for too long), or None."""
-        return stuck_reason(len(self._inflight), self.progress.since_s(), self.settings.stall_after_s)
+        return stuck_reason(len(self._batches.ids), self.progress.since_s(), self.settings.stall_after_s)
 
     def stop(self) -> None:
         """Stop reading; in-flight batches finish within the shutdown grace, the rest stays pending."""
@@ -136,6 +135,7 @@ class Worker:
         idle_s = self.settings.claim_idle_ms / 1000
         background = [
             asyncio.create_task(self._every(PROMOTE_INTERVAL_S, self._promote)),
+            asyncio.create_task(self._every(RESCUE_INTERVAL_S, self._rescue)),
             asyncio.create_task(self._every(max(0.05, idle_s / 4), self._reclaim)),
             asyncio.create_task(self._every(max(0.05, idle_s / 3), self._heartbeat)),
         ]
@@ -150,7 +150,7 @@ class Worker:
                     self.log.error("redis or mapping store unavailable; retrying", error=str(exc))
                     await self._sleep(STORE_RETRY_S)
         finally:
-            await self._drain()
+            await self._batches.drain(self.settings.shutdown_grace_s)
             # Tell the duties to end, not only cancel them: on Python 3.11 a cancel that lands while redis-py
             # sends a command (its asyncio.wait_for with socket_timeout) can be swallowed, and a duty that
             # missed it would loop on forever, so ``run --until-idle`` never returned.
@@ -158,6 +158,8 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(StoreError):  # a dead Redis: the heartbeat ages out instead
+                await self.registry.leave(self.settings.consumer)
             self.log.info("worker stopped", **dict(self.summary.outcomes))
         return self.summary
 
@@ -165,38 +167,28 @@ class Worker:
         """One turn of the loop; False ends it (until-idle reached)."""
         wait = await self.portal.gate.holds()
         if wait is None:
-            wait = await self._limiter_backlog_s()
+            wait = await self.portal.claim_wait_s(CLAIM_AHEAD_S)
         if wait is not None:
             await self._sleep(wait)
             return True
-        await self._slots.acquire()
+        await self._batches.take_slot()
         if self._stopping.is_set():
-            self._slots.release()
+            self._batches.give_slot()
             return True
         try:
             entries, last = await self.queue.claim(self.settings.batch_size)
         except BaseException:
-            self._slots.release()
+            self._batches.give_slot()
             raise
         if entries:
             self.progress.touch()
-            self._spawn(entries)
+            self._batches.spawn(entries)
             return True
-        self._slots.release()
-        if until_idle and not self._tasks and await self.reader.is_idle():
+        self._batches.give_slot()
+        if until_idle and not self._batches.busy and await self.reader.is_idle():
             return False
         await self._wait_for_work(last)
         return True
-
-    async def _limiter_backlog_s(self) -> float | None:
-        """Claim no further ahead than the shared limiter can send.
-
-        Entries claimed while the portal's bucket is booked for seconds ahead would only wait in this
-        process's memory: if it dies, they are redelivered (and counted as deliveries) for nothing. Claiming
-        just in time keeps the pending list honest and bounds what a crash hands to the reclaimer.
-        """
-        wait = (await self.portal.limiter.state()).next_free_s
-        return None if wait <= CLAIM_AHEAD_S else min(wait - CLAIM_AHEAD_S, 1.0)
 
     async def _wait_for_work(self, last: str) -> None:
         waiter = asyncio.create_task(self.queue.wait_for_new(last, self.settings.block_ms))
@@ -209,66 +201,60 @@ class Worker:
         with contextlib.suppress(asyncio.CancelledError, StoreError):
             await waiter
 
-    def _spawn(self, entries: list[Entry]) -> None:
-        task = asyncio.create_task(self._handle(entries))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _handle(self, entries: list[Entry]) -> None:
+        """Judge each entry alone; dead-letter the poison (a crash-looping create once looked up); deliver.
+        Right before the batch's first request leaves, its entries are marked sent (the poison cap)."""
         ids = [e.id for e in entries]
-        self._inflight.update(ids)
         try:
             with before_first_request(lambda: self.queue.mark_sent(ids)):
-                await self._handle_entries(entries)
-        except (StoreError, BitrixError) as exc:
+                at = ms(self.clock)
+                units, poison = build_units(entries, max_deliveries=self.settings.max_deliveries, at_ms=at)
+                poison, found = await look_up_crash_looping_creates(
+                    poison, self.delivery.sender, originator_id=self.settings.originator_id, at_ms=at
+                )
+                await self._dead_letter_poison(poison)
+                units = merge(units, found)
+                if units:
+                    await self.delivery.run(units)
+        except StoreError as exc:
+            # Nothing was sent (what follows a request is retried until written): keep the entries and
+            # try them again here as soon as the store answers, instead of waiting to be reclaimed.
+            self.log.error("store unavailable before sending; the batch waits for it", error=str(exc))
+            self._batches.orphans.append(entries)
+        except BitrixError as exc:
             self.log.error("batch failed; its entries stay pending and will be reclaimed", error=str(exc))
         except Exception:
             self.log.exception("unexpected error in a batch; its entries stay pending and will be reclaimed")
         finally:
-            self._inflight.difference_update(ids)
-            self._slots.release()
             self.progress.touch()
 
-    async def _handle_entries(self, entries: list[Entry]) -> None:
-        """Judge each entry alone; dead-letter the poison (a crash-looping create once looked up); deliver."""
-        at = ms(self.clock)
-        units, poison = build_units(entries, max_deliveries=self.settings.max_deliveries, at_ms=at)
-        poison, found = await look_up_crash_looping_creates(
-            poison, self.delivery.sender, originator_id=self.settings.originator_id, at_ms=at
-        )
-        await self.delivery.dead_letter_poison(poison)
-        units = merge(units, found)
-        if units:
-            _, held = await self._deliver(units, may_hold=True)
-            if held is not None:
-                await self.portal.gate.probe(held.unit, self._probe_with)
-
-    async def _deliver(
-        self, units: Sequence[WorkUnit], *, may_hold: bool
-    ) -> tuple[list[Result], Result | None]:
-        """Deliver, let the gate look at the results (it may hold one back as its probe), then settle."""
-        delivered = await self.delivery.deliver(units)
-        try:
-            held = await self.portal.gate.observe(delivered.results, may_hold=may_hold)
-        except BaseException:
-            await self.delivery.abandon(delivered)
-            raise
-        await self.delivery.finish(delivered, [r for r in delivered.results if r is not held])
-        return delivered.results, held
-
-    async def _probe_with(self, unit: WorkUnit) -> list[Result]:
-        results, _ = await self._deliver([unit], may_hold=False)
-        return results
-
-    async def _drain(self) -> None:
-        if not self._tasks:
+    async def _rescue(self) -> None:
+        """Run again, as soon as Redis answers, the batches a store failure stopped before they were sent."""
+        if not self._batches.orphans:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            self.log.warning("shutdown grace passed; unfinished batches stay pending", batches=len(pending))
-            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await self.reader.ping()
+        except StoreError:
+            return
+        while self._batches.orphans and not self._stopping.is_set():
+            await self._batches.take_slot()
+            self._batches.spawn(self._batches.orphans.pop(0))
+
+    async def _dead_letter_poison(self, poison: list[Poison]) -> None:
+        """Dead-letter entries that can never be processed, one dead-letter entry per operation in them."""
+        settlements = []
+        for p in poison:
+            self.log.error("dead-lettered", reason=p.reason, error_class="poison", stream_id=p.entry.id)
+            at = ms(self.clock)
+            for _ in poison_items(p.entry):
+                self.events.outcome("dead_lettered", Reason.POISON, "", ErrorClass.POISON)
+            if p.ident:
+                settlements.append(poison_settlement(p, at))
+            else:
+                await self.queue.dead_letter_raw(
+                    p.entry, poison_error(p.reason, p.entry.id, [], at), poison_outcome(p.entry.id, "", at)
+                )
+        await self.queue.settle(settlements)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -277,11 +263,17 @@ class Worker:
     # ---- background duties ------------------------------------------------------------------------------
 
     async def _every(self, interval_s: float, duty: Callable[[], Awaitable[None]]) -> None:
+        failing = False  # say so once per outage, not at every tick
         while not self._stopping.is_set():
             try:
                 await duty()
+                if failing:
+                    self.log.info("background duty works again", duty=duty.__name__)
+                failing = False
             except StoreError as exc:
-                self.log.warning("background duty failed", duty=duty.__name__, error=str(exc))
+                if not failing:
+                    self.log.warning("background duty failed", duty=duty.__name__, error=str(exc))
+                failing = True
             except Exception:
                 self.log.exception("background duty crashed", duty=duty.__name__)
             await self._sleep(interval_s)
@@ -295,6 +287,6 @@ class Worker:
             await self.reclaimer.sweep(self._stopping)
 
     async def _heartbeat(self) -> None:
-        await self.queue.touch(sorted(self._inflight))
+        await self.queue.touch(sorted(self._batches.ids))
         await self.leases.renew()
         await self.registry.beat(self.settings.consumer, ms(self.clock))

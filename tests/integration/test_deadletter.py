@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -140,11 +141,16 @@ def test_parse_id_refuses_garbage() -> None:
 
 
 async def _dead_letter_one_create(bench: Bench) -> tuple[DeadLetters, Any]:
+    """A create that fails on its own: its command fails while the portal answers its neighbour's (the
+    neighbour is an update of a deal made first, which the 500 rule on crm.deal.add does not touch)."""
     bench.with_settings(retries_server_error=1)
+    await bench.enqueue("create", "neighbour", {"TITLE": "n"})
+    await bench.run()
     await bench.admin.set_faults(rules=[{"method": "crm.deal.add", "kind": "500"}])
     await bench.enqueue("create", "order-r", {"TITLE": "replayed"})
+    await bench.enqueue("update", "neighbour", {"TITLE": "n2"})
     summary = await bench.run()
-    assert summary.outcomes == {"dead_lettered": 1}
+    assert summary.outcomes == {"dead_lettered": 1, "applied": 1}
     dead = DeadLetters(bench.redis, bench.settings.keys)
     (entry,) = await dead.entries()
     return dead, entry
@@ -159,20 +165,91 @@ async def test_replayed_entry_is_applied_by_the_worker_with_its_history(bench: B
     summary = await bench.run()
     assert summary.outcomes == {"applied": 1}
     assert await dead.size() == 0
-    (deal,) = await bench.entities()
-    assert (deal["TITLE"], deal["ORIGIN_ID"]) == ("replayed", "order-r")
+    (deal,) = [d for d in await bench.entities() if d["ORIGIN_ID"] == "order-r"]
+    assert deal["TITLE"] == "replayed"
     last = (await bench.outcomes())[-1]
     assert (last["outcome"], last["reason"]) == ("applied", "created")
     assert last["attempts"] == "2"  # the two failed attempts before the replay are still counted
-    assert await bench.total_calls("crm.deal.add") == 3
+    assert await bench.total_calls("crm.deal.add") == 1 + 3  # the neighbour's, then 2 failed + 1
+    assert await bench.total_calls("crm.deal.list") == 2  # after its ambiguous 500, and after the replay
 
 
 async def test_replay_that_fails_again_starts_a_fresh_budget_and_extends_the_history(bench: Bench) -> None:
     dead, entry = await _dead_letter_one_create(bench)
     await dead.replay([entry])  # fault not fixed: it fails again, with a fresh budget of 1 retry
     await bench.run()
-    assert await bench.total_calls("crm.deal.add") == 4
+    assert await bench.total_calls("crm.deal.add") == 1 + 4
     (again,) = await dead.entries()
     assert again.payload == entry.payload
-    assert [h["attempt"] for h in again.history] == [1, 2, 3, 4]
+    assert [h["attempt"] for h in again.history if h["kind"] == "attempt"] == [1, 2, 3, 4]
+    assert [h["kind"] for h in again.history].count("replay") == 1  # the replay is on the record too
     assert again.error["attempts"] == 4
+
+
+async def test_replay_skips_what_would_roll_its_key_back_unless_forced(bench: Bench) -> None:
+    """An unversioned update dead-lettered on Monday and replayed after the deal reached WON must not put it
+    back to NEW: `dlq replay` (and --dry-run) skips it with the reason; --force replays it."""
+    import json as _json
+
+    from harness import settings_env
+    from typer.testing import CliRunner
+
+    from bitrix_worker.cli import app
+
+    await bench.enqueue("create", "guard", {"STAGE_ID": "NEW"})
+    await bench.run()
+    await bench.admin.set_faults(rules=[{"method": "crm.deal.update", "kind": "invalid"}])
+    await bench.enqueue("update", "guard", {"STAGE_ID": "PREPARATION"})
+    await bench.run()
+    assert len(await bench.dead()) == 1
+    await bench.admin.set_faults(rules=[])
+    await bench.enqueue("update", "guard", {"STAGE_ID": "WON"})
+    await bench.run()
+    env = settings_env(bench.settings)
+    runner = CliRunner()
+    dry = await asyncio.to_thread(
+        runner.invoke, app, ["dlq", "replay", "--all", "--dry-run", "--json"], env=env
+    )
+    assert dry.exit_code == 0, dry.output
+    report = _json.loads(dry.output)
+    assert report["would_replay"] == []
+    assert "written at" in report["skipped"][0]["reason"]
+    done = await asyncio.to_thread(runner.invoke, app, ["dlq", "replay", "--all", "--json"], env=env)
+    assert _json.loads(done.output)["replayed"] == []
+    await bench.run()
+    (deal,) = await bench.entities()
+    assert deal["STAGE_ID"] == "WON"
+    forced = await asyncio.to_thread(
+        runner.invoke, app, ["dlq", "replay", "--all", "--force", "--json"], env=env
+    )
+    assert len(_json.loads(forced.output)["replayed"]) == 1
+    await bench.run()
+    (deal,) = await bench.entities()
+    assert deal["STAGE_ID"] == "PREPARATION"  # forced: the operator asked for it
+
+
+async def test_a_replayed_create_looks_itself_up_first(bench: Bench) -> None:
+    """A create can commit and still be dead-lettered (its batch failed afterwards): replaying it must adopt
+    what it made, not make a second deal."""
+    import json as _json
+
+    from bitrix_worker.bitrix import BitrixClient
+    from bitrix_worker.redis.deadletter import DeadLetters
+
+    s = bench.settings
+    client = BitrixClient(s.webhook, connect_timeout_s=2, read_timeout_s=5)
+    try:
+        fields = {"TITLE": "x", "ORIGINATOR_ID": s.originator_id, "ORIGIN_ID": "made-before"}
+        await client.call("crm.deal.add", {"fields": fields})
+    finally:
+        await client.aclose()
+    payload = _json.dumps({"op": "create", "entity": "deal", "key": "made-before", "fields": {"TITLE": "x"}})
+    error = _json.dumps({"class": "server_error", "history": [], "stream_id": "1-0", "may_have_run": True})
+    await bench.redis.xadd(s.dead_stream, {"payload": payload, "error": error})
+    letters = DeadLetters(bench.redis, s.keys)
+    chosen, _ = await letters.select(everything=True)
+    await letters.replay(chosen, rate_per_s=0)
+    summary = await bench.run()
+    assert summary.outcomes == {"applied": 1}
+    assert len(await bench.entities()) == 1
+    assert (await bench.outcomes())[-1]["reason"] == "adopted existing entity"

@@ -96,3 +96,38 @@ async def test_upsert_of_a_deal_deleted_in_bitrix24_creates_it_again(bench: Benc
     assert await bench.total_calls("crm.deal.add") == 2
     (again,) = await bench.entities()
     assert (again["TITLE"], again["ORIGIN_ID"]) == ("two", "u-1")
+
+
+async def test_a_keys_later_operations_wait_with_its_dead_lettered_create_and_replay_in_order(
+    bench: Bench,
+) -> None:
+    """They were acked `skipped:no_bitrix_id` and could never come back; now they follow their create into
+    the dead-letter stream (class `dependency`) and a replay of the key's entries applies all of them."""
+    from bitrix_worker.redis.deadletter import DeadLetters
+
+    await bench.admin.set_faults(rules=[{"method": "crm.deal.add", "kind": "invalid"}])
+    await bench.enqueue("create", "dep", {"TITLE": "v1"}, version=1)
+    summary = await bench.run()
+    assert summary.outcomes == {"dead_lettered": 1}
+    for v in (2, 3):
+        await bench.enqueue("update", "dep", {"TITLE": f"v{v}"}, version=v)
+    await bench.enqueue("update", "never-created", {"TITLE": "x"})
+    summary = await bench.run()
+    assert summary.outcomes == {"dead_lettered": 2, "skipped": 1}  # a key that never had a create: skipped
+    dead = await bench.dead()
+    assert [(p["op"], e["class"]) for p, e in dead] == [
+        ("create", "invalid_data"),
+        ("update", "dependency"),
+        ("update", "dependency"),
+    ]
+    assert "replay the create first" in dead[1][1]["reason"]
+    assert await bench.total_calls("crm.deal.update") == 0  # waiting costs no call
+    await bench.admin.set_faults(rules=[])  # the portal is fixed
+    letters = DeadLetters(bench.redis, bench.settings.keys)
+    chosen, _ = await letters.select(everything=True)
+    await letters.replay(chosen, rate_per_s=0)
+    summary = await bench.run()
+    assert summary.outcomes == {"applied": 3}
+    (deal,) = [d for d in await bench.entities() if d["ORIGIN_ID"] == "dep"]
+    assert deal["TITLE"] == "v3"
+    assert await bench.dead() == []

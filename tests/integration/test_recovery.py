@@ -100,6 +100,16 @@ async def test_malformed_input_is_dead_lettered_with_the_reason(bench: Bench) ->
     assert b"\xff\xfe binary" in [f.get(b"payload") for _, f in rows]  # bytes kept unchanged
     assert await bench.total_calls("crm.deal.add") == 1
     assert await bench.redis.hlen(bench.settings.keys.holds) == 0
+    # Entries without a readable key (no payload, not JSON, not UTF-8, no key) take the raw path; they are
+    # counted and recorded like every other dead letter.
+    counters = await bench.redis.hgetall(bench.settings.keys.counters)
+    assert int(counters[b"dead_lettered:poison"]) == 7
+    assert int(counters[b"outcome:dead_lettered"]) == 7
+    dead = [o for o in await bench.outcomes() if o["outcome"] == "dead_lettered"]
+    assert sorted(o["stream_id"] for o in dead) == sorted(
+        json.loads(f[b"error"])["stream_id"] for _, f in rows
+    )
+    assert {(o["reason"], o["class"]) for o in dead} == {("poison", "poison")}
 
 
 async def test_entry_that_keeps_killing_workers_becomes_poison(bench: Bench) -> None:

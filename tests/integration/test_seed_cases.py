@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 
+import pytest
 from harness import Bench
 
 from bitrix_worker.logs import configure_logging
@@ -65,11 +66,15 @@ async def test_invalid_data_is_dead_lettered_after_two_calls(bench: Bench) -> No
     assert [h["class"] for h in error["history"]] == ["invalid_data", "invalid_data"]
 
 
-async def test_server_error_retries_five_times_with_growing_delays(bench: Bench) -> None:
+async def test_server_error_of_its_own_retries_five_times_with_growing_delays(bench: Bench) -> None:
+    """An operation whose command fails while the portal answers the others is failing on its own: the
+    seed's budget applies (1 + 5 calls), with full-jitter delays; alone, its later requests fail whole and
+    still count as its own (it failed while the portal was healthy)."""
     await bench.enqueue("create", "order-4", {"TITLE": "x"})
     await bench.run()
     await bench.admin.set_faults(rules=[{"method": "crm.deal.update", "kind": "500"}])
     await bench.enqueue("update", "order-4", {"TITLE": "y"})
+    await bench.enqueue("create", "order-4b", {"TITLE": "healthy neighbour"})
     await bench.run()
     assert await bench.total_calls("crm.deal.update") == 6
     ((_, error),) = await bench.dead()
@@ -80,6 +85,24 @@ async def test_server_error_retries_five_times_with_growing_delays(bench: Bench)
     assert len(gaps) == 5
     # full jitter: each gap is at most base * 2**(n-1) (capped) plus scheduling slack
     assert all(g <= min(200, 20 * 2**i) + 250 for i, g in enumerate(gaps))
+
+
+async def test_a_lone_operation_failing_whole_requests_is_held_until_the_portal_proves_healthy(
+    bench: Bench,
+) -> None:
+    """Alone, an operation's whole request failing could be the portal's fault: it spends nothing until the
+    portal has answered (here the gate's read-only probe), then the seed's budget applies."""
+    await bench.enqueue("create", "order-4", {"TITLE": "x"})
+    await bench.run()
+    await bench.admin.set_faults(rules=[{"method": "crm.deal.update", "kind": "500"}])
+    await bench.enqueue("update", "order-4", {"TITLE": "y"})
+    await bench.run()
+    threshold = bench.settings.portal_failure_threshold
+    assert await bench.total_calls("crm.deal.update") == threshold + 6  # held, then its own 1 + 5
+    assert await bench.total_calls("crm.deal.fields") >= 1  # the probe that proved the portal healthy
+    ((_, error),) = await bench.dead()
+    assert error["attempts"] == threshold + 6
+    assert sum(1 for h in error["history"] if h.get("portal")) == threshold + 6
 
 
 async def test_server_error_recovers_in_time(bench: Bench) -> None:
@@ -108,7 +131,10 @@ async def test_rate_limit_waits_longer_and_never_spends_the_failure_budget(bench
     assert elapsed >= sum(0.005 * 2**i for i in range(7))
 
 
-async def test_auth_error_dead_letters_after_two_calls_and_holds_the_backlog(bench: Bench) -> None:
+async def test_an_auth_outage_pauses_the_portal_and_dead_letters_nothing(bench: Bench) -> None:
+    """The seed dead-lettered the operation that met a revoked webhook. A webhook failing for every call is
+    the portal's fault: the portal pauses at once, the operation and the backlog are held (no budget spent),
+    read-only probes (no operation) find when it works again, and everything is delivered."""
     await bench.admin.set_faults(auth_outage={"start_s": 0})
     await bench.enqueue("create", "order-7", {"TITLE": "first"})
     from bitrix_worker.worker import Worker
@@ -116,29 +142,63 @@ async def test_auth_error_dead_letters_after_two_calls_and_holds_the_backlog(ben
     async with Worker.open(bench.settings) as worker:
         task = asyncio.create_task(worker.run())
         for _ in range(100):
-            if await bench.dead():
+            if (await worker.portal.gate.state()).open:
                 break
             await asyncio.sleep(0.05)
-        ((payload, error),) = await bench.dead()
-        assert payload["key"] == "order-7"
-        assert error["class"] == "auth"
-        assert await bench.total_calls("crm.deal.add") == 2
-        assert (await worker.portal.gate.state()).open
+        state = await worker.portal.gate.state()
+        assert state.open
+        assert state.reason.startswith("auth")
+        assert await bench.total_calls("crm.deal.add") == 1
         for i in range(5):
             await bench.enqueue("create", f"backlog-{i}", {"TITLE": "waiting"})
         await asyncio.sleep(1.0)  # more than one cool-down: probes happen, the backlog is not touched
-        assert await bench.total_calls("crm.deal.add") == 2
-        assert await bench.redis.xlen(bench.settings.stream) == 5
+        assert await bench.total_calls("crm.deal.add") == 1
         assert await bench.total_calls("crm.deal.fields") >= 1  # probes spend no operation
+        assert await bench.dead() == []
         await bench.admin.set_faults(auth_outage=None)  # the webhook is fixed
         for _ in range(100):
-            if len(await bench.entities()) == 5:
+            if len(await bench.entities()) == 6:
                 break
             await asyncio.sleep(0.05)
         worker.stop()
         await asyncio.wait_for(task, 10)
-    assert len(await bench.entities()) == 5
-    assert len(await bench.dead()) == 1
+    assert len(await bench.entities()) == 6
+    assert await bench.dead() == []
+
+
+@pytest.mark.parametrize("kind", ["500", "502", "reset"])
+async def test_a_portal_outage_of_whole_requests_dead_letters_nothing(bench: Bench, kind: str) -> None:
+    """5xx answers, HTML gateway pages or broken connections on every request: after a short streak the
+    portal pauses; nothing spends a budget however long it lasts; after it, everything is applied once."""
+    bench.with_settings(retries_server_error=1, retries_network=1)  # a budget an outage would blow at once
+    await bench.admin.set_faults(rules=[{"method": "*", "kind": kind}])
+    for i in range(12):
+        await bench.enqueue("create", f"outage-{i}", {"TITLE": "x"})
+    from bitrix_worker.worker import Worker
+
+    async with Worker.open(bench.settings.model_copy(update={"batch_size": 3})) as worker:
+        task = asyncio.create_task(worker.run())
+        for _ in range(200):
+            if (await worker.portal.gate.state()).open:
+                break
+            await asyncio.sleep(0.05)
+        assert (await worker.portal.gate.state()).open
+        await asyncio.sleep(2.0)  # several probe intervals of the outage
+        requests_during = (await bench.admin.stats())["requests"]
+        await asyncio.sleep(1.0)
+        # while paused, only the read-only probes go out: at most one per (growing) interval
+        assert (await bench.admin.stats())["requests"] - requests_during <= 2
+        assert await bench.dead() == []
+        await bench.admin.set_faults(rules=[])
+        for _ in range(200):
+            if len(await bench.entities()) == 12:
+                break
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+    origins = sorted(d["ORIGIN_ID"] for d in await bench.entities())
+    assert origins == sorted(f"outage-{i}" for i in range(12))  # each exactly once
+    assert await bench.dead() == []
 
 
 async def test_batches_in_flight_during_an_outage_open_the_breaker_once(bench: Bench) -> None:

@@ -99,3 +99,31 @@ async def test_other_failures_are_handed_back_at_once(
     assert isinstance(answer, Failed)
     assert (answer.classification.error_class, answer.refusals) == (ErrorClass.SERVER_ERROR, 0)
     assert calls.results == ["server_error"]
+
+
+async def test_a_refused_connection_gives_its_limiter_slot_back(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """A request that never reached the portal was not counted by it; the shared limiter must not count it
+    either, or the drain after an outage starts without the portal's fresh burst."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    url = f"http://127.0.0.1:{port}/rest/1/secret-refused/"
+    client = BitrixClient(WebhookUrl.parse(url), connect_timeout_s=1, read_timeout_s=1)
+    limiter = Limiter(redis_client, f"{key_prefix}:limiter", rate_per_s=2, burst=5)
+    pauses = MethodPauses(redis_client, f"{key_prefix}:pauses", budget_s=480, safety=0.9)
+    policy = RetryPolicy.from_settings(load_settings())
+    sender = Sender(
+        client, limiter=limiter, pauses=pauses, events=Calls(), policy=policy, rng=random.Random(1)
+    )
+    try:
+        for _ in range(10):  # twice the burst: were they counted, the bucket would be booked seconds ahead
+            answer = await sender.send({"c0": m.Command("crm.deal.add", FIELDS)})
+            assert isinstance(answer, Failed)
+            assert answer.classification.execution.value == "not_executed"
+    finally:
+        await client.aclose()
+    assert (await limiter.state()).next_free_s == 0

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bitrix_worker.config import load_settings
-from bitrix_worker.gate import shuts_portal
+from bitrix_worker.gate import own_failure, whole_request_failure
 from bitrix_worker.intake import build_units, poison_settlement
 from bitrix_worker.judge import Circumstances, judge_failure
 from bitrix_worker.operations import Entity, Operation, OpKind, encode_operation
@@ -18,7 +18,8 @@ from bitrix_worker.outcomes import Outcome, Result, settlement
 from bitrix_worker.plan import Call, Plan
 from bitrix_worker.policy import RetryPolicy
 from bitrix_worker.reasons import Reason
-from bitrix_worker.records import history_from_json
+from bitrix_worker.records import HistoryEntry, history_from_json
+from bitrix_worker.sending import Answered, Failed
 from bitrix_worker.stall import Progress, stuck_reason
 from bitrix_worker.taxonomy import Classification, ErrorClass, Execution
 from bitrix_worker.units import Member, WorkUnit, unit_from_json
@@ -253,24 +254,64 @@ def test_settlement_of_a_dead_letter_keeps_payload_error_and_history() -> None:
     assert s.counters["dead_lettered:server_error: retry budget of 5 spent"] == 1
 
 
-# ---- the portal gate's rule -------------------------------------------------------------------------
+# ---- the portal gate's rules -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("cls", "outcome", "shuts"),
+    ("answer", "portal"),
     [
-        (ErrorClass.AUTH, Outcome.RETRY, True),
-        (ErrorClass.AUTH, Outcome.DEAD, True),
-        (ErrorClass.BLOCKED, Outcome.RETRY, True),
-        (ErrorClass.BLOCKED, Outcome.DEAD, False),  # refused past its cap: the operation's own end
-        (ErrorClass.SERVER_ERROR, Outcome.RETRY, False),
-        (ErrorClass.RATE_LIMITED, Outcome.RETRY, False),
-        (None, Outcome.APPLIED, False),
+        (Failed(c(ErrorClass.AUTH), "batch", 0.1), ErrorClass.AUTH),
+        (Failed(c(ErrorClass.SERVER_ERROR, http_status=503), "batch", 0.1), ErrorClass.SERVER_ERROR),
+        (Failed(c(ErrorClass.NETWORK, Execution.NOT_EXECUTED), "batch", 0.0), ErrorClass.NETWORK),
+        (Failed(c(ErrorClass.BLOCKED), "batch", 0.1), ErrorClass.BLOCKED),
+        (Failed(c(ErrorClass.INVALID_DATA), "crm.deal.add", 0.1), None),  # the operation's own data
+        (Failed(c(ErrorClass.RATE_LIMITED), "batch", 0.1), None),  # the limiter's business
+        (
+            Answered({}, {"c0": c(ErrorClass.AUTH), "c1": c(ErrorClass.AUTH)}),
+            ErrorClass.AUTH,
+        ),  # every command
+        (Answered({"c0": 1}, {"c1": c(ErrorClass.AUTH)}), None),  # the portal answered the others
+        (Answered({}, {"c0": c(ErrorClass.AUTH), "c1": c(ErrorClass.INVALID_DATA)}), None),
+        (Answered({"c0": 1}, {}), None),
     ],
 )
-def test_which_results_shut_the_portal(cls: ErrorClass | None, outcome: Outcome, shuts: bool) -> None:
-    r = Result(unit(op("update")), outcome, Reason.RETRYING, classification=c(cls) if cls else None)
-    assert shuts_portal(r) is shuts
+def test_which_answers_may_be_the_portals_fault(answer: Answered | Failed, portal: ErrorClass | None) -> None:
+    found = whole_request_failure(answer)
+    assert (found.error_class if found else None) is portal
+
+
+@pytest.mark.parametrize(
+    ("history", "ok_at", "own"),
+    [
+        ([], 10**15, False),  # its first failure: the portal's until proven otherwise
+        ([{"kind": "attempt", "class": "server_error", "portal": True, "at_ms": AT}], AT - 1, False),
+        ([{"kind": "attempt", "class": "server_error", "portal": True, "at_ms": AT}], AT + 1, True),
+        ([{"kind": "attempt", "class": "server_error", "at_ms": AT}], 0, True),  # failed alone in a batch
+        ([{"kind": "attempt", "class": "invalid_data", "at_ms": AT}], AT + 1, False),  # another kind
+        ([{"kind": "redelivery", "portal": True, "at_ms": AT}], AT + 1, False),
+    ],
+)
+def test_when_a_whole_request_failure_is_the_operations_own(
+    history: list[HistoryEntry], ok_at: int, own: bool
+) -> None:
+    assert own_failure(history, ok_at) is own
+
+
+def test_a_portal_fault_spends_nothing_and_holds_the_operation() -> None:
+    u = unit(op("update"))
+    how = Circumstances(AT, whole_request=True, portal_fault=True)
+    for _ in range(20):
+        r = judge_failure(
+            u, UPDATE, c(ErrorClass.SERVER_ERROR), "batch", policy=POLICY, rng=random.Random(1), how=how
+        )
+        assert (r.outcome, r.reason) == (Outcome.RETRY, Reason.PORTAL_DOWN)
+    assert (u.failures, u.bounces, u.attempts) == (0, 0, 20)
+    assert all(h.get("portal") for h in u.history)
+    own = Circumstances(AT, whole_request=True, portal_fault=False)
+    r = judge_failure(
+        u, UPDATE, c(ErrorClass.SERVER_ERROR), "batch", policy=POLICY, rng=random.Random(1), how=own
+    )
+    assert (r.reason, u.failures) == (Reason.RETRYING, 1)
 
 
 # ---- stuck worker -------------------------------------------------------------------------------------

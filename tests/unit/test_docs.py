@@ -36,8 +36,25 @@ def test_public_api_is_pinned() -> None:
             "AuthError", "BitrixError", "BitrixWorkerError", "Classification", "ConfigError", "Entity",
             "ErrorClass", "Execution", "LimitError", "OpKind", "Operation", "PermanentBitrixError",
             "PoisonMessage", "Settings", "StoreError", "TimeInfo", "TransientBitrixError", "__version__",
-            "decode_payload", "encode_operation", "load_settings",
+            "build_operation", "decode_payload", "encode_operation", "enqueue", "enqueue_many",
+            "enqueue_many_sync", "enqueue_sync", "load_settings",
         ]
     )  # fmt: skip
     for name in bitrix_worker.__all__:
         assert hasattr(bitrix_worker, name)
+
+
+def test_importing_the_package_does_not_load_redis() -> None:
+    """The producers are exported lazily: pure modules (plan, operations) must not pull in redis-py."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bitrix_worker, bitrix_worker.plan; from bitrix_worker import Operation; "
+        "assert 'redis' not in sys.modules, 'redis loaded'; "
+        "from bitrix_worker import enqueue_sync, enqueue; assert 'redis' in sys.modules; "
+        "assert enqueue_sync.__module__ == 'bitrix_worker.sync_producer'; "
+        "assert 'enqueue_sync' in dir(bitrix_worker)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

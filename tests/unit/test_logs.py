@@ -172,3 +172,17 @@ def test_debug_level_and_reconfigure_does_not_duplicate() -> None:
 def test_unknown_level_rejected() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging(fmt="json", level="loud", stream=io.StringIO())
+
+
+def test_a_one_character_secret_masks_the_url_segment_but_not_every_letter() -> None:
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="info", secrets=["e"], stream=stream)
+    log = structlog.stdlib.get_logger("bitrix_worker.sending")
+    log.info("sending", url="https://portal.bitrix24.ru/rest/1/e/crm.deal.add", note="e")
+    (line,) = _json_lines(stream)
+    assert (
+        line["logger"] == "bitrix_worker.sending"
+    )  # substring redaction made it "bitrix_work***r.s***nding"
+    assert line["event"] == "sending"
+    assert line["url"] == "https://portal.bitrix24.ru/rest/1/***/crm.deal.add"
+    assert line["note"] == "***"  # the secret standing alone is still masked

@@ -107,17 +107,33 @@ def test_create_after_an_ambiguous_create_was_given_up_looks_itself_up() -> None
     plan = plan_unit(unit((C, {"T": 1}, None)), unknown, originator_id="o", recreate_deleted=False)
     assert plan.call is Call.CREATE
     assert plan.reconcile
-    assert plan_unit(unit((U, {}, None)), unknown, originator_id="o", recreate_deleted=False).skip is (
-        Reason.NO_BITRIX_ID
-    )
+    later = plan_unit(unit((U, {}, None)), unknown, originator_id="o", recreate_deleted=False)
+    assert (later.call, later.dead) == (None, Reason.CREATE_FAILED)  # it waits with its create
 
 
 def test_dead_lettered_ambiguous_create_leaves_an_unknown_mapping() -> None:
     from bitrix_worker.outcomes import Outcome, Result, mapping_row
 
     u = unit((C, {"T": 1}, None))
-    assert mapping_row(Result(u, Outcome.DEAD, Reason.BUDGET_SPENT, call=Call.CREATE), 5) is None
+    failed = mapping_row(Result(u, Outcome.DEAD, Reason.BUDGET_SPENT, call=Call.CREATE), 5)
+    assert failed is not None
+    assert (failed.state, failed.bitrix_id) == ("failed", None)  # certainly nothing was made
     u.history.append({"kind": "attempt", "execution": "ambiguous"})
     row = mapping_row(Result(u, Outcome.DEAD, Reason.BUDGET_SPENT, call=Call.CREATE), 5)
     assert row is not None
     assert (row.state, row.bitrix_id, row.fence) == ("unknown", None, 5)
+
+
+@pytest.mark.parametrize("state", ["failed", "unknown"])
+@pytest.mark.parametrize("kind", [U, D])
+def test_an_update_or_delete_of_a_key_whose_create_failed_waits_with_it(state: str, kind: OpKind) -> None:
+    failed = Mapping("deal", "k", None, None, state, 3)  # type: ignore[arg-type]
+    plan = plan_unit(unit((kind, {"T": 1}, None)), failed, originator_id="o", recreate_deleted=False)
+    assert (plan.call, plan.dead, plan.skip) == (None, Reason.CREATE_FAILED, None)
+
+
+@pytest.mark.parametrize("kind", [C, P])
+def test_a_new_create_of_a_key_whose_create_failed_tries_again(kind: OpKind) -> None:
+    failed = Mapping("deal", "k", None, None, "failed", 3)
+    plan = plan_unit(unit((kind, {"T": 1}, None)), failed, originator_id="o", recreate_deleted=False)
+    assert (plan.call, plan.reconcile) == (Call.CREATE, False)

@@ -5,6 +5,14 @@ redirects, explicit timeouts). It never retries and never sleeps: the worker dec
 ``Classification`` means. Any failure raises ``BitrixError.for_classification(...)``; per-command errors of
 a ``batch`` are returned in ``BatchResult.errors``, never raised.
 
+Every request has two bounds beyond httpx's per-phase timeouts (which restart with each byte read, so an
+answer trickling in one byte every few seconds never times out): an overall deadline (``request_deadline_s``,
+just above the portal's 60 s cut-off) after which the attempt is a ``network`` / ``ambiguous`` failure like a
+read timeout, and a size cap (``max_response_bytes``): the body is streamed and reading stops as soon as it
+(or its ``Content-Length``) passes the cap, the connection is dropped, and the attempt is classified as the
+same status with a garbled body would be (``server_error`` / ``ambiguous`` on 2xx). So memory per request is
+bounded by the cap, whatever the portal or a proxy in between sends.
+
 The webhook secret is a bearer credential and httpx puts the URL into its exceptions (``exc.request.url``)
 and its INFO log line. So httpx exceptions are *not* chained: the ``BitrixError`` is raised outside the
 ``except`` block (no ``__cause__``, no ``__context__``) and keeps only the exception type name and a
@@ -13,6 +21,8 @@ redacted message in its classification. The ``httpx`` logger gets a filter that 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -25,7 +35,7 @@ from typing import Any, Final, TypeVar
 import httpx
 
 from ..classify import classify_response, classify_transport, parse_time
-from ..defaults import DESCRIPTION_MAX_CHARS
+from ..defaults import DESCRIPTION_MAX_CHARS, MAX_RESPONSE_BYTES, REQUEST_DEADLINE_S
 from ..errors import BitrixError
 from ..redaction import WebhookUrl, redact
 from ..taxonomy import Classification, ErrorClass, Execution, TimeInfo
@@ -51,6 +61,33 @@ _NOT_SENT: Final = (
 )
 
 _T = TypeVar("_T")
+
+
+class _TooLarge(Exception):
+    """The answer passed the size cap; carries what classification needs, never the body."""
+
+    def __init__(self, status: int, headers: httpx.Headers, seen: int, declared: bool) -> None:
+        super().__init__(status)
+        self.status, self.headers, self.seen, self.declared = status, headers, seen, declared
+
+
+def _too_large(big: _TooLarge, cap: int, secrets: tuple[str, ...]) -> Classification:
+    """Classified like the same status with a garbled body: 2xx -> server_error / ambiguous."""
+    like = classify_response(big.status, b"", headers=big.headers, secrets=secrets)
+    size = f"Content-Length {big.seen}" if big.declared else f"more than {big.seen} bytes"
+    description = f"answer too large: {size}, over the {cap}-byte cap; not read"
+    if like is None:  # pragma: no cover - an empty body is never a success
+        like = Classification(ErrorClass.SERVER_ERROR, Execution.AMBIGUOUS, big.status)
+    return dataclasses.replace(like, description=description)
+
+
+def _deadline_passed(deadline_s: float) -> Classification:
+    """Like a read timeout: the request was sent and may have run."""
+    return Classification(
+        ErrorClass.NETWORK,
+        Execution.AMBIGUOUS,
+        description=f"RequestDeadline: no complete answer within {deadline_s:g} s",
+    )
 
 
 class _RedactWebhookPaths(logging.Filter):
@@ -98,9 +135,13 @@ class BitrixClient:
         transport: httpx.AsyncBaseTransport | None = None,
         user_agent: str = DEFAULT_USER_AGENT,
         max_connections: int = 100,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._webhook = webhook
         self._secrets = (webhook.secret,)
+        self._deadline_s = request_deadline_s
+        self._max_bytes = max_response_bytes
         self._http = httpx.AsyncClient(
             http1=True,
             http2=False,
@@ -177,17 +218,20 @@ class BitrixClient:
         started = time.monotonic()
         failure: Classification | None = None
         try:
-            response = await self._http.post(self._webhook.method_url(method), content=content)
+            async with asyncio.timeout(self._deadline_s):
+                status, headers, body = await self._exchange(self._webhook.method_url(method), content)
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             failure = classify_transport(exc, sent=not isinstance(exc, _NOT_SENT), secrets=self._secrets)
+        except TimeoutError:
+            failure = _deadline_passed(self._deadline_s)
+        except _TooLarge as big:
+            failure = _too_large(big, self._max_bytes, self._secrets)
         if failure is not None:
             # Raised outside the except block: no __cause__/__context__ carrying the URL.
             raise self._error(failure, method)
         elapsed = time.monotonic() - started
 
-        body = response.content
-        status = response.status_code
-        classification = classify_response(status, body, headers=response.headers, secrets=self._secrets)
+        classification = classify_response(status, body, headers=headers, secrets=self._secrets)
         if classification is not None:
             raise self._error(classification, method)
         data = json.loads(body)  # classify_response guarantees a JSON object here
@@ -199,6 +243,25 @@ class BitrixClient:
             http_status=status,
             elapsed_s=elapsed,
         )
+
+    async def _exchange(self, url: str, content: bytes) -> tuple[int, httpx.Headers, bytes]:
+        """POST and read the answer, streamed: at most ``max_response_bytes`` are ever held.
+
+        Leaving the ``stream`` block early (cap passed, deadline cancelled) closes the response, and httpcore
+        drops a connection whose answer was not read to the end, so the rest is never received.
+        """
+        async with self._http.stream("POST", url, content=content) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_bytes:
+                raise _TooLarge(response.status_code, response.headers, int(declared), declared=True)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise _TooLarge(response.status_code, response.headers, self._max_bytes, declared=False)
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
 
     async def _run(self, command: Command, parse: Callable[[CallResult], _T]) -> _T:
         result = await self.call(command.method, command.params)

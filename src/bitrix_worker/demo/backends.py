@@ -162,6 +162,8 @@ class InProcessWorker:
             s.webhook,
             connect_timeout_s=s.connect_timeout_s,
             read_timeout_s=s.read_timeout_s,
+            request_deadline_s=s.request_deadline_s,
+            max_response_bytes=s.max_response_bytes,
             transport=marking_transport(100),  # as Worker.open: a batch is marked sent (poison cap)
         )
         self._closers[:0] = [client.aclose, store.close, redis.aclose]

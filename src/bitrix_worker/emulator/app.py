@@ -24,7 +24,8 @@ from starlette.types import Receive, Scope, Send
 from ..bitrix.querystring import parse_query
 from .config import EmulatorConfig, LimitsUpdate
 from .errors import ApiError, invalid_credentials, method_not_found, query_limit
-from .faults import FRONT_DOOR_KINDS, FaultConfig, fault_error
+from .faults import COMMIT_THEN_ANSWER, FRONT_DOOR_KINDS, FaultConfig, fault_error
+from .hostile import HOSTILE_ANSWERS, hostile_answer
 from .portal import Portal
 from .store import ENTITIES
 
@@ -35,7 +36,7 @@ _GATEWAY_HTML = (
 _GATEWAY = {"502": "Bad Gateway", "504": "Gateway Time-out"}
 _SEND_KEY = "bitrix_worker.emulator.send"
 _TRANSPORT_BEFORE = frozenset({"502", "504", "timeout", "reset"})  # the request never runs
-_AFTER_COMMIT = frozenset({"500_after_commit", "timeout_commit"})  # it runs, then the answer goes wrong
+_AFTER_COMMIT = COMMIT_THEN_ANSWER | {"500_after_commit"}  # it runs, then the answer goes wrong
 
 
 class EmulatorApp(Starlette):
@@ -183,9 +184,12 @@ async def rest(request: Request) -> Response:
     except ApiError as exc:
         portal.stats.count(method, exc.outcome)
         return JSONResponse(exc.body(), status_code=exc.status)
-    if inner is not None and inner != "timeout_commit":
+    if inner is not None and inner not in COMMIT_THEN_ANSWER:
         return await _transport_fault(request, portal, method, inner)
     fault = fault or inner
+    if fault in HOSTILE_ANSWERS:
+        portal.stats.count(method, f"FAULT_{fault.upper()}")
+        return hostile_answer(fault, json.dumps(body).encode(), portal.faults.config, portal.stopping())
     if fault == "500_after_commit":
         portal.stats.count(method, "FAULT_500_AFTER_COMMIT")
         error = fault_error("500")

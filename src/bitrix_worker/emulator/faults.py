@@ -11,7 +11,10 @@ Kinds and what the emulator does (see app.py): ``500`` not executed, JSON INTERN
 ``500_after_commit`` executed then 500; ``502``/``504`` not executed, HTML body; ``timeout`` hangs
 ``hang_s`` without executing (then 504); ``timeout_commit`` executes, hangs, then answers normally;
 ``reset`` closes the TCP connection with RST; ``auth``/``overload``/``rate_limit``/``method_limit``/
-``not_found``/``invalid`` answer that Bitrix24 error without executing.
+``not_found``/``invalid`` answer that Bitrix24 error without executing; ``trickle`` executes, then sends
+the headers and the answer one byte every ``trickle_interval_s``; ``huge`` executes, then answers a 200 of
+``huge_bytes`` (with a ``Content-Length`` when ``huge_declared``). See hostile.py. Like ``timeout_commit``,
+these two on a batch sub-command let the whole batch run and then spoil its answer.
 """
 
 from __future__ import annotations
@@ -41,9 +44,13 @@ FaultKind = Literal[
     "method_limit",
     "not_found",
     "invalid",
+    "trickle",
+    "huge",
 ]
 # Kinds that break the HTTP exchange itself; inside a batch they take the whole batch request down.
-TRANSPORT_KINDS = frozenset({"502", "504", "timeout", "timeout_commit", "reset"})
+TRANSPORT_KINDS = frozenset({"502", "504", "timeout", "timeout_commit", "reset", "trickle", "huge"})
+# Transport kinds that let the request run to the end first, then spoil the answer.
+COMMIT_THEN_ANSWER = frozenset({"timeout_commit", "trickle", "huge"})
 # Refusals at the portal's front door: answered before the leaky bucket counts the request.
 FRONT_DOOR_KINDS = frozenset({"auth", "overload", "rate_limit"})
 
@@ -119,6 +126,9 @@ class FaultConfig(BaseModel):
     latency: Latency | None = None
     auth_outage: AuthOutage | None = None
     hang_s: float = Field(default=30.0, ge=0)
+    trickle_interval_s: float = Field(default=2.0, gt=0)
+    huge_bytes: int = Field(default=300_000_000, ge=0)
+    huge_declared: bool = False
 
     @field_validator("auth_outage", mode="before")
     @classmethod

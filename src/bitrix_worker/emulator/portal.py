@@ -27,7 +27,7 @@ from .errors import (
     method_not_found,
     operation_time_limit,
 )
-from .faults import TRANSPORT_KINDS, FaultEngine, fault_error
+from .faults import COMMIT_THEN_ANSWER, TRANSPORT_KINDS, FaultEngine, fault_error
 from .limits import LeakyBucket, OperatingBudget
 from .store import ENTITIES, CrmStore, Result, portal_time
 
@@ -219,7 +219,7 @@ class Portal:
         if method not in self.handlers:
             raise method_not_found()
         fault = self.faults.pick(method, command=True)
-        if fault is not None and fault in TRANSPORT_KINDS and fault != "timeout_commit":
+        if fault is not None and fault in TRANSPORT_KINDS and fault not in COMMIT_THEN_ANSWER:
             self.stats.count(method, f"FAULT_{fault.upper()}")
             return fault, Result(None), 0.0
         if fault is not None and fault not in TRANSPORT_KINDS and fault != "500_after_commit":
@@ -227,7 +227,7 @@ class Portal:
         res, processing = self.call(method, parse_query(query))
         if fault == "500_after_commit":
             raise fault_error("500")
-        # timeout_commit: the portal finishes the whole batch, then the answer is late
+        # timeout_commit, trickle, huge: the portal finishes the whole batch, then the answer goes wrong
         return fault, res, processing
 
     def batch(self, params: dict[str, Any]) -> BatchRun:
@@ -261,7 +261,7 @@ class Portal:
                 continue
             if fault is not None:
                 escalated = fault
-                if fault != "timeout_commit":
+                if fault not in COMMIT_THEN_ANSWER:
                     break  # the request dies here: this and later commands never run
             self.stats.count(method, "ok")
             result[key] = res.value

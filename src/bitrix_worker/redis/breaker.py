@@ -10,6 +10,8 @@ atomically where two workers could race (``lua/breaker.lua``: one trip per outag
     trips         how many times it has been opened since the last reset
     probe_owner   a worker holding a real operation to use as the first probe
     manual        "1" when an operator paused the portal: no probe, only ``resume`` reopens it
+    ok_at         ms of the portal's last answered request (any worker): "proven healthy since"
+    streak        whole-request failures since then, across workers
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class BreakerState:
     probe_owner: str = ""  # a worker holding a real operation to use as the first probe
     manual: bool = False  # paused by an operator: only a resume reopens it
     opened_at: float = 0.0
+    ok_at_ms: int = 0  # the portal's last answered request (any worker)
+    streak: int = 0  # whole-request failures since then
+
+    @property
+    def paused(self) -> bool:
+        return self.open
 
 
 class Breaker:
@@ -61,8 +69,9 @@ class Breaker:
     async def state(self) -> BreakerState:
         with translated("breaker"):
             raw = {as_text(k): as_text(v) for k, v in (await self._client.hgetall(self._key)).items()}
+        ok_at_ms, streak = int(raw.get("ok_at", 0)), int(raw.get("streak", 0))
         if raw.get("open") != "1":
-            return BreakerState(open=False, trips=int(raw.get("trips", 0)))
+            return BreakerState(open=False, trips=int(raw.get("trips", 0)), ok_at_ms=ok_at_ms, streak=streak)
         return BreakerState(
             open=True,
             reason=raw.get("reason", ""),
@@ -72,6 +81,8 @@ class Breaker:
             probe_owner=raw.get("probe_owner", ""),
             manual=raw.get("manual") == "1",
             opened_at=float(raw.get("opened_at", 0)),
+            ok_at_ms=ok_at_ms,
+            streak=streak,
         )
 
     async def trip(
@@ -103,6 +114,16 @@ class Breaker:
                 self._key,
                 mapping={"open": "1", "manual": "1", "reason": reason, "until": "0", "opened_at": now},
             )
+
+    async def record_ok(self, at_ms: int) -> None:
+        """The portal answered a request: it has proven healthy as of ``at_ms``; the failure streak ends."""
+        with translated("breaker"):
+            await self._client.hset(self._key, mapping={"ok_at": at_ms, "streak": 0})
+
+    async def record_failure(self) -> int:
+        """One more whole-request failure across workers; returns the streak."""
+        with translated("breaker"):
+            return int(await self._client.hincrby(self._key, "streak", 1))
 
     async def close(self) -> None:
         """Reopen the portal now (a probe succeeded, or an operator resumed it)."""

@@ -8,25 +8,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..errors import StoreError
+from ..redaction import redact_url
 
 RedisClient = Redis
 """The asyncio client every Redis-backed class takes (redis-py's ``redis.asyncio.Redis``)."""
 
 
 def safe_redis_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}***@{netloc}"))
+    """The URL without its password or tokens, for messages (``redaction.redact_url``)."""
+    return redact_url(url)
 
 
 def client_for(url: str, *, name: str | None = None, timeout_s: float | None = None) -> Redis:

@@ -85,6 +85,11 @@ class DeadEntry:
         op = self.operation
         return f"{op.get('entity', '?')}:{op.get('key', '?')}" if op else "?"
 
+    def has_key(self, wanted: str) -> bool:
+        """``deal:order-42`` matches that entity's key; a bare ``order-42`` matches it in any entity."""
+        op = self.operation
+        return bool(op) and (self.key == wanted or str(op.get("key")) == wanted)
+
     @property
     def history(self) -> list[dict[str, Any]]:
         value = self.error.get("history")
@@ -112,6 +117,7 @@ class ReplayReport:
     selected: list[DeadEntry]
     replayed: list[tuple[str, str]] = field(default_factory=list)  # (dead-letter id, new stream id)
     missing: list[str] = field(default_factory=list)  # gone before we got to them
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, why): would roll its key back
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -119,6 +125,7 @@ class ReplayReport:
             "selected": len(self.selected),
             "replayed": [{"dead_id": d, "stream_id": s} for d, s in self.replayed],
             "missing": self.missing,
+            "skipped": [{"dead_id": d, "reason": r} for d, r in self.skipped],
             "would_replay": [e.summary() for e in self.selected] if self.dry_run else [],
         }
 
@@ -147,9 +154,9 @@ class DeadLetters:
             return int(await self.client.xlen(self.keys.dead))
 
     async def iterate(
-        self, *, newest: bool = False, error_class: str | None = None
+        self, *, newest: bool = False, error_class: str | None = None, key: str | None = None
     ) -> AsyncIterator[DeadEntry]:
-        """Every entry, a page at a time (oldest first unless ``newest``), optionally of one class."""
+        """Every entry, a page at a time (oldest first unless ``newest``), optionally of one class or key."""
         bound = "+" if newest else "-"
         while True:
             with translated("dead-letter read"):
@@ -163,19 +170,21 @@ class DeadLetters:
                     )
             for raw_id, fields in rows:
                 entry = DeadEntry.from_raw(raw_id, fields)
-                if error_class is None or entry.error_class == error_class:
+                if (error_class is None or entry.error_class == error_class) and (
+                    key is None or entry.has_key(key)
+                ):
                     yield entry
             if len(rows) < PAGE:
                 return
             bound = "(" + as_text(rows[-1][0])
 
     async def entries(
-        self, *, newest: bool = True, error_class: str | None = None, limit: int = 50
+        self, *, newest: bool = True, error_class: str | None = None, limit: int = 50, key: str | None = None
     ) -> list[DeadEntry]:
         found: list[DeadEntry] = []
         if limit <= 0:
             return found
-        async for entry in self.iterate(newest=newest, error_class=error_class):
+        async for entry in self.iterate(newest=newest, error_class=error_class, key=key):
             found.append(entry)
             if len(found) >= limit:
                 break

@@ -86,6 +86,15 @@ class Limiter:
     async def penalize(self) -> None:
         await self._run("penalize")
 
+    async def reset(self) -> None:
+        """Forget the slow-down that refusals caused (an operator's ``portal reset``)."""
+        await self._run("reset")
+
+    async def refund(self) -> None:
+        """Give back the slot of a request that never reached the portal (its connection was refused):
+        the portal did not count it, so neither do we, and its fresh burst is there when it comes back."""
+        await self._run("refund")
+
     async def state(self) -> LimiterState:
         factor, tat, now, next_ms = await self._run("state")
         return LimiterState(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from ..values import PAYLOAD_FIELD, as_text
 from .connection import RedisClient
 from .errors import translated
+from .scripts import register
 
 
 async def append_payloads(client: RedisClient, stream: str, payloads: Iterable[str]) -> list[str]:
@@ -27,3 +29,10 @@ async def append_entries(client: RedisClient, stream: str, entries: Iterable[dic
                 pipe.xadd(stream, fields)  # type: ignore[arg-type]
             ids = await pipe.execute()
     return [as_text(i) for i in ids]
+
+
+async def append_once(client: RedisClient, keys: list[str], args: list[Any]) -> str:
+    """``enqueue.lua``: append unless the op_id was enqueued within its window; the (first) stream id."""
+    with translated("enqueue"):
+        _, stream_id = await register(client, "enqueue")(keys=keys, args=args)
+    return as_text(stream_id)

@@ -23,6 +23,7 @@ SCRIPT_NAMES = (
     "own_since",
     "mark_sent",
     "replay",
+    "enqueue",
 )
 _USES_TURNS = frozenset({"claim", "settle", "reclaim", "migrate_parked"})
 

@@ -154,10 +154,11 @@ class OperationQueue:
             )
         return [bool(r) for r in result]
 
-    async def dead_letter_raw(self, entry: Entry, error: str) -> None:
+    async def dead_letter_raw(self, entry: Entry, error: str, outcome: Sequence[str] = ()) -> None:
         """Dead-letter an entry that has no key (undecodable), keeping its payload bytes unchanged.
 
-        Such an entry holds no key's turn, so a MULTI (ack + delete + add) is enough to keep it atomic.
+        Such an entry holds no key's turn, so a MULTI (ack + delete + add) is enough to keep it atomic. It is
+        counted and recorded (``outcome``: flat field/value pairs) like every other poison dead letter.
         """
         fields: dict[str, bytes | str] = dict(entry.fields)
         fields["error"] = error.encode("utf-8", errors=_LENIENT)
@@ -169,6 +170,10 @@ class OperationQueue:
                 pipe.hdel(self.keys.sent, entry.id)
                 pipe.xadd(self.keys.dead, fields)  # type: ignore[arg-type]
                 pipe.hincrby(self.keys.counters, "outcome:dead_lettered", 1)
+                pipe.hincrby(self.keys.counters, "dead_lettered:poison", 1)
+                if self.outcomes_maxlen > 0 and outcome:
+                    record: dict[Any, Any] = dict(zip(outcome[::2], outcome[1::2], strict=True))
+                    pipe.xadd(self.keys.outcomes, record, maxlen=self.outcomes_maxlen, approximate=True)
                 await pipe.execute()
 
     async def promote_due(self, limit: int = 500) -> int:

@@ -1,6 +1,6 @@
 -- limiter.lua: one GCRA leaky bucket per portal, shared by every worker process on every host.
 -- KEYS[1] limiter hash (tat_ms, factor, factor_at_ms)
--- ARGV[1] command: 'acquire' | 'penalize' | 'state'
+-- ARGV[1] command: 'acquire' | 'penalize' | 'refund' | 'reset' | 'state'
 -- ARGV[2] rate per second   ARGV[3] burst   ARGV[4] max wait to reserve (ms)   ARGV[5] now (ms) or ''
 -- ARGV[6] recovery of the slow-down factor per second (e.g. '0.02')
 -- acquire: reserves the next slot and returns the ms to wait before sending (0 = now); when the wait would
@@ -9,6 +9,8 @@
 --   parallel requests from overrunning the portal's bucket.
 -- penalize: the portal refused a request (QUERY_LIMIT_EXCEEDED): halve the rate (floor 0.1x) for every
 --   worker and treat the bucket as full; the factor recovers linearly at ARGV[6] per second.
+-- reset: forget the slow-down after refusals (an operator fixed what made the portal refuse us).
+-- refund: a booked request never reached the portal (its connection was refused): give its slot back.
 -- state: returns {factor, tat_ms, now_ms, ms until the next request may be sent} as strings.
 local key = KEYS[1]
 local cmd = ARGV[1]
@@ -53,6 +55,14 @@ elseif cmd == 'penalize' then
   interval = 1000 / (rate * factor)
   tolerance = math.max(0, burst * factor - 1) * interval
   if tat < now + tolerance + interval then tat = now + tolerance + interval end
+  save()
+  return 0
+elseif cmd == 'reset' then
+  factor = 1
+  save()
+  return 0
+elseif cmd == 'refund' then
+  tat = math.max(now, tat - interval)
   save()
   return 0
 end

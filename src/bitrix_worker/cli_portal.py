@@ -1,0 +1,79 @@
+"""``bitrix-worker portal status|pause|resume|reset``: the portal gate, seen and controlled by an operator.
+
+The same functions the worker's gate uses (``gate.PortalGate``): a pause here stops every worker consuming
+for the portal until ``resume``; ``reset`` also forgets the limiter's slow-down, for use after fixing what
+made the portal refuse us (e.g. a corrected webhook: the workers resume at once, not after the cool-down).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+
+from .cli import JsonFlag, Stream, out, print_json, run_async, settings_or_exit
+
+portal_app = typer.Typer(help="See, pause, resume or reset the portal's gate.", no_args_is_help=True)
+
+
+def _gate_action(stream: str | None, action: str, reason: str = "") -> dict[str, Any]:
+    from .gate import PortalGate
+    from .redis.connection import redis_connection
+    from .redis.limits import Limiter
+
+    settings = settings_or_exit(stream=stream, require_webhook=True)
+
+    async def go() -> dict[str, Any]:
+        async with redis_connection(settings.redis_url) as client:
+            gate = PortalGate.from_settings(client, settings)
+            if action == "pause":
+                await gate.pause(reason)
+            elif action in ("resume", "reset"):
+                await gate.resume()
+            if action == "reset":
+                name = settings.webhook.portal
+                limiter = Limiter(client, settings.keys.limiter(name), rate_per_s=1, burst=1)
+                await limiter.reset()
+            state = asdict(await gate.state())
+            state["portal"] = settings.webhook.portal
+            return state
+
+    return run_async(go)
+
+
+def _show(state: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(state)
+        return
+    from .views import gate_line
+
+    out.print(f"portal {state['portal']}: {gate_line(state)}", highlight=False)
+
+
+@portal_app.command("status")
+def portal_status(as_json: JsonFlag = False, stream: Stream = None) -> None:
+    """Whether workers consume for the portal, and if not why and until when."""
+    _show(_gate_action(stream, "status"), as_json)
+
+
+@portal_app.command("pause")
+def portal_pause(
+    reason: Annotated[str, typer.Option(help="Shown in status and logs.")] = "paused by an operator",
+    as_json: JsonFlag = False,
+    stream: Stream = None,
+) -> None:
+    """Stop every worker consuming for the portal until `portal resume` (nothing is lost or dead-lettered)."""
+    _show(_gate_action(stream, "pause", reason), as_json)
+
+
+@portal_app.command("resume")
+def portal_resume(as_json: JsonFlag = False, stream: Stream = None) -> None:
+    """Reopen the portal now, whatever paused it."""
+    _show(_gate_action(stream, "resume"), as_json)
+
+
+@portal_app.command("reset")
+def portal_reset(as_json: JsonFlag = False, stream: Stream = None) -> None:
+    """Reopen now and forget the limiter's slow-down: after fixing the webhook or the portal."""
+    _show(_gate_action(stream, "reset"), as_json)

@@ -1,0 +1,42 @@
+"""The Python producer API, synchronous, for Django, Flask, Celery tasks or scripts (redis-py's sync client).
+
+Same wire format, validation and ``op_id`` deduplication as the async ``producer`` (see its docstring):
+
+    import redis
+    from bitrix_worker import build_operation, enqueue_sync
+
+    r = redis.Redis.from_url("redis://localhost:6379/0")
+    enqueue_sync(r, build_operation("update", "deal", "order-42", {"STAGE_ID": "WON"}, 7), op_id="order-42:7")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .defaults import DEDUPE_WINDOW_S, STREAM
+from .operations import Operation, encode_operation
+from .producer import dedupe_args
+from .redis.sync_producing import SyncRedisClient, append_once_sync, append_payloads_sync
+
+
+def enqueue_sync(
+    client: SyncRedisClient,
+    operation: Operation,
+    *,
+    stream: str = STREAM,
+    op_id: str | None = None,
+    dedupe_window_s: float = DEDUPE_WINDOW_S,
+) -> str:
+    """Append one operation; returns its stream id (with ``op_id``: the first one's, for a duplicate)."""
+    if op_id is None:
+        (stream_id,) = append_payloads_sync(client, stream, [encode_operation(operation)])
+        return stream_id
+    keys, args = dedupe_args(stream, operation, op_id, dedupe_window_s)
+    return append_once_sync(client, keys, args)
+
+
+def enqueue_many_sync(
+    client: SyncRedisClient, operations: Iterable[Operation], *, stream: str = STREAM
+) -> list[str]:
+    """Append many operations in one round trip (order preserved)."""
+    return append_payloads_sync(client, stream, (encode_operation(o) for o in operations))

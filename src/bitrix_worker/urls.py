@@ -1,0 +1,72 @@
+"""Strict checks of the settings' connection URLs: a typo stops the start instead of going wrong later.
+
+redis-py reads ``redis://host:6379/x`` as database 0 without a word (on a shared Redis that is another
+tenant's stream), and a bad port or a host with a space in any URL only fails at the first connection, as a
+traceback or a hang. These pure functions accept exactly the shapes the clients read the way the operator
+meant, and raise ``ValueError`` with a one-line message that shows the URL through ``redact_url`` (the
+password never appears). ``config.Settings`` turns that into a ``ConfigError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import SplitResult, parse_qs, urlsplit
+
+from .redaction import HOST_PATTERN as _HOST
+from .redaction import redact_url
+
+__all__ = ["check_database_url", "check_host", "check_redis_url"]
+
+_DB_PATH = re.compile(r"/?|/\d{1,5}")
+
+
+def check_host(host: str) -> str:
+    """A host name or address to bind or connect to; raises ValueError for anything else."""
+    if not _HOST.fullmatch(host):
+        raise ValueError("must be a host name or an IP address (no spaces)")
+    return host
+
+
+def _split(url: str) -> tuple[SplitResult, int | None]:
+    """``urlsplit`` plus the port, both checked: ``ValueError`` for a port that is not 1-65535."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"bad port (expected 1-65535) in {redact_url(url)}") from None
+    if port == 0:
+        raise ValueError(f"bad port (expected 1-65535) in {redact_url(url)}")
+    if parts.hostname and not _HOST.fullmatch(parts.hostname):
+        raise ValueError(f"bad host name in {redact_url(url)}")
+    return parts, port
+
+
+def _query_db(parts: SplitResult, url: str) -> None:
+    for value in parse_qs(parts.query, keep_blank_values=True).get("db", []):
+        if not value.isdigit():
+            raise ValueError(f"db={value!r} is not a database number in {redact_url(url)}")
+
+
+def check_redis_url(url: str) -> str:
+    """``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` or ``unix:///path[?db=N]``."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    parts, _port = _split(url)
+    _query_db(parts, url)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"unix:// needs the socket path, got {redact_url(url)}")
+        return url
+    if not parts.hostname:
+        raise ValueError(f"no host in {redact_url(url)}")
+    if not _DB_PATH.fullmatch(parts.path):
+        shown = parts.path.lstrip("/")
+        raise ValueError(f"the path must be a database number (/0), not {shown!r}, in {redact_url(url)}")
+    return url
+
+
+def check_database_url(url: str) -> str:
+    """A normalised ``postgresql+asyncpg://`` URL has a valid port and host; SQLite paths pass as they are."""
+    if url.startswith("postgresql+asyncpg://"):
+        _split(url)
+    return url
