@@ -12,9 +12,12 @@ import json
 from typing import Any
 
 import httpx
+import pytest
+import structlog
 from harness import Bench
 
 from bitrix_worker.bitrix.client import BitrixClient
+from bitrix_worker.inflight import InFlight
 from bitrix_worker.intake import build_units
 from bitrix_worker.monitoring import HttpServer, Probes, create_app
 from bitrix_worker.reclaiming import Reclaimer
@@ -92,24 +95,23 @@ async def test_reclaim_bookkeeping_never_leaks_a_slot_or_an_in_flight_mark(bench
     await dead_consumer.claim(10)
     await asyncio.sleep(0.05)
     queue = OperationQueue(bench.redis, s.keys, group=s.group, consumer="rescuer")
-    slots, inflight, spawned = asyncio.Semaphore(1), set[str](), list[list[str]]()
-    reclaimer = Reclaimer(
-        queue,
-        slots=slots,
-        inflight=inflight,
-        spawn=lambda group: spawned.append([e.id for e in group]),  # a batch that never ends: keeps its slot
-        claim_idle_ms=10,
-        batch_size=1,
-    )
+    never_ends = asyncio.Event()
+    batches = InFlight(1, lambda group: never_ends.wait(), structlog.get_logger())  # type: ignore[arg-type,return-value]
+    reclaimer = Reclaimer(queue, batches, claim_idle_ms=10, batch_size=1)
     sweep = asyncio.create_task(reclaimer.sweep(asyncio.Event()))
     await asyncio.sleep(0.3)
     assert not sweep.done()  # the second group waits for the slot the first batch holds
     sweep.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweep
-    assert spawned == [ids[:1]]
-    assert inflight == set(ids[:1])  # the unspawned groups are not kept fresh for nobody
-    assert slots.locked()  # held by the first batch, not released twice, not leaked for the others
+    assert batches.busy
+    assert batches.ids == set(ids[:1])  # the unspawned groups are not kept fresh for nobody
+    never_ends.set()
+    await batches.drain(1.0)
+    assert batches.ids == set()
+    await asyncio.wait_for(batches.take_slot(), 1.0)  # the one slot came back: not leaked ...
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(batches.take_slot(), 0.2)  # ... and not given back twice
 
 
 async def test_a_reclaimed_deep_entry_is_poison_and_leaks_no_slot(bench: Bench) -> None:

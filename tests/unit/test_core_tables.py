@@ -99,8 +99,16 @@ def test_a_replayed_entry_carries_its_history_as_prior_attempts() -> None:
     (u,), _ = build_units(
         [entry(0, op("update"), history=json.dumps(history).encode())], max_deliveries=5, at_ms=AT
     )
-    assert u.history == history
+    assert u.history == [*history, {"kind": "replay", "execution": "ambiguous", "at_ms": AT}]
     assert u.members[0].prior_history == history
+
+
+def test_a_producers_history_field_is_not_read() -> None:
+    history = [{"kind": "attempt", "attempt": 1, "class": "server_error"}]
+    e = entry(0, op("update"), history=json.dumps(history).encode())
+    (u,), _ = build_units([Entry(e.id, e.ident, e.fields, whose="")], max_deliveries=5, at_ms=AT)
+    assert u.history == []
+    assert u.members[0].prior_history == []
 
 
 def test_poison_settlement_dead_letters_each_operation_of_a_unit_under_its_own_id() -> None:
