@@ -1,14 +1,21 @@
-"""Benchmark 4: what one worker process costs, against an emulator with no limits and no latency.
+"""Benchmark 4: what one worker process costs per update, the current mapping store beside the previous one.
 
-1. A deep backlog: ``backlog`` updates (1,000,000 in the full run) are XADDed in pipelines before the worker
-   starts; they cycle over ``deals`` pre-created deals, so every one is a real ``crm.deal.update``.
-2. One worker process (``bitrix-worker run``) consumes for ``window_s`` seconds; the emulator counts what
-   it applied. psutil samples the worker's CPU time and RSS every 0.1 s (the window starts at the first
-   applied update, so start-up imports are not charged to the operations), and the peak RSS with the whole
-   backlog waiting shows that the worker reads ``batch_size`` entries per claim, not the stream.
-3. A second worker is profiled with ``py-spy record --format raw`` for ``profile_s`` seconds while it works
-   through the same backlog; the samples are folded into self/inclusive time per function and per area.
-The rest of the backlog is deleted with the namespace afterwards.
+One run, one machine state, both variants:
+
+1. Set-up: an emulator with no limits and no latency; ``deals`` pre-created deals; a backlog of ``backlog``
+   updates cycling over them (every one a real ``crm.deal.update``), XADDed in pipelines before any worker
+   starts and topped up to ``backlog`` before each window, so every window runs with that many waiting.
+2. For each backend (a SQLite file; PostgreSQL in a database created for the run, when one answers), the
+   store is seeded with the deals, then ``repeats`` rounds of one measured window per variant, in
+   alternating order (baseline first in even rounds) so drifting machine load hits both alike:
+   *current* is ``bitrix-worker run``; *baseline* is the same process with the mapping store of commit
+   37ab23b installed in place of today's (``bench/baseline``; nothing else differs).
+3. A window starts at the first update applied after the worker started (imports are not charged) and
+   lasts ``window_s``. Operations are counted from the worker's counters hash; CPU per thread comes from
+   ``/proc``; RSS is sampled every 0.1 s. ``updates per CPU-second`` = updates / the worker's CPU seconds:
+   the rate one process reaches when it has a core to itself, which a shared machine cannot give it.
+4. One profiled window per backend and variant: ``py-spy record --gil --threads`` (only the thread holding
+   the GIL is sampled) and ``/proc`` CPU per thread over the same seconds; see ``bench/threads.py``.
 """
 
 from __future__ import annotations
@@ -16,48 +23,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
+import uuid
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from bitrix_worker.mapping import DEFAULT_TABLE
+
+from . import threads
 from .common import (
-    Admin,
+    CLI,
+    ROOT,
     Emulator,
     Namespace,
     enqueue_payloads,
     ensure_dir,
     key_of,
-    ok_calls,
     precreate_deals,
     redis_url,
     seed_mapping,
-    spawn_worker,
     stop_all,
     update_payload,
     worker_env,
 )
 
-AREAS = (
-    ("json", ("json/", "json.decoder", "json.encoder", "cjson", "orjson")),
-    ("redis client", ("redis/",)),
-    ("mapping store (SQLAlchemy/aiosqlite)", ("sqlalchemy/", "aiosqlite/", "sqlite3")),
-    ("HTTP client (httpx/httpcore/h11)", ("httpx/", "httpcore/", "h11/", "anyio/")),
-    ("logging (structlog/logging)", ("structlog/", "logging/")),
-    ("pydantic", ("pydantic/", "pydantic_core")),
-    ("metrics (prometheus_client)", ("prometheus_client/",)),
-    ("bitrix_worker", ("bitrix_worker/",)),
-    ("asyncio event loop", ("asyncio/", "selectors.py")),
-)
-
-
-_LINE = re.compile(r":\d+\)$")  # "fn (file.py:123)" -> "fn (file.py)": one entry per function
+VARIANTS = ("baseline", "current")
+BASELINE_CLI = [
+    "-c",
+    f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.baseline import install; install(); "
+    "from bitrix_worker.cli import main; main()",
+]
+PY_SPY_RATE = 200
 
 
 def py_spy() -> str | None:
@@ -65,89 +67,16 @@ def py_spy() -> str | None:
     return str(here) if here.exists() else shutil.which("py-spy")
 
 
-def _area(frame: str) -> str:
-    for name, needles in AREAS:
-        if any(n in frame for n in needles):
-            return name
-    return "other"
+def postgres_admin_url() -> str:
+    return os.environ.get("BENCH_POSTGRES_URL") or os.environ.get(
+        "BITRIX_WORKER_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test"
+    )
 
 
-def fold_raw(text: str, top: int = 15) -> dict[str, Any]:
-    """Summarise py-spy's raw (collapsed) stacks: self and inclusive shares per function and per area."""
-    total = 0
-    self_fn: Counter[str] = Counter()
-    incl_fn: Counter[str] = Counter()
-    self_area: Counter[str] = Counter()
-    incl_area: Counter[str] = Counter()
-    for line in text.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        frames = [_LINE.sub(")", f.strip()) for f in stack.split(";") if f.strip()]
-        if not frames:
-            continue
-        total += n
-        leaf = frames[-1]
-        self_fn[leaf] += n
-        # the leaf's area, but idle time in the selector is the loop waiting, not work
-        self_area["idle (waiting in select)" if "select (selectors.py" in leaf else _area(leaf)] += n
-        for f in set(frames):
-            incl_fn[f] += n
-        for a in {_area(f) for f in frames}:
-            incl_area[a] += n
-    if not total:
-        return {"samples": 0}
-
-    def pct(c: Counter[str], k: int) -> list[tuple[str, float]]:
-        return [(name, round(100 * v / total, 1)) for name, v in c.most_common(k)]
-
-    return {
-        "samples": total,
-        "self_by_area_pct": pct(self_area, 12),
-        "inclusive_by_area_pct": pct(incl_area, 12),
-        "top_self_pct": pct(self_fn, top),
-        "top_inclusive_bitrix_worker_pct": [(f, p) for f, p in pct(incl_fn, 200) if "bitrix_worker/" in f][
-            :top
-        ],
-    }
-
-
-class Proc:
-    """CPU seconds and RSS of a process: psutil when installed (the bench extra), else Linux /proc."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        try:
-            import psutil
-
-            self._ps: Any = psutil.Process(pid)
-        except ImportError:
-            self._ps = None
-
-    def cpu_s(self) -> float:
-        if self._ps is not None:
-            t = self._ps.cpu_times()
-            return float(t.user + t.system)
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss(self) -> int:
-        if self._ps is not None:
-            return int(self._ps.memory_info().rss)
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-
-async def _sample(proc: Proc, stop: asyncio.Event, out: dict[str, Any]) -> None:
-    peak = 0
-    while not stop.is_set():
-        with contextlib.suppress(Exception):  # the process may be gone between two samples
-            peak = max(peak, proc.rss())
-        out["peak_rss"] = peak
-        await asyncio.sleep(0.1)
+def _spawn(workdir: Path, env: dict[str, str], name: str, variant: str) -> subprocess.Popen[bytes]:
+    log = workdir / f"{name}.log"
+    args = [sys.executable, *(BASELINE_CLI if variant == "baseline" else CLI), "run"]
+    return subprocess.Popen(args, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
 
 
 async def _done(ns: Namespace) -> int:
@@ -160,13 +89,254 @@ async def _done(ns: Namespace) -> int:
     return sum(v for k, v in counters.items() if k.startswith("outcome:"))
 
 
-async def _wait_first_applied(ns: Namespace, base: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+async def _wait_first_applied(ns: Namespace, base: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
         if await _done(ns) > base:
             return
         await asyncio.sleep(0.05)
-    raise RuntimeError("the worker applied nothing")
+    raise RuntimeError(f"the worker applied nothing (exit code {proc.poll()})")
+
+
+def _proc_cpu(pid: int) -> float:
+    return threads.process_cpu(pid)
+
+
+def _cpu_of(pids: set[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a backend that ended
+            out[pid] = _proc_cpu(pid)
+    return out
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def _peak_rss(pid: int, stop: asyncio.Event, out: dict[str, int]) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(OSError, ValueError):  # the process may be gone between two samples
+            out["peak"] = max(out.get("peak", 0), _rss(pid))
+        await asyncio.sleep(0.1)
+
+
+class Backend:
+    """Where the mapping store lives for one part of the run; PostgreSQL gets a database of its own."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self._db = f"bench_cost_{uuid.uuid4().hex[:10]}"
+        if name == "sqlite":
+            self.url = f"sqlite+aiosqlite:///{workdir / 'cost.sqlite3'}"
+        else:
+            base = postgres_admin_url().rsplit("/", 1)[0]
+            self.url = f"{base}/{self._db}"
+
+    async def create(self) -> None:
+        if self.name == "postgresql":
+            await self._admin(f'CREATE DATABASE "{self._db}"')
+
+    async def drop(self) -> None:
+        if self.name == "postgresql":
+            with contextlib.suppress(Exception):
+                await self._admin(f'DROP DATABASE IF EXISTS "{self._db}" WITH (FORCE)')
+
+    async def analyze(self) -> None:
+        """Give PostgreSQL's planner the statistics autovacuum would have gathered on a table in use: on a
+        freshly seeded table without them it reads every row of the entity for each batch's lookup."""
+        if self.name == "postgresql":
+            import asyncpg
+
+            conn = await asyncpg.connect(self.url)
+            try:
+                await conn.execute(f'ANALYZE "{DEFAULT_TABLE}"')
+            finally:
+                await conn.close()
+
+    async def server_pids(self) -> set[int]:
+        """PostgreSQL backends serving the worker's database (their CPU is the server's share)."""
+        if self.name != "postgresql":
+            return set()
+        import asyncpg
+
+        conn = await asyncpg.connect(postgres_admin_url())
+        try:
+            rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", self._db)
+        finally:
+            await conn.close()
+        return {int(r["pid"]) for r in rows}
+
+    async def _admin(self, sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(postgres_admin_url())
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+
+async def postgres_available() -> str | None:
+    """None when PostgreSQL answers, else why it is skipped."""
+    try:
+        import asyncpg
+
+        conn = await asyncio.wait_for(asyncpg.connect(postgres_admin_url()), 5)
+        await conn.close()
+    except Exception as exc:
+        return f"PostgreSQL at BENCH_POSTGRES_URL did not answer: {type(exc).__name__}"
+    return None
+
+
+class Run:
+    """Everything one benchmark run shares: emulator, namespace, backlog."""
+
+    def __init__(self, workdir: Path, emu: Emulator, ns: Namespace, deals: int, backlog: int) -> None:
+        self.workdir, self.emu, self.ns, self.deals, self.backlog = workdir, emu, ns, deals, backlog
+        self.next_i = 0
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    async def top_up(self) -> int:
+        """Refill the stream to ``backlog`` entries; returns how many were waiting after."""
+        missing = self.backlog - int(await self.ns.redis.xlen(self.ns.stream))
+        if missing > 0:
+            start = self.next_i
+            self.next_i += missing
+            await enqueue_payloads(
+                self.ns.redis,
+                self.ns.stream,
+                (
+                    update_payload(key_of(i % self.deals), {"STAGE_ID": "WON", "COMMENTS": f"v{i}"})
+                    for i in range(start, self.next_i)
+                ),
+                chunk=5000,
+            )
+        return int(await self.ns.redis.xlen(self.ns.stream))
+
+    def env(self, backend: Backend, consumer: str) -> dict[str, str]:
+        # the portal has no limits here, so neither may the worker's own limiter
+        return worker_env(
+            webhook_url=self.emu.webhook_url,
+            ns=self.ns,
+            database_url=backend.url,
+            consumer=consumer,
+            rate_per_s=100_000,
+            rate_burst=100_000,
+        )
+
+    async def window(self, backend: Backend, variant: str, seconds: float) -> dict[str, Any]:
+        """One measured window of a fresh worker process."""
+        waiting = await self.top_up()
+        name = f"{backend.name}-{variant}-{len(self.procs)}"
+        proc = _spawn(self.workdir, self.env(backend, name), name, variant)
+        self.procs.append(proc)
+        stop, mem = asyncio.Event(), {"peak": 0}
+        sampler = asyncio.create_task(_peak_rss(proc.pid, stop, mem))
+        try:
+            await _wait_first_applied(self.ns, await _done(self.ns), proc)
+            pg0 = await backend.server_pids()
+            srv0 = _cpu_of(pg0)
+            emu0, cpu0, t0 = _proc_cpu(self.emu.proc.pid), threads.thread_cpu(proc.pid), time.monotonic()
+            total0 = _proc_cpu(proc.pid)
+            done0 = await _done(self.ns)
+            await asyncio.sleep(seconds)
+            done1 = await _done(self.ns)
+            cpu1, emu1, t1 = threads.thread_cpu(proc.pid), _proc_cpu(self.emu.proc.pid), time.monotonic()
+            cpu = _proc_cpu(proc.pid) - total0
+            srv1 = _cpu_of(pg0 | await backend.server_pids())
+            rss_end = _rss(proc.pid)
+        finally:
+            stop.set()
+            await sampler
+            stop_all([proc])
+        ops, elapsed = done1 - done0, t1 - t0
+        delta = threads.cpu_delta(cpu0, cpu1)
+        server = sum(srv1[p] - srv0.get(p, 0.0) for p in srv1)
+        return {
+            "backend": backend.name,
+            "variant": variant,
+            "waiting_at_start": waiting,
+            "window_s": round(elapsed, 2),
+            "updates": ops,
+            "updates_per_s": round(ops / elapsed, 1),
+            "cpu_s": round(cpu, 2),
+            "cpu_pct_of_one_core": round(100 * cpu / elapsed, 1),
+            "updates_per_cpu_s": round(ops / cpu) if cpu else None,
+            "cpu_s_per_1000": round(1000 * cpu / ops, 3) if ops else None,
+            **threads.split_main(proc.pid, delta, cpu),
+            "emulator_cpu_s_per_1000": round(1000 * (emu1 - emu0) / ops, 3) if ops else None,
+            "database_server_cpu_s_per_1000": round(1000 * server / ops, 3) if ops and srv1 else None,
+            "peak_rss_mb": round(mem["peak"] / 2**20, 1),
+            "rss_at_end_mb": round(rss_end / 2**20, 1),
+        }
+
+    async def profile(self, backend: Backend, variant: str, seconds: float, spy: str) -> dict[str, Any]:
+        """py-spy (GIL holders only, per thread) and /proc CPU per thread over the same seconds."""
+        await self.top_up()
+        name = f"{backend.name}-{variant}-profiled"
+        proc = _spawn(self.workdir, self.env(backend, name), name, variant)
+        self.procs.append(proc)
+        raw = self.workdir / f"{name}.txt"
+        try:
+            await _wait_first_applied(self.ns, await _done(self.ns), proc)
+            cpu0 = threads.thread_cpu(proc.pid)
+            spy_proc = await asyncio.create_subprocess_exec(
+                *(spy, "record", "--pid", str(proc.pid), "--duration", str(int(seconds))),
+                *("--rate", str(PY_SPY_RATE), "--format", "raw", "--output", str(raw)),
+                *("--gil", "--threads", "--nonblocking"),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            _, err = await spy_proc.communicate()
+            cpu1 = threads.thread_cpu(proc.pid)
+        finally:
+            stop_all([proc])
+        if not raw.exists():
+            return {"skipped": f"py-spy failed: {err.decode()[-300:]}"}
+        folded = threads.fold_threads(raw.read_text())
+        result = threads.attribute(proc.pid, threads.cpu_delta(cpu0, cpu1), folded)
+        result["seconds"] = seconds
+        return result
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and spread per backend and variant, and current / baseline per round (paired windows)."""
+    out: dict[str, Any] = {}
+    for backend in dict.fromkeys(r["backend"] for r in runs):
+        mine = [r for r in runs if r["backend"] == backend and r["updates"]]
+        per: dict[str, Any] = {}
+        for variant in VARIANTS:
+            rows = [r for r in mine if r["variant"] == variant]
+            if not rows:
+                continue
+            per[variant] = {
+                key: {
+                    "median": statistics.median(r[key] for r in rows),
+                    "min": min(r[key] for r in rows),
+                    "max": max(r[key] for r in rows),
+                }
+                for key in ("updates_per_cpu_s", "updates_per_s", "cpu_s_per_1000", "peak_rss_mb")
+            }
+        pairs = list(
+            zip(
+                [r for r in mine if r["variant"] == "current"],
+                [r for r in mine if r["variant"] == "baseline"],
+                strict=False,
+            )
+        )
+        ratios = [c["updates_per_cpu_s"] / b["updates_per_cpu_s"] for c, b in pairs]
+        if ratios:
+            per["speedup"] = {
+                "median": round(statistics.median(ratios), 2),
+                "min": round(min(ratios), 2),
+                "max": round(max(ratios), 2),
+            }
+        out[backend] = per
+    return out
 
 
 async def main(
@@ -176,126 +346,48 @@ async def main(
     backlog: int,
     window_s: float,
     profile_s: float,
-    settings: dict[str, Any] | None = None,
+    repeats: int = 3,
+    backends: tuple[str, ...] = ("sqlite", "postgresql"),
 ) -> dict[str, Any]:
     ensure_dir(workdir)
     emu = await Emulator.start(workdir, no_limits=True)
-    admin = Admin(emu.base_url)
     client = aioredis.Redis.from_url(redis_url())
-    ns = Namespace(client)
-    database_url = f"sqlite+aiosqlite:///{workdir / 'cost.sqlite3'}"
-    procs: list[subprocess.Popen[bytes]] = []
+    run = Run(workdir, emu, Namespace(client), deals, backlog)
+    result: dict[str, Any] = {"deals": deals, "backlog": backlog, "repeats": repeats}
+    result |= {"runs": [], "profiles": {}}
+    skipped = await postgres_available() if "postgresql" in backends else None
+    if skipped:
+        result["skipped"] = {"postgresql": skipped}
+        backends = tuple(b for b in backends if b != "postgresql")
     try:
         ids = await precreate_deals(emu.webhook_url, deals)
-        await seed_mapping(database_url, ids)
         t = time.monotonic()
-        await enqueue_payloads(
-            client,
-            ns.stream,
-            (
-                update_payload(key_of(i % deals), {"STAGE_ID": "WON", "COMMENTS": f"v{i}"})
-                for i in range(backlog)
-            ),
-            chunk=5000,
-        )
-        enqueue_s = time.monotonic() - t
-        stream_mem = await client.memory_usage(ns.stream)
-        # the portal has no limits here, so neither may the worker's own limiter
-        unlimited = {"rate_per_s": 100_000, "rate_burst": 100_000, **(settings or {})}
-        env = worker_env(
-            webhook_url=emu.webhook_url, ns=ns, database_url=database_url, consumer="cost", **unlimited
-        )
-        # ---- measured run
-        base = await _done(ns)
-        commands0 = ok_calls(await admin.stats(), "crm.deal.update")
-        emu_ps = Proc(emu.proc.pid)
-        worker = spawn_worker(workdir, env, "cost-worker", until_idle=False)
-        procs.append(worker)
-        ps = Proc(worker.pid)
-        stop = asyncio.Event()
-        mem: dict[str, Any] = {}
-        sampler = asyncio.create_task(_sample(ps, stop, mem))
-        await _wait_first_applied(ns, base)
-        cpu0, emu_cpu0, t0 = ps.cpu_s(), emu_ps.cpu_s(), time.monotonic()
-        applied0 = await _done(ns)
-        await asyncio.sleep(window_s)
-        applied1 = await _done(ns)
-        commands = ok_calls(await admin.stats(), "crm.deal.update") - commands0
-        cpu1, emu_cpu1, t1 = ps.cpu_s(), emu_ps.cpu_s(), time.monotonic()
-        rss_now = ps.rss()
-        stop.set()
-        await sampler
-        stop_all([worker])
-        ops = applied1 - applied0
-        elapsed = t1 - t0
-        result: dict[str, Any] = {
-            "backlog": backlog,
-            "deals": deals,
-            "enqueue_s": round(enqueue_s, 1),
-            "enqueue_ops_per_s": round(backlog / enqueue_s),
-            "stream_memory_mb": round((stream_mem or 0) / 2**20, 1),
-            "window_s": round(elapsed, 2),
-            "applied_in_window": ops,
-            "update_commands_run_by_portal": commands,
-            "ops_per_s": round(ops / elapsed, 1),
-            "worker_cpu_s": round(cpu1 - cpu0, 2),
-            "worker_cpu_pct_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 1),
-            "cpu_s_per_1000_ops": round(1000 * (cpu1 - cpu0) / ops, 3) if ops else None,
-            "emulator_cpu_s_per_1000_ops": round(1000 * (emu_cpu1 - emu_cpu0) / ops, 3) if ops else None,
-            "peak_rss_mb": round(mem.get("peak_rss", 0) / 2**20, 1),
-            "rss_at_end_mb": round(rss_now / 2**20, 1),
-            "left_in_stream": int(await client.xlen(ns.stream)),
-        }
-        # ---- profiled run (separate, so the profiler does not distort the figures above)
+        await run.top_up()
+        result["enqueue_updates_per_s"] = round(backlog / (time.monotonic() - t))
+        result["stream_memory_mb"] = round((await client.memory_usage(run.ns.stream) or 0) / 2**20, 1)
         spy = py_spy()
+        for name in backends:
+            backend = Backend(name, workdir)
+            await backend.create()
+            try:
+                await seed_mapping(backend.url, ids)
+                await backend.analyze()
+                for rnd in range(repeats):
+                    for variant in VARIANTS if rnd % 2 == 0 else VARIANTS[::-1]:
+                        result["runs"].append(await run.window(backend, variant, window_s))
+                if profile_s > 0 and spy is not None:
+                    result["profiles"][name] = {
+                        v: await run.profile(backend, v, profile_s, spy) for v in VARIANTS
+                    }
+            finally:
+                await backend.drop()
         if spy is None:
-            result["profile"] = {"skipped": "py-spy is not installed (pip install '.[bench]')"}
-        elif profile_s > 0:
-            worker = spawn_worker(workdir, env, "cost-profiled", until_idle=False)
-            procs.append(worker)
-            await _wait_first_applied(ns, await _done(ns))
-            raw = workdir / "profile.txt"
-            spy_proc = await asyncio.create_subprocess_exec(
-                spy,
-                "record",
-                "--pid",
-                str(worker.pid),
-                "--duration",
-                str(int(profile_s)),
-                "--rate",
-                "200",
-                "--format",
-                "raw",
-                "--output",
-                str(raw),
-                "--nonblocking",
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            _, err = await spy_proc.communicate()
-            stop_all([worker])
-            if raw.exists():
-                result["profile"] = fold_raw(raw.read_text())
-                result["profile"]["seconds"] = profile_s
-                result["profile"]["tool"] = "py-spy record --format raw --rate 200 --nonblocking"
-            else:
-                result["profile"] = {"skipped": f"py-spy failed: {err.decode()[-300:]}"}
+            result["profiles"] = {"skipped": "py-spy is not installed (pip install '.[bench]')"}
+        result["summary"] = summarise(result["runs"])
+        result["left_in_stream"] = int(await client.xlen(run.ns.stream))
         return result
     finally:
-        stop_all(procs)
-        await ns.cleanup()
+        stop_all(run.procs)
+        await run.ns.cleanup()
         await client.aclose()
-        await admin.aclose()
         emu.stop()
-
-
-if __name__ == "__main__":
-    import json
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        print(
-            json.dumps(
-                asyncio.run(main(Path(tmp), deals=2000, backlog=100_000, window_s=10, profile_s=8)), indent=2
-            )
-        )

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import cost_report
 from .common import ROOT
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -260,8 +261,12 @@ def render(record: dict[str, Any], path: Path, *, root: Path = ROOT) -> str:
         lines += [*_peers(res["peers"], res.get("throughput", [])), ""]
     if "faults" in res:
         lines += [*_faults(res["faults"]), ""]
-    if "cost" in res:
-        lines += [*_cost(res["cost"]), ""]
+    standalone = cost_report.newest(path.parent, since=record["started_at"])
+    if standalone is not None:  # a later `python -m bench.cost_report` run replaces section 4
+        lines += [*cost_report.render_cost(standalone["cost"], cost_report.header(standalone)), ""]
+    elif "cost" in res:
+        c = res["cost"]
+        lines += [*(cost_report.render_cost(c) if "runs" in c else _cost(c)), ""]
     found = sweeps(path.parent)
     if found:
         lines += [*_sweep(found), ""]

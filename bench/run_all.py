@@ -32,13 +32,13 @@ FULL = {
     "throughput": {"n": 20_000, "processes": [1, 4]},
     "peers": {"n": 20_000, "window_s": 60.0},
     "faults": {"n": 10_000, "naive_window_s": 60.0},
-    "cost": {"deals": 20_000, "backlog": 1_000_000, "window_s": 60.0, "profile_s": 20.0},
+    "cost": {"deals": 20_000, "backlog": 1_000_000, "window_s": 15.0, "profile_s": 10.0},
 }
 QUICK = {
     "throughput": {"n": 4_000, "processes": [1, 4]},
     "peers": {"n": 4_000, "window_s": 15.0},
     "faults": {"n": 2_000, "naive_window_s": 15.0},
-    "cost": {"deals": 2_000, "backlog": 100_000, "window_s": 10.0, "profile_s": 8.0},
+    "cost": {"deals": 2_000, "backlog": 100_000, "window_s": 5.0, "profile_s": 4.0},
 }
 NAMES = ("throughput", "peers", "faults", "cost")
 

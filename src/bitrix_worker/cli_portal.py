@@ -77,3 +77,26 @@ def portal_resume(as_json: JsonFlag = False, stream: Stream = None) -> None:
 def portal_reset(as_json: JsonFlag = False, stream: Stream = None) -> None:
     """Reopen now and forget the limiter's slow-down: after fixing the webhook or the portal."""
     _show(_gate_action(stream, "reset"), as_json)
+
+
+store_app = typer.Typer(help="The mapping store as the stream knows it.", no_args_is_help=True)
+
+
+@store_app.command("vouch")
+def store_vouch(stream: Stream = None) -> None:
+    """Say that the current mapping store holds every key ever created on this stream (after a new or
+    restored store was noticed, creates of unknown keys are looked up first until you say so)."""
+    from .redis.connection import redis_connection
+    from .redis.stores import StoreRegistry
+
+    settings = settings_or_exit(stream=stream)
+
+    async def go() -> str:
+        async with redis_connection(settings.redis_url) as client:
+            registry = StoreRegistry(client, settings.keys)
+            if await registry.read() is None:
+                return "no mapping store recorded for this stream yet (a worker records it when it starts)"
+            await registry.vouch()
+            return "the mapping store vouches again: creates of unknown keys are no longer looked up first"
+
+    out.print(run_async(go), highlight=False)

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(default=d.REDIS_URL, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
     database_url: str = Field(
-        default=d.DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL", "database_url")
+        default_factory=d.database_url, validation_alias=AliasChoices("DATABASE_URL", "database_url")
     )
 
     stream: str = Field(default=d.STREAM, min_length=1)

@@ -7,13 +7,23 @@ slot.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 STREAM = "bitrix:operations"
 GROUP = "bitrix-worker"
 DEAD_STREAM = "bitrix:operations:dead"
 REDIS_URL = "redis://localhost:6379/0"
-DATABASE_URL = "sqlite+aiosqlite:///bitrix-worker.sqlite3"
+
+
+def database_url() -> str:
+    """The default mapping store: a SQLite file in the user's data directory ($XDG_DATA_HOME, else
+    ~/.local/share), never relative to the working directory (two directories would be two stores)."""
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite+aiosqlite:///{base / 'bitrix-worker' / 'mapping.sqlite3'}"
+
+
 ORIGINATOR_ID = "bitrix-worker"
 
 BACKOFF_BASE_S = 1.0
@@ -54,6 +64,7 @@ REQUEST_DEADLINE_S = 70.0  # whole request, first byte sent to last byte read: j
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a real answer to 50 commands is well under 1 MiB
 SHUTDOWN_GRACE_S = 30.0
 HTTP_PORT = 9400
+LIVE_HEARTBEATS = 3  # a worker is live while its last heartbeat is younger than this many intervals
 OUTCOMES_MAXLEN = 100_000
 DEDUPE_WINDOW_S = 3600.0  # a producer's op_id is remembered this long (producer.enqueue(op_id=...))
 DESCRIPTION_MAX_CHARS = 200
@@ -139,6 +150,16 @@ class StreamKeys:
     def dedupe(self, op_id: str) -> str:
         """String with a TTL: a producer's op_id -> the stream id it was first enqueued under."""
         return self._k(f"dedupe:{op_id}")
+
+    @property
+    def store(self) -> str:
+        """Hash: the mapping store this stream's creates are recorded in (id, highest fence, vouched)."""
+        return self._k("store")
+
+    @property
+    def worker_stores(self) -> str:
+        """Hash: consumer name -> the id of the mapping store it uses."""
+        return self._k("worker-stores")
 
     @property
     def workers(self) -> str:

@@ -26,7 +26,7 @@ from .gate import PortalGate, PortalView, own_failure
 from .judge import Circumstances, judge_failure
 from .mapping import MappingStore
 from .outcomes import Outcome, Result, mapping_row, settlement
-from .plan import Call, Plan, command_for, plan_unit
+from .plan import Call, Plan, adopt_and_update, command_for, plan_unit
 from .policy import RetryPolicy
 from .reasons import Reason
 from .redis.leases import Leases
@@ -34,8 +34,8 @@ from .redis.limits import Limiter, MethodPauses
 from .redis.streams import OperationQueue
 from .reporting import report
 from .retrying import until_written
-from .sending import Answered, Failed, Sender
-from .taxonomy import Classification, ErrorClass, Execution
+from .sending import NOT_RUN, Answered, Failed, Sender
+from .taxonomy import ErrorClass
 from .units import WorkUnit
 from .values import Clock, State, ms
 
@@ -45,7 +45,6 @@ _SUCCESS: dict[Call, tuple[Reason, State]] = {
     Call.UPDATE: (Reason.UPDATED, "active"),
     Call.DELETE: (Reason.DELETED, "deleted"),
 }
-_NOT_RUN = Classification(ErrorClass.SERVER_ERROR, Execution.NOT_EXECUTED, description="command was not run")
 
 
 @dataclass(slots=True)
@@ -90,6 +89,8 @@ class Delivery:
         self.events = events
         self.gate = gate
         self.clock = clock
+        self.vouched = True  # the store can say "never created" (``vouching``); set at start
+        self.fence_written = 0  # the highest fencing token this process wrote to it
         self.policy = RetryPolicy.from_settings(settings)
         self.rng = rng or random.Random()
         self.sender = Sender(
@@ -109,6 +110,7 @@ class Delivery:
                 mappings.get(key),
                 originator_id=self.settings.originator_id,
                 recreate_deleted=self.settings.recreate_deleted,
+                vouched=self.vouched,
             )
             if plan.call is not None:
                 pending.append(Pending(u, plan))
@@ -142,6 +144,7 @@ class Delivery:
             rows = [row for r in results if (row := mapping_row(r, delivered.token)) is not None]
             if rows:
                 await until_written("mapping rows", lambda: self.store.record_many(rows), self.log)
+                self.fence_written = max(self.fence_written, delivered.token)
             now = ms(self.clock)
             settlements = [settlement(r, now) for r in results]
             settled = await until_written("settlement", lambda: self.queue.settle(settlements), self.log)
@@ -159,7 +162,6 @@ class Delivery:
                 self.log.warning("could not release create leases; they will lapse", error=str(exc))
 
     async def run(self, units: Sequence[WorkUnit]) -> list[Result]:
-        """Deliver and finish one batch."""
         delivered = await self.deliver(units)
         await self.finish(delivered, delivered.results)
         return delivered.results
@@ -212,18 +214,14 @@ class Delivery:
             if found:
                 if len(found) > 1:
                     self.log.warning("duplicates already in Bitrix24", ident=p.unit.ident, n=len(found))
-                bitrix_id = int(found[0]["ID"])
-                out.append(
-                    Result(
-                        p.unit,
-                        Outcome.APPLIED,
-                        Reason.ADOPTED,
-                        call=Call.CREATE,
-                        bitrix_id=bitrix_id,
-                        mapping_state="active",
-                        stale=p.plan.stale,
+                if p.unit.ambiguous_before:  # its own earlier attempt made it, with these very fields
+                    adopted = Result(
+                        p.unit, Outcome.APPLIED, Reason.ADOPTED, call=Call.CREATE, stale=p.plan.stale
                     )
-                )
+                    adopted.bitrix_id, adopted.mapping_state = int(found[0]["ID"]), "active"
+                    out.append(adopted)
+                else:  # made by someone else's create of this key: this operation's fields still apply
+                    p.plan = adopt_and_update(p.plan, int(found[0]["ID"]))
             elif isinstance(answer, Answered) and name in answer.results:
                 continue  # not there: create it
             else:
@@ -277,7 +275,7 @@ class Delivery:
         if isinstance(answer, Failed):
             c, method, sent_s = answer.classification, answer.method, answer.elapsed_s
         else:
-            c = answer.errors.get(name, _NOT_RUN)
+            c = answer.errors.get(name, NOT_RUN)
         reset_in = None
         if c.error_class is ErrorClass.METHOD_LIMITED:
             reset_at = await self.pauses.reset_at(method)

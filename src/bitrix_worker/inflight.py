@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .errors import StoreError
 from .values import Entry
 
 
@@ -43,6 +44,18 @@ class InFlight:
             if not any(entries is o for o in self.orphans):
                 self.ids.difference_update(e.id for e in entries)
             self._slots.release()
+
+    async def rescue(self, ping: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
+        """Run again, as soon as the store answers, the batches a store failure stopped before sending."""
+        if not self.orphans:
+            return
+        try:
+            await ping()
+        except StoreError:
+            return
+        while self.orphans and not stopping.is_set():
+            await self.take_slot()
+            self.spawn(self.orphans.pop(0))
 
     async def drain(self, grace_s: float) -> None:
         """Let the batches in flight finish within ``grace_s``; the rest stay pending in the stream."""

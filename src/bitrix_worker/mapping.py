@@ -8,19 +8,22 @@ instead of a duplicate), and how it refuses stale overwrites and zombie writers:
   token has already written the row, so a worker that lost its lease cannot clobber its successor.
 
 Every write is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement (batched writes: one statement
-per chunk, one transaction), so concurrent writers in many processes are safe without explicit locks.
-SQLite (the default, via aiosqlite) runs in WAL mode with a busy timeout so several worker processes can
-share one file; PostgreSQL goes through asyncpg. Driver errors become ``StoreError`` here, with the
-database password hidden.
+per chunk, one transaction), so concurrent writers in many processes are safe without explicit locks. The
+statement text is rendered by SQLAlchemy once per row count and reused (``mapping_sql``): building it per
+batch used to be half of the worker's CPU.
+SQLite (the default) runs in WAL mode with a busy timeout so several worker processes can share one file;
+each store operation runs whole in a thread (``mapping_engine``). PostgreSQL goes through asyncpg. Driver
+errors become ``StoreError`` here, with the database password hidden.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -32,35 +35,33 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    event,
     func,
-    or_,
     select,
-    tuple_,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.sql import Executable
 
 from .errors import StoreError
-from .extras import require
+from .mapping_engine import Runner, open_runner
+from .mapping_sql import StatementCache
 from .redaction import redact, redact_url
 from .values import LastWrite, Mapping, State
 
 __all__ = ["DEFAULT_TABLE", "Mapping", "MappingStore", "State"]
 
 DEFAULT_TABLE = "bitrix_mapping"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-"""How long a SQLite writer waits for another process's write lock before failing."""
-PG_CONNECT_TIMEOUT_S = 10.0
 CHUNK_ROWS = 500
 """Rows per statement in get_many/record_many: far below SQLite's and asyncpg's bound-parameter limits."""
 _CREATE_ATTEMPTS = 3
 
+T = TypeVar("T")
 
-def _async_url(database_url: str) -> URL:
-    """``postgresql://`` -> asyncpg, ``sqlite:///`` -> aiosqlite; other drivers are refused."""
+
+def _database_url(database_url: str) -> URL:
+    """``postgresql://`` -> asyncpg, ``sqlite:///`` -> the standard sqlite3 module in a thread pool (any
+    driver suffix given, such as ``sqlite+aiosqlite``, is accepted and replaced); other databases are
+    refused."""
     try:
         url = make_url(database_url)
     except ArgumentError as exc:
@@ -69,14 +70,27 @@ def _async_url(database_url: str) -> URL:
     if backend == "postgresql" or url.drivername == "postgres":
         return url.set(drivername="postgresql+asyncpg")
     if backend == "sqlite":
-        return url.set(drivername="sqlite+aiosqlite")
+        return url.set(drivername="sqlite")
     raise StoreError(f"mapping store: unsupported database {url.drivername!r} (use sqlite or postgresql)")
 
 
+def _meta_table(name: str, metadata: MetaData) -> Table:
+    """One row per fact about the store itself; today only ``store_id``, a random id made when the store was
+    created, so Redis can tell this store from a new, different or restored one (``vouching``)."""
+    return Table(
+        f"{name}_meta",
+        metadata,
+        Column("name", String(64), primary_key=True),
+        Column("value", String(255), nullable=False),
+    )
+
+
 def _build_table(name: str) -> Table:
+    metadata = MetaData()
+    _meta_table(name, metadata)
     return Table(
         name,
-        MetaData(),
+        metadata,
         Column("entity", String(64), nullable=False),
         Column("key", String(255), nullable=False),
         Column("bitrix_id", BigInteger().with_variant(Integer(), "sqlite"), nullable=True),
@@ -88,71 +102,42 @@ def _build_table(name: str) -> Table:
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-    finally:
-        cursor.close()
-
-
 class MappingStore:
-    """Fenced, versioned (entity, key) -> Bitrix id store over SQLAlchemy async."""
+    """Fenced, versioned (entity, key) -> Bitrix id store over SQLAlchemy (see ``mapping_engine``)."""
 
-    def __init__(self, engine: AsyncEngine, table: Table, safe_url: str, password: str | None) -> None:
-        self._engine = engine
+    def __init__(self, runner: Runner, table: Table, safe_url: str, password: str | None) -> None:
+        self._runner = runner
         self._table = table
         self._safe_url = safe_url
         self._secrets = [password] if password else []
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._insert = insert
+        self._sql = StatementCache(table, runner.dialect)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     @classmethod
     async def connect(cls, database_url: str, *, table: str = DEFAULT_TABLE) -> MappingStore:
         """Create the engine and the table if missing; raises ``StoreError`` if the database is unusable."""
-        url = _async_url(database_url)
+        url = _database_url(database_url)
         safe_url = redact_url(url.render_as_string(hide_password=False))  # password and ?password= masked
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)  # the default's data directory
         try:
-            engine = cls._create_engine(url)
+            runner = open_runner(url)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"mapping store {safe_url}: cannot create engine: {type(exc).__name__}") from exc
-        store = cls(engine, _build_table(table), safe_url, url.password)
+        store = cls(runner, _build_table(table), safe_url, url.password)
         try:
             await store._create_table()
         except BaseException:
-            await engine.dispose()
+            await runner.close()
             raise
         return store
-
-    @staticmethod
-    def _create_engine(url: URL) -> AsyncEngine:
-        if url.get_backend_name() == "sqlite":
-            in_memory = url.database in (None, "", ":memory:")
-            pool: dict[str, Any] = (
-                {} if in_memory else {"pool_size": 4, "max_overflow": 8, "pool_timeout": 60}
-            )
-            engine = create_async_engine(url, **pool)
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-            return engine
-        require("asyncpg", extra="postgres", feature="a PostgreSQL mapping store (DATABASE_URL)")
-        return create_async_engine(
-            url,
-            pool_size=5,
-            max_overflow=10,
-            pool_pre_ping=True,
-            connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
-        )
 
     async def _create_table(self) -> None:
         # Two processes starting together may both see the table missing; the loser's CREATE fails.
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
-                async with self._engine.begin() as conn:
-                    await conn.run_sync(self._table.metadata.create_all)
+                await self._runner.write(self._table.metadata.create_all)
                 return
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 if attempt == _CREATE_ATTEMPTS or not await self.ping():
@@ -160,13 +145,12 @@ class MappingStore:
                 await asyncio.sleep(0.05 * attempt)
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._runner.close()
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query (for /readyz)."""
         try:
-            async with self._engine.connect() as conn:
-                await conn.execute(select(1))
+            await self._runner.read(_execute, select(1))
         except (SQLAlchemyError, OSError, TimeoutError):
             return False
         return True
@@ -182,50 +166,67 @@ class MappingStore:
         return found.get((entity, key))
 
     async def get_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Mapping]:
-        """The stored rows for ``pairs`` (missing keys are absent); one query per ``CHUNK_ROWS`` pairs."""
+        """The stored rows for ``pairs`` (missing keys are absent); a query per entity per ``CHUNK_ROWS``."""
         wanted = list(dict.fromkeys(pairs))
-        result: dict[tuple[str, str], Mapping] = {}
         if not wanted:
-            return result
-        t = self._table
-        columns = (t.c.entity, t.c.key, t.c.bitrix_id, t.c.version, t.c.state, t.c.fence)
-        async with self._connection("get_many") as conn:
-            for start in range(0, len(wanted), CHUNK_ROWS):
-                chunk = wanted[start : start + CHUNK_ROWS]
-                if len(chunk) == 1:
-                    cond = and_(t.c.entity == chunk[0][0], t.c.key == chunk[0][1])
-                else:
-                    cond = tuple_(t.c.entity, t.c.key).in_(chunk)
-                rows = await conn.execute(select(*columns).where(cond))
-                for row in rows:
-                    m = Mapping(row.entity, row.key, row.bitrix_id, row.version, row.state, row.fence)
+            return {}
+        return await self._run("get_many", self._runner.read, self._select, wanted)
+
+    def _select(self, conn: Connection, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Mapping]:
+        by_entity: dict[str, list[tuple[str, str]]] = {}
+        for pair in wanted:
+            by_entity.setdefault(pair[0], []).append(pair)
+        result: dict[tuple[str, str], Mapping] = {}
+        for pairs in by_entity.values():
+            for start in range(0, len(pairs), CHUNK_ROWS):
+                chunk = pairs[start : start + CHUNK_ROWS]
+                stmt = self._sql.select(len(chunk))
+                for row in conn.exec_driver_sql(stmt.sql, stmt.params(chunk)):
+                    m = Mapping(row[0], row[1], row[2], row[3], row[4], row[5])
                     result[(m.entity, m.key)] = m
         return result
 
     async def last_writes(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LastWrite]:
         """State, version and time of each key's last write (for the replay guard; missing keys absent)."""
         wanted = list(dict.fromkeys(pairs))
+        if not wanted:
+            return {}
+        return await self._run("last_writes", self._runner.read, self._last_writes, wanted)
+
+    def _last_writes(
+        self, conn: Connection, wanted: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], LastWrite]:
         t = self._table
         found: dict[tuple[str, str], LastWrite] = {}
-        async with self._connection("last_writes") as conn:
-            for start in range(0, len(wanted), CHUNK_ROWS):
-                chunk = wanted[start : start + CHUNK_ROWS]
-                stmt = select(t.c.entity, t.c.key, t.c.state, t.c.version, t.c.updated_at).where(
-                    tuple_(t.c.entity, t.c.key).in_(chunk)
-                )
-                for row in await conn.execute(stmt):
-                    at = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
-                    found[(row.entity, row.key)] = LastWrite(
-                        row.state, row.version, int(at.timestamp() * 1000)
-                    )
+        for entity, key in wanted:
+            stmt = select(t.c.state, t.c.version, t.c.updated_at).where(
+                and_(t.c.entity == entity, t.c.key == key)
+            )
+            row = conn.execute(stmt).first()
+            if row is not None:
+                at = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+                found[(entity, key)] = LastWrite(row.state, row.version, int(at.timestamp() * 1000))
         return found
+
+    async def identity(self) -> tuple[str, int]:
+        """(this store's id, the highest fencing token it holds): its id is made once, when it is created."""
+        return await self._run("identity", self._runner.write, self._identity)
+
+    def _identity(self, conn: Connection) -> tuple[str, int]:
+        meta = self._table.metadata.tables[f"{self._table.name}_meta"]
+        read = select(meta.c.value).where(meta.c.name == "store_id")
+        found = conn.execute(read).scalar()
+        if found is None:
+            conn.execute(meta.insert().values(name="store_id", value=uuid.uuid4().hex))
+            found = conn.execute(read).scalar_one()
+        fence = conn.execute(select(func.max(self._table.c.fence))).scalar()
+        return str(found), int(fence or 0)
 
     async def count(self, state: State | None = None) -> int:
         stmt = select(func.count()).select_from(self._table)
         if state is not None:
             stmt = stmt.where(self._table.c.state == state)
-        async with self._connection("count") as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+        return int(await self._run("count", self._runner.read, _scalar, stmt))
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -253,81 +254,62 @@ class MappingStore:
         """``record_applied`` for each row, in one transaction; returns whether each row applied.
 
         Rows for the same key apply in order (one statement per occurrence round), the rest in chunks of
-        ``CHUNK_ROWS`` rows per statement.
+        ``CHUNK_ROWS`` rows per statement. A worker's batch is one statement, atomic on its own.
         """
-        applied = [False] * len(rows)
         if not rows:
-            return applied
-        now = datetime.now(UTC)
-        async with self._transaction("record_many") as conn:
-            for round_ in _rounds(rows):
-                for start in range(0, len(round_), CHUNK_ROWS):
-                    chunk = round_[start : start + CHUNK_ROWS]
-                    done = await self._upsert(conn, [rows[i] for i in chunk], now)
-                    for i in chunk:
-                        applied[i] = (rows[i].entity, rows[i].key) in done
-        return applied
+            return []
+        stamp = self._sql.stamp(datetime.now(UTC))
+        rounds = _rounds(rows)
+        single = len(rounds) == 1 and len(rows) <= CHUNK_ROWS
+        how = self._runner.write_one if single else self._runner.write
+        return await self._run("record_many", how, self._write, rows, rounds, stamp)
 
     async def forget(self, entity: str, key: str) -> None:
         """Delete the row outright (tests and admin; the worker tombstones with ``mark_deleted``)."""
         t = self._table
-        async with self._transaction("forget") as conn:
-            await conn.execute(t.delete().where(and_(t.c.entity == entity, t.c.key == key)))
+        stmt = t.delete().where(and_(t.c.entity == entity, t.c.key == key))
+        await self._run("forget", self._runner.write, _execute, stmt)
 
-    async def _upsert(
-        self, conn: AsyncConnection, rows: list[Mapping], now: datetime
-    ) -> set[tuple[str, str]]:
-        t = self._table
-        values = [
-            {
-                "entity": r.entity,
-                "key": r.key,
-                "bitrix_id": r.bitrix_id,
-                "version": r.version,
-                "state": r.state,
-                "fence": r.fence,
-                "updated_at": now,
-            }
-            for r in rows
-        ]
-        stmt = self._insert(t).values(values)
-        new = stmt.excluded
-        # Under the WHERE below, the incoming fence is >= the stored one and, when both versions are
-        # known, the incoming version is >= the stored one: so "incoming, else stored" is the max.
-        upsert = stmt.on_conflict_do_update(
-            index_elements=[t.c.entity, t.c.key],
-            set_={
-                "bitrix_id": func.coalesce(new.bitrix_id, t.c.bitrix_id),
-                "version": func.coalesce(new.version, t.c.version),
-                "state": new.state,
-                "fence": new.fence,
-                "updated_at": new.updated_at,
-            },
-            where=and_(
-                new.fence >= t.c.fence,
-                or_(new.version.is_(None), t.c.version.is_(None), new.version >= t.c.version),
-            ),
-        ).returning(t.c.entity, t.c.key)
-        result = await conn.execute(upsert)
-        return {(r.entity, r.key) for r in result}
+    def _write(
+        self, conn: Connection, rows: Sequence[Mapping], rounds: list[list[int]], stamp: Any
+    ) -> list[bool]:
+        applied = [False] * len(rows)
+        for round_ in rounds:
+            for start in range(0, len(round_), CHUNK_ROWS):
+                chunk = round_[start : start + CHUNK_ROWS]
+                values = [_values(rows[i], stamp) for i in chunk]
+                stmt = self._sql.upsert(len(chunk))
+                done = {(r[0], r[1]) for r in conn.exec_driver_sql(stmt.sql, stmt.params(values))}
+                for i in chunk:
+                    applied[i] = (rows[i].entity, rows[i].key) in done
+        return applied
 
     # -- error boundary ----------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _connection(self, what: str) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.connect() as conn:
-                yield conn
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            raise self._error(what, exc) from exc
+    async def _run(
+        self,
+        what: str,
+        how: Callable[..., Awaitable[T]],
+        fn: Callable[..., T],
+        *args: Any,
+    ) -> T:
+        """``how`` (the runner's read or write) of ``fn``, driver errors turned into ``StoreError``.
 
-    @asynccontextmanager
-    async def _transaction(self, what: str) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as conn:
-                yield conn
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            raise self._error(what, exc) from exc
+        Retried once when the connection turned out to be dead (the server restarted, a proxy dropped it):
+        SQLAlchemy then discards every pooled connection older than the failure, so the retry gets a fresh
+        one. Safe to repeat: reads change nothing and the upsert is idempotent (a repeat of a committed
+        write carries the same fence and version, so it applies the same values again).
+        """
+        for attempt in (1, 2):
+            try:
+                return await how(fn, *args)
+            except DBAPIError as exc:
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise self._error(what, exc) from exc
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                raise self._error(what, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
@@ -335,6 +317,19 @@ class MappingStore:
         if detail:
             message += f": {detail[:300]}"
         return StoreError(redact(message, self._secrets))
+
+
+def _execute(conn: Connection, stmt: Executable) -> None:
+    conn.execute(stmt)
+
+
+def _scalar(conn: Connection, stmt: Executable) -> Any:
+    return conn.execute(stmt).scalar_one()
+
+
+def _values(row: Mapping, stamp: Any) -> tuple[Any, ...]:
+    """One row's values in ``mapping_sql.ROW_COLUMNS`` order."""
+    return (row.entity, row.key, row.bitrix_id, row.version, row.state, row.fence, stamp)
 
 
 def _rounds(rows: Sequence[Mapping]) -> list[list[int]]:

@@ -60,7 +60,16 @@ def _stale_members(unit: WorkUnit, stored_version: int | None) -> tuple[int, ...
     return tuple(stale)
 
 
-def plan_unit(unit: WorkUnit, mapping: Mapping | None, *, originator_id: str, recreate_deleted: bool) -> Plan:
+def plan_unit(
+    unit: WorkUnit,
+    mapping: Mapping | None,
+    *,
+    originator_id: str,
+    recreate_deleted: bool,
+    vouched: bool = True,
+) -> Plan:
+    """``vouched``: the mapping store has seen every create of the stream, so a key it does not know was
+    never created; when it cannot vouch (``vouching``), such a create looks itself up first."""
     stale = _stale_members(unit, mapping.version if mapping else None)
     live = [m for i, m in enumerate(unit.members) if i not in stale]
     if not live:
@@ -79,7 +88,11 @@ def plan_unit(unit: WorkUnit, mapping: Mapping | None, *, originator_id: str, re
         return Plan(None, skip=no_call.skip, dead=no_call.dead, done=no_call.done, stale=stale)
     create_fields = {**fields, **origin_fields(originator_id, head.key)}
     return Plan(
-        Call.CREATE, None, create_fields, stale=stale, reconcile=unit.ambiguous_before or state == "unknown"
+        Call.CREATE,
+        None,
+        create_fields,
+        stale=stale,
+        reconcile=unit.ambiguous_before or state == "unknown" or (mapping is None and not vouched),
     )
 
 
@@ -105,3 +118,10 @@ def command_for(plan: Plan, entity: str) -> Command:
     if plan.call is Call.UPDATE:
         return crm_update(entity, plan.bitrix_id, plan.fields)
     return crm_delete(entity, plan.bitrix_id)
+
+
+def adopt_and_update(plan: Plan, bitrix_id: int) -> Plan:
+    """A create that found its key already in Bitrix24 (made by another create of the key: the store could
+    not vouch, or an earlier create was given up): update what is there with this operation's fields."""
+    fields = {k: v for k, v in plan.fields.items() if k not in ("ORIGINATOR_ID", "ORIGIN_ID")}
+    return Plan(Call.UPDATE, bitrix_id, fields, stale=plan.stale)

@@ -26,6 +26,9 @@ from .policy import RetryPolicy, refusal_delay
 from .redis.limits import Limiter, MethodPauses
 from .taxonomy import Classification, ErrorClass, Execution, TimeInfo
 
+NOT_RUN = Classification(ErrorClass.SERVER_ERROR, Execution.NOT_EXECUTED, description="command was not run")
+"""A command missing from a batch answer (neither a result nor an error): it did not run."""
+
 
 @dataclass(frozen=True, slots=True)
 class Failed:

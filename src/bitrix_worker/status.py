@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
+from .defaults import LIVE_HEARTBEATS
 from .errors import BitrixWorkerError, StoreError
 from .mapping import MappingStore
 from .redis.breaker import Breaker
@@ -22,9 +23,6 @@ from .redis.gauges import QueueGauges, QueueReader
 from .redis.limits import Limiter
 from .redis.workers import WorkerRegistry
 from .replay_guard import moved_on, stream_ms
-
-LIVE_HEARTBEATS = 3
-"""A worker is live while its last heartbeat is younger than this many heartbeat intervals."""
 
 
 def heartbeat_interval_s(settings: Settings) -> float:

@@ -31,10 +31,12 @@ from .reclaiming import Reclaimer
 from .redis.connection import RedisClient, client_for, ping_or_fail
 from .redis.gauges import QueueReader
 from .redis.leases import Leases, lease_ttl_ms
+from .redis.stores import StoreRegistry
 from .redis.streams import OperationQueue
 from .redis.workers import WorkerRegistry
 from .rescue import look_up_crash_looping_creates, merge
 from .stall import Progress, stuck_reason
+from .store_check import check_store
 from .taxonomy import ErrorClass
 from .values import Clock, Entry, ms
 
@@ -73,6 +75,8 @@ class Worker:
         )
         self.reader = QueueReader(redis, keys, settings.group)
         self.registry = WorkerRegistry(redis, keys.workers)
+        self.stores = StoreRegistry(redis, keys)
+        self._store_id = ""
         self.portal = Portal.from_settings(redis, settings, client, self.events)
         self.leases = Leases(redis, keys, ttl_ms=lease_ttl_ms(settings))
         self.delivery = Delivery(
@@ -132,6 +136,9 @@ class Worker:
 
     async def run(self, *, until_idle: bool = False) -> RunSummary:
         await self.queue.ensure_group()
+        self._store_id, self.delivery.vouched = await check_store(
+            self.store, self.stores, self.registry, self.settings, now_ms=ms(self.clock), log=self.log
+        )
         idle_s = self.settings.claim_idle_ms / 1000
         background = [
             asyncio.create_task(self._every(PROMOTE_INTERVAL_S, self._promote)),
@@ -151,15 +158,16 @@ class Worker:
                     await self._sleep(STORE_RETRY_S)
         finally:
             await self._batches.drain(self.settings.shutdown_grace_s)
-            # Tell the duties to end, not only cancel them: on Python 3.11 a cancel that lands while redis-py
-            # sends a command (its asyncio.wait_for with socket_timeout) can be swallowed, and a duty that
-            # missed it would loop on forever, so ``run --until-idle`` never returned.
+            # Tell the duties to end, not only cancel them: on 3.11 a cancel landing while redis-py sends a
+            # command can be swallowed, and ``run --until-idle`` never returned.
             self._stopping.set()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             with contextlib.suppress(StoreError):  # a dead Redis: the heartbeat ages out instead
+                await self._heartbeat()  # the store's fence is recorded up to the last write
                 await self.registry.leave(self.settings.consumer)
+                await self.stores.leave(self.settings.consumer)
             self.log.info("worker stopped", **dict(self.summary.outcomes))
         return self.summary
 
@@ -229,16 +237,7 @@ class Worker:
             self.progress.touch()
 
     async def _rescue(self) -> None:
-        """Run again, as soon as Redis answers, the batches a store failure stopped before they were sent."""
-        if not self._batches.orphans:
-            return
-        try:
-            await self.reader.ping()
-        except StoreError:
-            return
-        while self._batches.orphans and not self._stopping.is_set():
-            await self._batches.take_slot()
-            self._batches.spawn(self._batches.orphans.pop(0))
+        await self._batches.rescue(self.reader.ping, self._stopping)
 
     async def _dead_letter_poison(self, poison: list[Poison]) -> None:
         """Dead-letter entries that can never be processed, one dead-letter entry per operation in them."""
@@ -290,3 +289,5 @@ class Worker:
         await self.queue.touch(sorted(self._batches.ids))
         await self.leases.renew()
         await self.registry.beat(self.settings.consumer, ms(self.clock))
+        if self._store_id and self.delivery.fence_written:
+            await self.stores.raise_fence(self._store_id, self.delivery.fence_written)

@@ -95,6 +95,16 @@ async def mapping_store(store_target: tuple[str, str, str]) -> AsyncIterator[Map
 
 
 @pytest.fixture
+async def admin(emulator: Any) -> AsyncIterator[Any]:
+    """The admin API of the test module's own ``emulator`` fixture, reset before each test."""
+    from bitrix_worker.emulator import EmulatorAdmin
+
+    async with EmulatorAdmin(emulator.base_url) as client:
+        await client.reset()
+        yield client
+
+
+@pytest.fixture
 async def bench(redis_url: str, key_prefix: str, tmp_path: Path) -> AsyncIterator[Any]:
     """The worker test bench of ``harness.open_bench``."""
     from harness import open_bench

@@ -7,13 +7,14 @@ on the test Redis (``BENCH_REDIS_URL``) under a unique key prefix that they dele
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import cost, faults, peers, throughput
+from bench import cost, faults, peers, threads, throughput
+from bench.baseline import FROZEN
 from bench.common import Emulator
-from bench.cost import fold_raw
 from bench.report import render
 
 
@@ -104,26 +105,64 @@ async def test_fault_mix_smoke_accounts_for_every_operation(tmp_path: Path) -> N
     assert naive["commands_sent"] == naive["requests"]
 
 
-async def test_cost_smoke_measures_a_bounded_window(tmp_path: Path) -> None:
-    r = await cost.main(tmp_path, deals=100, backlog=20_000, window_s=1.5, profile_s=0)
-    assert r["applied_in_window"] > 0
-    assert r["cpu_s_per_1000_ops"] is not None
-    assert r["cpu_s_per_1000_ops"] > 0
-    assert r["peak_rss_mb"] > 0
+async def test_cost_smoke_measures_both_variants_in_one_run(tmp_path: Path) -> None:
+    # 1,000 keys, not 100: with 100 keys and 20,000 queued the worker parks most of the stream behind the
+    # in-flight keys before applying the coalesced units (~3 s with nothing finished), longer than a window
+    r = await cost.main(
+        tmp_path, deals=1000, backlog=20_000, window_s=1.5, profile_s=0, repeats=1, backends=("sqlite",)
+    )
+    assert [(x["backend"], x["variant"]) for x in r["runs"]] == [
+        ("sqlite", "baseline"),
+        ("sqlite", "current"),
+    ]
+    for run in r["runs"]:
+        assert run["updates"] > 0
+        assert run["cpu_s_per_1000"] > 0
+        assert run["main_thread_s"] > 0
+        assert run["peak_rss_mb"] > 0
+        assert run["waiting_at_start"] <= 20_000
+    assert r["summary"]["sqlite"]["speedup"]["median"] > 0
     assert r["left_in_stream"] < 20_000
 
 
-def test_profile_folding_and_report_rendering(tmp_path: Path) -> None:
-    raw = (
-        "main (bitrix_worker/cli.py:10);process (bitrix_worker/delivery.py:80);"
-        "execute (sqlalchemy/engine.py:5) 30\n"
-        "main (bitrix_worker/cli.py:10);process (bitrix_worker/delivery.py:81);loads (json/decoder.py:3) 10\n"
-        "main (bitrix_worker/cli.py:10);select (selectors.py:469) 60\n"
+def test_baseline_worker_runs_the_frozen_mapping_store(tmp_path: Path) -> None:
+    """The baseline variant must really run the old module and redis-py's pure-Python parser, not silently
+    fall back to the current code."""
+    import subprocess
+    import sys
+
+    code = cost.BASELINE_CLI[1].replace("from bitrix_worker.cli import main; main()", "")
+    code += "import bitrix_worker.mapping as m, bitrix_worker.delivery as d; "
+    code += "import redis.utils as u; "
+    code += "print(m.__file__, d.MappingStore is m.MappingStore, u.HIREDIS_AVAILABLE)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
     )
-    folded = fold_raw(raw)
-    assert folded["samples"] == 100
-    assert ("idle (waiting in select)", 60.0) in folded["self_by_area_pct"]
-    assert ("process (bitrix_worker/delivery.py)", 40.0) in folded["top_inclusive_bitrix_worker_pct"]
+    assert out.stdout.split() == [str(FROZEN), "True", "False"]
+
+
+def test_thread_attribution_and_report_rendering(tmp_path: Path) -> None:
+    raw = (
+        "thread (100): MainThread;run (bitrix_worker/cli.py:10);process (bitrix_worker/delivery.py:80);"
+        "execute (sqlalchemy/engine.py:5) 30\n"
+        "thread (100): MainThread;run (bitrix_worker/cli.py:10);_run_once (asyncio/base_events.py:1) 10\n"
+        "thread (100): MainThread;run (bitrix_worker/cli.py:10);read (redis/conn.py:3);"
+        "write (asyncio/selector_events.py:9) 20\n"
+        "thread (100): MainThread;run (bitrix_worker/cli.py:10);settle (bitrix_worker/outcomes.py:3) 40\n"
+        "thread (101): Thread-1 (_connection_worker_thread);run (aiosqlite/core.py:9) 5\n"
+    )
+    folded = threads.fold_threads(raw)
+    assert folded[100]["samples"] == 100
+    assert folded[101]["name"] == "Thread-1 (_connection_worker_thread)"
+    # the loop thread ran 2 s, the database thread 1 s, a thread with no Python frames 1 s
+    got = threads.attribute(100, {100: 2.0, 101: 1.0, 102: 1.0}, folded)
+    areas = dict(got["by_area_pct"])
+    assert areas["mapping store"] == 40.0  # 30% of the loop thread's 2 s + all of the database thread's 1 s
+    assert areas["redis client"] == 10.0  # asyncio's transport working for redis-py is redis-py's
+    assert areas["asyncio event loop"] == 5.0
+    assert areas["bitrix_worker (the rest)"] == 20.0
+    assert areas["not sampled (no Python frames)"] == 25.0
+    assert got["store_pct"] == 40.0
     record = {
         "mode": "quick",
         "command": "python -m bench.run_all --quick",
@@ -137,8 +176,30 @@ def test_profile_folding_and_report_rendering(tmp_path: Path) -> None:
         '[{"rate_safety": 0.98, "processes": 1, "steady_ops_per_s": 98.0, "steady_pct_of_limit": 98.0, '
         '"steady_refusals": 0, "refusals_total": 0}]}'
     )
+
+    def run(variant: str, cpu_s: float) -> dict[str, Any]:
+        return {
+            "backend": "sqlite", "variant": variant, "waiting_at_start": 1000, "window_s": 10.0,
+            "updates": 10_000, "updates_per_s": 900.0, "cpu_s": cpu_s,
+            "updates_per_cpu_s": round(10_000 / cpu_s),
+            "cpu_s_per_1000": cpu_s / 10, "main_thread_s": cpu_s * 0.9, "other_threads_s": cpu_s * 0.1,
+            "database_server_cpu_s_per_1000": None, "peak_rss_mb": 90.0,
+        }  # fmt: skip
+
+    runs = [run("baseline", 5.0), run("current", 2.5)]
+    standalone = {
+        "command": "python -m bench.cost_report", "started_at": "2026-01-01T00:00:01Z", "duration_s": 60.0,
+        "machine": {"cpus": 2, "python": "3.11"}, "file": "cost-20260101T000001Z.json",
+        "cost": {"repeats": 1, "runs": runs, "summary": cost.summarise(runs), "profiles": {}},
+    }  # fmt: skip
+    (tmp_path / "cost-20260101T000001Z.json").write_text(json.dumps(standalone))
     text = render(record, tmp_path / "quick-x.json", root=tmp_path)
     assert "rate_safety sweep" in text
+    assert "`python -m bench.cost_report`, started 2026-01-01T00:00:01Z" in text  # the newer cost run
+    assert "| SQLite | before (37ab23b) | **2,000** (2,000–2,000) |" in text
+    assert "| SQLite | current | **4,000** (4,000–4,000) |" in text
+    assert "| **2** (2–2)x |" in text
+    assert "SQLite ≥ 6,000/CPU-s: 4,000 (**not met**)" in text
     assert "| 0.98 | 1 | 98.00 | 98.00% | 0 | 0 |" in text
 
 

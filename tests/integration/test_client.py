@@ -33,13 +33,6 @@ def emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
-@pytest.fixture
-async def admin(emulator: EmulatorServer) -> AsyncIterator[EmulatorAdmin]:
-    async with EmulatorAdmin(emulator.base_url) as admin:
-        await admin.reset()
-        yield admin
-
-
 def _client(url: str, *, read_timeout_s: float = 5.0) -> BitrixClient:
     return BitrixClient(WebhookUrl.parse(url), connect_timeout_s=2.0, read_timeout_s=read_timeout_s)
 

@@ -51,7 +51,8 @@ def test_demo_on_the_test_redis_accounts_for_everything_and_cleans_up(
         total == 60 * 3 + 60 // 15 + 2
     )  # creates, paid updates, won updates, late duplicates, 2 bad entries
     assert applied > 0
-    assert skipped >= 60 // 12 + 60 // 15  # deleted in Bitrix24, stale
+    # deleted in Bitrix24 or stale (a late update of an order whose create was refused waits with it)
+    assert skipped + dead >= 60 // 12 + 60 // 15
     assert dead >= 2 + 2  # invalid currency (create and its update) and the two bad entries
     for title in ("Outcomes", "Bitrix24 calls spent", "naive policy", "Dead letters", "0 duplicates"):
         assert title in out

@@ -38,13 +38,6 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-async def admin(emulator: EmulatorServer) -> AsyncIterator[EmulatorAdmin]:
-    async with EmulatorAdmin(emulator.base_url) as admin:
-        await admin.reset()
-        yield admin
-
-
-@pytest.fixture
 async def client(emulator: EmulatorServer, admin: EmulatorAdmin) -> AsyncIterator[BitrixClient]:
     async with BitrixClient(
         WebhookUrl.parse(emulator.webhook_url),

@@ -24,7 +24,7 @@ async def _immediate_slots(bench: Bench, share: float) -> int:
     settings = bench.with_settings(rate_burst=10, rate_per_s=0.5, rate_share=share).settings
     await bench.redis.delete(settings.keys.limiter(settings.webhook.portal))
     async with Worker.open(settings) as worker:
-        waits = [await worker.limiter.reserve() for _ in range(12)]
+        waits = [await worker.portal.limiter.reserve() for _ in range(12)]
     return sum(1 for w in waits if w == 0)
 
 

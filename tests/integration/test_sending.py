@@ -37,13 +37,6 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-async def admin(emulator: EmulatorServer) -> AsyncIterator[EmulatorAdmin]:
-    async with EmulatorAdmin(emulator.base_url) as admin:
-        await admin.reset()
-        yield admin
-
-
-@pytest.fixture
 async def sender(
     emulator: EmulatorServer, redis_client: aioredis.Redis, key_prefix: str
 ) -> AsyncIterator[tuple[Sender, Calls]]:

@@ -8,6 +8,7 @@ Nothing here does I/O: builders return a ``Command`` (method + params) that the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -79,7 +80,14 @@ def _entity(entity: str) -> str:
     return name
 
 
-def _id(value: int | str) -> int:
+# ``$result[cmd][path]``: in a batch, a later command's parameter taken from an earlier command's result.
+REFERENCE: Final = re.compile(r"\$(result|next|total|time|error)((?:\[[^\]\s]+\])+)", re.IGNORECASE)
+
+
+def _id(value: int | str) -> int | str:
+    """A positive id, or a batch reference to one (``bitrix.items.ref``) that the portal resolves."""
+    if isinstance(value, str) and REFERENCE.fullmatch(value):
+        return value
     ident = int(value)
     if ident <= 0 or isinstance(value, bool):
         raise ValueError(f"CRM id must be a positive integer, got {value!r}")

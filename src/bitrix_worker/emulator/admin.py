@@ -29,10 +29,28 @@ class EmulatorAdmin:
         return data
 
     async def entities(self, entity: str) -> list[dict[str, Any]]:
-        """Every stored row of ``entity`` (deal, contact, company, lead), as ``crm.<entity>.get`` shows it."""
+        """Every stored row of ``entity`` (deal, contact, company, lead, quote), UPPER_CASE, including what
+        ``get`` does not show (a deal's ``CONTACT_IDS``)."""
         data = await self._call("GET", f"/entities/{entity}")
         items: list[dict[str, Any]] = data["items"]
         return items
+
+    async def items(self, entity_type_id: int) -> list[dict[str, Any]]:
+        """Every item of one entityTypeId as ``crm.item.get`` shows it (camelCase, typed values)."""
+        data = await self._call("GET", f"/items/{int(entity_type_id)}")
+        found: list[dict[str, Any]] = data["items"]
+        return found
+
+    async def product_rows(
+        self, owner_type: str | None = None, owner_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Product rows (camelCase, with ``ownerType``/``ownerId``): all, or one owner's in its order."""
+        query = {k: str(v) for k, v in (("ownerType", owner_type), ("ownerId", owner_id)) if v is not None}
+        response = await self._client.get("/productrows", params=query)
+        if response.status_code >= 400:
+            raise EmulatorError(f"GET /_emulator/productrows: HTTP {response.status_code}")
+        rows: list[dict[str, Any]] = response.json()["rows"]
+        return rows
 
     async def delete_entity(self, entity: str, entity_id: int) -> bool:
         """Delete a row behind the API's back (a user deleting it in Bitrix24); False if it did not exist."""

@@ -26,6 +26,7 @@ from .config import EmulatorConfig, LimitsUpdate
 from .errors import ApiError, invalid_credentials, method_not_found, query_limit
 from .faults import COMMIT_THEN_ANSWER, FRONT_DOOR_KINDS, FaultConfig, fault_error
 from .hostile import HOSTILE_ANSWERS, hostile_answer
+from .items import SHARED
 from .portal import Portal
 from .store import ENTITIES
 
@@ -247,6 +248,29 @@ async def entities(request: Request) -> Response:
     return JSONResponse({"entity": entity, "count": len(items), "items": items})
 
 
+async def items(request: Request) -> Response:
+    """Items of one entityTypeId as ``crm.item.get`` shows them (deals, smart invoices, processes...)."""
+    portal = _portal(request)
+    etid = int(request.path_params["etid"])
+    if etid not in portal.items.tables and etid not in SHARED:
+        return JSONResponse({"error": "unknown entityTypeId"}, status_code=404)
+    found = portal.items.all(etid)
+    return JSONResponse({"entityTypeId": etid, "count": len(found), "items": found})
+
+
+async def product_rows(request: Request) -> Response:
+    """Every product row (camelCase, with its owner), or one owner's with ``?ownerType=D&ownerId=5``."""
+    portal = _portal(request)
+    rows = portal.rows.all_rows()
+    owner_type, owner_id = request.query_params.get("ownerType"), request.query_params.get("ownerId")
+    if owner_type is not None:
+        rows = [r for r in rows if r["ownerType"] == owner_type.upper()]
+    if owner_id is not None:
+        rows = [r for r in rows if str(r["ownerId"]) == owner_id]
+    rows.sort(key=lambda r: (r["ownerType"], r["ownerId"], r["sort"], r["id"]))
+    return JSONResponse({"count": len(rows), "rows": rows})
+
+
 async def delete_entity(request: Request) -> Response:
     entity = _entity(request)
     if entity is None:
@@ -293,6 +317,8 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         Route("/rest/{rest:path}", no_auth, methods=["GET", "POST"]),
         Route("/_emulator/stats", stats, methods=["GET"]),
         Route("/_emulator/entities/{entity}", entities, methods=["GET"]),
+        Route("/_emulator/items/{etid:int}", items, methods=["GET"]),
+        Route("/_emulator/productrows", product_rows, methods=["GET"]),
         Route("/_emulator/entities/{entity}/{id:int}/delete", delete_entity, methods=["POST"]),
         Route("/_emulator/entities/{entity}/{id:int}", delete_entity, methods=["DELETE"]),
         Route("/_emulator/reset", reset, methods=["POST"]),

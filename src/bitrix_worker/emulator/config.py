@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .faults import FaultConfig
+
+
+class SmartProcessType(BaseModel):
+    """A smart-process type as ``crm.type.list`` shows it; ``id`` (the type's own id) is not the
+    ``entityTypeId`` items are addressed with."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: int = Field(ge=1)
+    entity_type_id: int = Field(alias="entityTypeId")
+    title: str = Field(min_length=1)
+    code: str = ""
+    products: bool = Field(default=True, alias="isLinkWithProductsEnabled")
+    categories: bool = Field(default=True, alias="isCategoriesEnabled")
+
+    @field_validator("entity_type_id")
+    @classmethod
+    def _in_range(cls, value: int) -> int:
+        if not (128 <= value <= 192 or (value >= 1030 and value % 2 == 0)):
+            raise ValueError("entityTypeId is out of allowed range (128..192, or an even number >= 1030)")
+        return value
+
+
+def _default_types() -> list[SmartProcessType]:
+    return [SmartProcessType(id=1, entity_type_id=128, title="Delivery")]
 
 
 class EmulatorConfig(BaseModel):
@@ -12,7 +37,8 @@ class EmulatorConfig(BaseModel):
 
     ``processing_s`` maps a method name (or a glob such as ``crm.deal.*``) to the simulated seconds each
     call of it takes; that time feeds the per-method operating budget and ``time.processing``, without
-    actually sleeping (use ``faults.latency`` for real delay).
+    actually sleeping (use ``faults.latency`` for real delay). ``smart_process_types`` are the smart
+    processes the portal starts with (``crm.type.add`` adds more).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -27,6 +53,7 @@ class EmulatorConfig(BaseModel):
     faults: FaultConfig = Field(default_factory=FaultConfig)
     seed: int | None = None
     limits_enabled: bool = True
+    smart_process_types: list[SmartProcessType] = Field(default_factory=_default_types)
 
 
 class LimitsUpdate(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any
 class ApiError(Exception):
     """A Bitrix24 error answer: raised by method code, rendered by the app or put into ``result_error``."""
 
-    def __init__(self, status: int, code: str, description: str) -> None:
+    def __init__(self, status: int, code: str | int, description: str) -> None:
         super().__init__(f"{status} {code} {description}")
         self.status = status
         self.code = code
@@ -20,7 +20,7 @@ class ApiError(Exception):
     @property
     def outcome(self) -> str:
         """Key for the stats: the code, or the description for the empty-code crm errors."""
-        return self.code or self.description
+        return str(self.code) if self.code != "" else self.description
 
 
 def bad_request(description: str) -> ApiError:
@@ -57,3 +57,18 @@ def batch_length_exceeded() -> ApiError:
 
 def batch_method_not_allowed() -> ApiError:
     return ApiError(405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage")
+
+
+def engine_error(code: str | int, description: str) -> ApiError:
+    """An error of the newer controller-based methods (crm.item.*, crm.type.*): HTTP 400 with a code."""
+    return ApiError(400, code, description)
+
+
+def missing_parameter(name: str) -> ApiError:
+    return engine_error(100, f"Could not find value for parameter {{{name}}}")
+
+
+def invalid_parameter(value: str, name: str, kind: str) -> ApiError:
+    return engine_error(
+        100, f"Invalid value {value} to match with parameter {{{name}}}. Should be value of type {kind}."
+    )

@@ -4,7 +4,8 @@
 then the method, then its simulated processing time is charged to that method. ``batch`` runs sub-commands
 through the same path, so each nested command is charged to its own method (current docs: "Nested calls
 are executed as separate methods"); the outer ``batch`` is not charged (docs: "An external call to
-``batch`` is not accounted for in ``operating``") and counts once for the leaky bucket (app.py).
+``batch`` is not accounted for in ``operating``") and counts once for the leaky bucket (app.py). A
+command's parameters may refer to earlier results (``$result[name][field]``, substitution.py).
 """
 
 from __future__ import annotations
@@ -28,17 +29,21 @@ from .errors import (
     operation_time_limit,
 )
 from .faults import COMMIT_THEN_ANSWER, TRANSPORT_KINDS, FaultEngine, fault_error
+from .items import ItemStore
 from .limits import LeakyBucket, OperatingBudget
+from .rows import ProductRows
 from .store import ENTITIES, CrmStore, Result, portal_time
+from .substitution import substitute
 
 BATCH_MAX = 50
 Handler = Callable[[dict[str, Any]], Result]
 
 
 def truthy(value: Any) -> bool:
-    """PHP-ish truth for ``halt``: true, 1, "1", "true", "Y"."""
+    """PHP ``(bool)`` as the batch reads ``halt``: only ``""`` and ``"0"`` are false among strings, so a
+    form-encoded ``halt=false`` *halts* (send 0/1 or a JSON boolean)."""
     if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "y", "yes", "on")
+        return value not in ("", "0")
     return bool(value)
 
 
@@ -81,6 +86,10 @@ class Portal:
             for op in ("add", "update", "get", "list", "delete"):
                 self.handlers[f"crm.{entity}.{op}"] = partial(getattr(self.store, op), entity)
             self.handlers[f"crm.{entity}.fields"] = partial(self._fields, entity)
+        self.items = ItemStore(self.store, config.smart_process_types)
+        self.rows = ProductRows(self.items)
+        self.handlers.update(self.items.handlers())
+        self.handlers.update(self.rows.handlers())
         self.stats = Stats()
         self.bucket = LeakyBucket(config.burst, config.drain_per_s)
         self.budget = OperatingBudget(config.operating_limit_s, config.operating_window_s)
@@ -104,6 +113,8 @@ class Portal:
     def reset(self, *, keep_faults: bool, keep_limits: bool) -> None:
         """Back to the start-up state: empty store (IDs from 1), zero stats and limit counters."""
         self.store.reset()
+        self.items.reset()
+        self.rows.reset()
         self.stats = Stats()
         self.bucket.reset()
         self.budget.reset()
@@ -158,6 +169,8 @@ class Portal:
             "calls": {m: dict(c) for m, c in self.stats.calls.items()},
             "faults_injected": dict(self.faults.injected),
             "entities": {e: len(t.rows) for e, t in self.store.tables.items()},
+            "items": {str(etid): len(t.rows) for etid, t in self.items.tables.items()},
+            "product_rows": len(self.rows.table.rows),
             "limits": self.limits(),
             "operating": {m: self.budget.operating(m, now) for m in self.budget.methods()},
         }
@@ -210,7 +223,9 @@ class Portal:
                 self.budget.record(method, simulated, now)
         return result, simulated or (time.perf_counter() - started)
 
-    def _command(self, n: int, method: str, query: str) -> tuple[str | None, Result, float]:
+    def _command(
+        self, n: int, method: str, query: str, sections: dict[str, dict[str, Any]]
+    ) -> tuple[str | None, Result, float]:
         """One batch sub-command: (transport fault to apply to the whole request, result, processing)."""
         if n >= BATCH_MAX:
             raise batch_length_exceeded()
@@ -224,7 +239,10 @@ class Portal:
             return fault, Result(None), 0.0
         if fault is not None and fault not in TRANSPORT_KINDS and fault != "500_after_commit":
             raise fault_error(fault)
-        res, processing = self.call(method, parse_query(query))
+        params = parse_query(query)
+        if "$" in query or "%24" in query:  # only a command with a reference needs the walk
+            params = substitute(params, sections)
+        res, processing = self.call(method, params)
         if fault == "500_after_commit":
             raise fault_error("500")
         # timeout_commit, trickle, huge: the portal finishes the whole batch, then the answer goes wrong
@@ -247,12 +265,15 @@ class Portal:
         nexts: dict[str, Any] = {}
         times: dict[str, Any] = {}
         escalated: str | None = None
+        sections = {"result": result, "next": nexts, "total": totals, "time": times, "error": errors}
         for n, (key, spec) in enumerate(commands):
+            if not isinstance(spec, str):
+                continue  # e.g. an SDK-style {method, params} object: skipped without result or error
             start = self.clock()
-            method, _, query = str(spec).partition("?")
+            method, _, query = spec.partition("?")
             method = method.strip().lower().removesuffix(".json")
             try:
-                fault, res, processing = self._command(n, method, query)
+                fault, res, processing = self._command(n, method, query, sections)
             except ApiError as exc:
                 self.stats.count(method or "?", exc.outcome)
                 errors[key] = exc.body()

@@ -1,4 +1,4 @@
-"""Field lists of the four CRM entities: a small but realistic subset of ``crm.<entity>.fields``.
+"""Field lists of the old-API CRM entities: a small but realistic subset of ``crm.<entity>.fields``.
 
 Only these names (plus any ``UF_*``) are stored; others are ignored, as the portal ignores typos.
 """
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CURRENCIES = frozenset({"RUB", "USD", "EUR", "KZT", "BYN", "UAH"})
-NUMERIC_TYPES = frozenset({"integer", "double", "user", "crm_company", "crm_contact", "crm_lead"})
+NUMERIC_TYPES = frozenset({"integer", "double", "user", "crm_company", "crm_contact", "crm_lead", "crm_deal"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,13 +18,14 @@ class Field:
     title: str
     read_only: bool = False
     multiple: bool = False
+    immutable: bool = False  # set on add, silently dropped by the old API's update (CATEGORY_ID)
 
     def describe(self) -> dict[str, Any]:
         return {
             "type": self.type,
             "isRequired": False,
             "isReadOnly": self.read_only,
-            "isImmutable": False,
+            "isImmutable": self.immutable,
             "isMultiple": self.multiple,
             "isDynamic": False,
             "title": self.title,
@@ -70,7 +71,7 @@ FIELDS: dict[str, EntityFields] = {
         | {
             "TITLE": Field("string", "Name"),
             "TYPE_ID": Field("crm_status", "Type"),
-            "CATEGORY_ID": Field("crm_category", "Pipeline"),
+            "CATEGORY_ID": Field("crm_category", "Pipeline", immutable=True),
             "STAGE_ID": Field("crm_status", "Deal stage"),
             "PROBABILITY": Field("integer", "Probability"),
             "CURRENCY_ID": Field("crm_currency", "Currency"),
@@ -79,6 +80,7 @@ FIELDS: dict[str, EntityFields] = {
             "TAX_VALUE": Field("double", "Tax rate"),
             "COMPANY_ID": Field("crm_company", "Company"),
             "CONTACT_ID": Field("crm_contact", "Contact"),
+            "CONTACT_IDS": Field("crm_contact", "Contacts", multiple=True),
             "LEAD_ID": Field("crm_lead", "Lead"),
             "BEGINDATE": Field("date", "Start date"),
             "CLOSEDATE": Field("date", "End date"),
@@ -140,5 +142,27 @@ FIELDS: dict[str, EntityFields] = {
             "CONTACT_ID": Field("crm_contact", "Contact"),
         },
         {"STATUS_ID": "NEW", "CURRENCY_ID": "RUB", "OPPORTUNITY": "0.00", "OPENED": "Y"},
+    ),
+    "quote": EntityFields(  # crm.quote.fields documents no source or external-id fields
+        {k: v for k, v in _COMMON.items() if not k.startswith(("ORIGIN", "SOURCE_"))}
+        | {
+            "TITLE": Field("string", "Title"),
+            "STATUS_ID": Field("crm_status", "Status"),
+            "CURRENCY_ID": Field("crm_currency", "Currency"),
+            "OPPORTUNITY": Field("double", "Amount"),
+            "TAX_VALUE": Field("double", "Tax amount"),
+            "COMPANY_ID": Field("crm_company", "Company"),
+            "CONTACT_ID": Field("crm_contact", "Contact"),
+            "CONTACT_IDS": Field("crm_contact", "Contacts", multiple=True),
+            "DEAL_ID": Field("crm_deal", "Deal"),
+            "LEAD_ID": Field("crm_lead", "Lead"),
+            "QUOTE_NUMBER": Field("string", "Estimate number", read_only=True),
+            "BEGINDATE": Field("date", "Date of issue"),
+            "CLOSEDATE": Field("date", "Date of completion"),
+            "CLOSED": Field("char", "Completed"),
+            "CONTENT": Field("string", "Content"),
+            "TERMS": Field("string", "Terms"),
+        },
+        {"STATUS_ID": "DRAFT", "CURRENCY_ID": "RUB", "OPPORTUNITY": "0.00", "OPENED": "Y", "CLOSED": "N"},
     ),
 }

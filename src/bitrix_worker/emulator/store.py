@@ -16,11 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from .errors import ApiError, bad_request
+from .php import php_int
 from .schema import CURRENCIES, FIELDS, NUMERIC_TYPES, Field
 
 PAGE_SIZE = 50
 ENTITIES = tuple(FIELDS)
 _FILTER_OPS = (">=", "<=", "!=", "!@", "=%", "%=", ">", "<", "=", "!", "@", "%")
+_ID_TYPES = frozenset({"integer", "user", "crm_company", "crm_contact", "crm_lead", "crm_deal"})
+NOT_RETURNED = frozenset({"CONTACT_IDS"})  # accepted by add/update, absent from get/list (docs)
 
 _stamp_cache: tuple[int, str] = (0, "")
 
@@ -88,11 +91,9 @@ def _number(value: Any) -> float | None:
 
 
 def _positive_id(params: dict[str, Any]) -> int:
-    raw = params.get("id", params.get("ID"))
-    try:
-        value = int(str(raw).strip()) if raw is not None and not isinstance(raw, bool) else 0
-    except ValueError:
-        value = 0
+    """``(int)$params['id']`` as the old API reads it: an array (a batch reference to a failed command)
+    becomes 1, so such a call lands on entity 1 — the portal's behaviour, reproduced on purpose."""
+    value = php_int(params.get("id", params.get("ID")))
     if value <= 0:
         raise bad_request("ID is not defined or invalid.")
     return value
@@ -110,19 +111,52 @@ def _array(params: dict[str, Any], name: str, *, required: bool) -> dict[str, An
     raise bad_request(f"Parameter '{name}' must be array.")
 
 
+def _contacts(values: dict[str, Any]) -> dict[str, Any]:
+    """``CONTACT_IDS`` replaces the contact set and its first is the (deprecated) ``CONTACT_ID``; a lone
+    ``CONTACT_ID`` makes a set of one."""
+    if "CONTACT_IDS" in values:
+        ids = values["CONTACT_IDS"]
+        ids = [str(php_int(i)) for i in (ids if isinstance(ids, list) else [ids]) if php_int(i) > 0]
+        values["CONTACT_IDS"] = ids
+        values["CONTACT_ID"] = ids[0] if ids else None
+    elif values.get("CONTACT_ID") not in (None, "", "0"):
+        values["CONTACT_IDS"] = [values["CONTACT_ID"]]
+    return values
+
+
+def _stage_prefix(category: Any) -> str:
+    number = php_int(category)
+    return f"C{number}:" if number > 0 else ""
+
+
+def _default_stage(row: dict[str, Any]) -> None:
+    """A deal created in pipeline N without a stage starts at ``CN:NEW``."""
+    if "CATEGORY_ID" in row and "STAGE_ID" in row and ":" not in str(row["STAGE_ID"] or ""):
+        row["STAGE_ID"] = _stage_prefix(row["CATEGORY_ID"]) + str(row["STAGE_ID"] or "NEW")
+
+
+def _move_stage(row: dict[str, Any]) -> None:
+    """A pipeline move keeps the stage's meaning: ``C1:WON`` -> ``C2:WON`` (the portal picks the first stage
+    of the new pipeline with the same semantics)."""
+    stage = str(row.get("STAGE_ID") or "NEW").rpartition(":")[2]
+    row["STAGE_ID"] = _stage_prefix(row["CATEGORY_ID"]) + stage
+
+
 class CrmStore:
     """All four entity tables plus the method implementations."""
 
     def __init__(self, user_id: int = 1) -> None:
         self.user_id = str(user_id)
         self.tables: dict[str, Table] = {e: Table() for e in ENTITIES}
+        self.on_remove: Callable[[str, int], None] | None = None  # product rows go with their owner
 
     def reset(self) -> None:
         self.tables = {e: Table() for e in ENTITIES}
 
     # -- writes -------------------------------------------------------------------------------------
 
-    def _clean(self, entity: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def _clean(self, entity: str, fields: dict[str, Any], *, update: bool = False) -> dict[str, Any]:
+        """Fields as the old API stores them; on update it also drops immutable ones (``CATEGORY_ID``)."""
         known = FIELDS[entity]
         out: dict[str, Any] = {}
         for raw_name, raw in fields.items():
@@ -132,13 +166,15 @@ class CrmStore:
                 if name.startswith("UF_"):
                     out[name] = _wire(raw)
                 continue  # the portal silently ignores unknown fields
-            if spec.read_only:
+            if spec.read_only or (update and spec.immutable):
                 continue
             out[name] = self._value(spec, raw)
-        return out
+        return _contacts(out)
 
     @staticmethod
     def _value(spec: Field, raw: Any) -> Any:
+        if spec.type in _ID_TYPES and not spec.multiple and isinstance(raw, list | dict):
+            return str(php_int(raw))  # the proxies cast non-scalars for id-like fields
         if spec.type == "crm_currency" and raw not in (None, ""):
             if str(raw) not in CURRENCIES:
                 raise bad_request(f'Invalid value for the "{spec.title}" field')
@@ -164,6 +200,7 @@ class CrmStore:
         stamp = portal_time()
         row = dict(FIELDS[entity].defaults)
         row.update(values)
+        _default_stage(row)
         row.update(
             ID=str(row_id),
             DATE_CREATE=stamp,
@@ -185,12 +222,16 @@ class CrmStore:
             raise bad_request("Not found")
         return row_id, row
 
-    def update(self, entity: str, params: dict[str, Any]) -> Result:
+    def update(self, entity: str, params: dict[str, Any], *, move: bool = False) -> Result:
+        """``crm.<entity>.update``; ``move=True`` is crm.item.update's path, where a pipeline change works."""
         row_id, row = self._row(entity, params)
-        values = self._clean(entity, _array(params, "fields", required=True))
+        values = self._clean(entity, _array(params, "fields", required=True), update=not move)
         _array(params, "params", required=False)
         old_origin = row.get("ORIGIN_ID")
+        moved = "CATEGORY_ID" in values and values["CATEGORY_ID"] != row.get("CATEGORY_ID")
         row.update(values)
+        if moved and "STAGE_ID" not in values:
+            _move_stage(row)
         row["DATE_MODIFY"] = portal_time()
         row["MODIFY_BY_ID"] = self.user_id
         self.tables[entity].index(row_id, old_origin, row.get("ORIGIN_ID"))
@@ -208,13 +249,15 @@ class CrmStore:
         if row is None:
             return False
         table.index(row_id, row.get("ORIGIN_ID"), None)
+        if self.on_remove is not None:
+            self.on_remove(entity, row_id)
         return True
 
     # -- reads --------------------------------------------------------------------------------------
 
     def get(self, entity: str, params: dict[str, Any]) -> Result:
         _, row = self._row(entity, params)
-        return Result(dict(row))
+        return Result({k: v for k, v in row.items() if k not in NOT_RETURNED})
 
     def all(self, entity: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.tables[entity].rows.values()]
@@ -252,7 +295,11 @@ def _projector(entity: str, select: Any) -> Callable[[dict[str, Any]], dict[str,
     def project(row: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if standard:
-            out.update((n, row.get(n)) for n in fields if not fields[n].multiple or n in row)
+            out.update(
+                (n, row.get(n))
+                for n in fields
+                if (not fields[n].multiple or n in row) and n not in NOT_RETURNED
+            )
         if user:
             out.update((n, v) for n, v in row.items() if n.startswith("UF_"))
         for n in wanted:
