@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     request_deadline_s: float = Field(default=d.REQUEST_DEADLINE_S, gt=0)
     max_response_bytes: int = Field(default=d.MAX_RESPONSE_BYTES, ge=1024)
     shutdown_grace_s: float = Field(default=d.SHUTDOWN_GRACE_S, ge=0)
+    stall_after_s: float = Field(default=d.STALL_AFTER_S, gt=0, allow_inf_nan=False)
     http_port: int = Field(default=d.HTTP_PORT, ge=0, le=65535)
     http_host: str = "127.0.0.1"
     outcomes_maxlen: int = Field(default=d.OUTCOMES_MAXLEN, ge=0)

@@ -73,6 +73,10 @@ DEDUPE_WINDOW_S = 3600.0  # a producer's op_id is remembered this long (producer
 DESCRIPTION_MAX_CHARS = 200
 SCHEMA_TTL_S = 3600.0  # a portal's field schema is refetched at most this often (plus on a surprise)
 HISTORY_MAX_ENTRIES = 50
+HISTORY_MAX_BYTES = 1 << 20  # a history read back from a stream field or unit; larger ones are ignored
+UNIT_MAX_BYTES = 64 << 20  # a retry unit: up to a batch of payloads and their histories
+UNSENT_DELIVERIES_FACTOR = 10  # deliveries that never got sent, in multiples of max_deliveries (poison)
+STALL_AFTER_S = 600.0  # holding entries without progress this long: /healthz and /readyz say stuck
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,18 @@ class StreamKeys:
     def parked(self) -> str:
         """Hash holding every key's queue of entries waiting for its turn (layout: redis/lua/turns.lua)."""
         return self._k("parked")
+
+    @property
+    def own(self) -> str:
+        """Hash: stream id -> ``unit`` | ``replay`` for each entry the worker itself added (a producer's
+        fields never decide that), and ``~since``, the newest id when this was first kept
+        (redis/lua/turns.lua)."""
+        return self._k("own")
+
+    @property
+    def sent(self) -> str:
+        """Hash: stream id -> how many times a request carrying it was sent (the poison cap counts these)."""
+        return self._k("sent")
 
     def legacy_parked(self, ident: str) -> str:
         """The per-key parked list of versions before 0.2 (moved into ``parked`` at start)."""

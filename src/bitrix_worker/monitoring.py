@@ -1,9 +1,11 @@
 """The worker's monitoring endpoints: ``/metrics``, ``/healthz`` and ``/readyz``, served by uvicorn in the
 worker's own event loop (so a stuck loop also stops answering ``/healthz``: that is the liveness signal).
 
-* ``/healthz`` 200 while the worker loop runs; 503 once it has ended.
-* ``/readyz`` 200 only when Redis and the mapping store answer and the portal's breaker is closed; else 503
-  with ``{"ready": false, "reason": ...}``. An open breaker means "do not send more work here", not "restart".
+* ``/healthz`` 200 while the worker loop runs; 503 once it has ended, or while it is stuck: it holds entries
+  and has made no progress for longer than ``stall_after_s`` (``stall.py``) while the portal is not paused.
+* ``/readyz`` 200 only when Redis and the mapping store answer, the portal's breaker is closed and the worker
+  is not stuck; else 503 with ``{"ready": false, "reason": ...}``. An open breaker means "do not send more
+  work here", not "restart"; a stuck worker means "restart it" (its entries are then reclaimed).
 """
 
 from __future__ import annotations
@@ -40,6 +42,20 @@ class Probes:
     gate: PortalGate
     alive: Callable[[], bool]
     metrics: PrometheusEvents | None = None
+    stuck: Callable[[], str | None] = lambda: None
+
+
+async def _stuck_reason(p: Probes) -> str | None:
+    """Why the worker is stuck, unless the portal is paused (then holding entries without progress is the
+    plan: the gate holds them until a probe succeeds)."""
+    reason = p.stuck()
+    if reason is None:
+        return None
+    try:
+        state = await asyncio.wait_for(p.gate.state(), PROBE_TIMEOUT_S)
+    except (BitrixWorkerError, TimeoutError):
+        return reason
+    return None if state.open else reason
 
 
 async def _not_ready_reason(p: Probes) -> str | None:
@@ -59,7 +75,7 @@ async def _not_ready_reason(p: Probes) -> str | None:
         return f"breaker: {exc}"
     if state.open:
         return f"breaker open: {state.reason}"
-    return None
+    return p.stuck()
 
 
 def create_app(probes: Probes) -> Starlette:
@@ -70,9 +86,12 @@ def create_app(probes: Probes) -> Starlette:
         return Response(probes.metrics.render(), media_type=CONTENT_TYPE)
 
     async def healthz(_: Request) -> Response:
-        if probes.alive():
-            return JSONResponse({"alive": True})
-        return JSONResponse({"alive": False, "reason": "worker loop has stopped"}, status_code=503)
+        if not probes.alive():
+            return JSONResponse({"alive": False, "reason": "worker loop has stopped"}, status_code=503)
+        stuck = await _stuck_reason(probes)
+        if stuck is not None:
+            return JSONResponse({"alive": False, "reason": stuck}, status_code=503)
+        return JSONResponse({"alive": True})
 
     async def readyz(_: Request) -> Response:
         reason = await _not_ready_reason(probes)

@@ -4,21 +4,27 @@
                                       "fields":{"STAGE_ID":"WON"},"version":7}'
 
 ``decode_payload`` turns anything malformed into ``PoisonMessage`` with a reason a producer can act on;
-the worker dead-letters it and never crashes on input.
+the worker dead-letters it and never crashes on input (limits: ``MAX_PAYLOAD_BYTES``, ``boundedjson``'s
+depth, ``MAX_VERSION``; lone surrogates and non-finite numbers refused).
 """
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import boundedjson
 from .errors import PoisonMessage
 from .values import PAYLOAD_FIELD
 
 MAX_KEY_LENGTH = 200
+MAX_PAYLOAD_BYTES = 1 << 20
+"""A payload larger than this (UTF-8 bytes) is poison; redis/lua/turns.lua does not even read it."""
+MAX_VERSION = 2**63 - 1
+"""The largest ``version`` the mapping store holds (a signed 64-bit column); larger ones are poison before
+anything is sent, never an overflow after the portal applied them."""
 
 
 class OpKind(StrEnum):
@@ -44,7 +50,7 @@ class Operation(BaseModel):
     entity: Entity
     key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
     fields: dict[str, Any] = Field(default_factory=dict)
-    version: int | None = Field(default=None, ge=0)
+    version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
 
     @field_validator("key")
     @classmethod
@@ -76,15 +82,9 @@ def decode_payload(raw: bytes | str | None) -> Operation:
     if raw is None:
         raise PoisonMessage(f"entry has no {PAYLOAD_FIELD!r} field")
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    except UnicodeDecodeError as exc:
-        raise PoisonMessage(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PoisonMessage(
-            f"payload is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+        data = boundedjson.loads(raw, max_bytes=MAX_PAYLOAD_BYTES)
+    except boundedjson.UnreadableJson as exc:
+        raise PoisonMessage(str(exc)) from None
     if not isinstance(data, dict):
         raise PoisonMessage(f"payload must be a JSON object, got {type(data).__name__}")
     try:

@@ -12,7 +12,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, TypedDict, cast
 
-from .defaults import DESCRIPTION_MAX_CHARS
+from . import boundedjson
+from .defaults import DESCRIPTION_MAX_CHARS, HISTORY_MAX_BYTES
 from .redaction import redact
 from .taxonomy import Classification, ErrorClass, Execution
 
@@ -91,8 +92,12 @@ def history_from_json(raw: Any) -> list[HistoryEntry]:
     if not raw:
         return []
     try:
-        value = json.loads(raw) if isinstance(raw, str | bytes) else raw
-    except ValueError:
+        value = (
+            boundedjson.loads(raw, max_bytes=HISTORY_MAX_BYTES, what="history")
+            if isinstance(raw, str | bytes)
+            else raw
+        )
+    except boundedjson.UnreadableJson:
         return []
     if not isinstance(value, list):
         return []

@@ -33,7 +33,13 @@ async def run_worker(
         http = None
         if settings.http_port:
             probes = Probes(
-                settings, worker.reader, worker.store, worker.portal.gate, lambda: not task.done(), metrics
+                settings,
+                worker.reader,
+                worker.store,
+                worker.portal.gate,
+                lambda: not task.done(),
+                metrics,
+                stuck=worker.stuck,
             )
             http = HttpServer(create_app(probes), settings.http_host, settings.http_port)
             try:

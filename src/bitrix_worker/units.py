@@ -13,27 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .defaults import HISTORY_MAX_ENTRIES
+from . import boundedjson
+from .defaults import HISTORY_MAX_ENTRIES, UNIT_MAX_BYTES
 from .errors import PoisonMessage
 from .operations import Operation, decode_payload
 from .records import HistoryEntry, attempt_entry, attempts_in, history_from_json
 from .taxonomy import Classification, Execution
-
-
-def raw_ident(payload: bytes | None) -> str:
-    """The key claim.lua derived for a producer entry (it may exist even if the payload is invalid)."""
-    if payload is None:
-        return ""
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return ""
-    if not isinstance(data, dict):
-        return ""
-    entity, key, op = data.get("entity"), data.get("key"), data.get("op")
-    if isinstance(entity, str) and isinstance(key, str) and isinstance(op, str):
-        return f"{entity}:{key}"
-    return ""
 
 
 @dataclass(slots=True)
@@ -110,6 +95,9 @@ class WorkUnit:
                 "history": self.history,
             },
             separators=(",", ":"),
+            # no \uXXXX escapes: cjson (promote.lua) refuses a lone surrogate escape, which a portal's error
+            # text could carry into the history; raw, the settlement's encoder makes it "?" (streams.lua_json)
+            ensure_ascii=False,
         )
 
 
@@ -123,7 +111,7 @@ def _member_json(m: Member) -> dict[str, Any]:
 def unit_from_json(text: str, stream_id: str, deliveries: int = 1) -> WorkUnit:
     """Rebuild a unit re-added by settle/promote. Raises PoisonMessage if it was tampered with."""
     try:
-        data = json.loads(text)
+        data = boundedjson.loads(text, max_bytes=UNIT_MAX_BYTES, what="retry unit")
         members = [
             Member(
                 m["origin"], m["payload"], decode_payload(m["payload"]), history_from_json(m.get("history"))
@@ -139,5 +127,13 @@ def unit_from_json(text: str, stream_id: str, deliveries: int = 1) -> WorkUnit:
             history=history_from_json(data.get("history")),
             deliveries=deliveries,
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PoisonMessage(f"unreadable retry unit: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, PoisonMessage) as exc:
+        raise PoisonMessage(f"unreadable retry unit: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, PoisonMessage):
+        return exc.reason
+    if isinstance(exc, KeyError):
+        return f"missing {exc}"
+    return str(exc)[:200]

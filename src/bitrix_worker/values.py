@@ -59,12 +59,20 @@ class LastWrite:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry as read by this consumer."""
+    """One stream entry as read by this consumer.
+
+    ``ident`` is the key's turn Redis holds for it, exactly as the scripts derived it ("" for none); the
+    worker never derives it again. ``whose`` says who wrote the entry, as Redis recorded it: "" a producer
+    (only its ``payload`` is read), "unit" a retry unit or hand-off, "replay" a replayed dead letter (its
+    ``history`` is the worker's). ``sent``: how many times a request carrying it already left for the portal.
+    """
 
     id: str
     ident: str
     fields: dict[str, bytes]
     deliveries: int = 1
+    whose: str = ""
+    sent: int = 0
 
     @property
     def payload(self) -> bytes | None:

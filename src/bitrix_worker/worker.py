@@ -17,21 +17,25 @@ from contextlib import asynccontextmanager
 import structlog
 
 from .bitrix.client import BitrixClient
+from .bitrix.marking import before_first_request, marking_transport
 from .config import Settings
 from .delivery import Delivery
 from .errors import BitrixError, StoreError
 from .events import EventFanout, RunSummary, Tally, WorkerEvents
 from .inflight import InFlight
-from .intake import Poison, build_units, by_key, poison_error, poison_items, poison_outcome, poison_settlement
+from .intake import Poison, build_units, poison_error, poison_items, poison_outcome, poison_settlement
 from .mapping import MappingStore
 from .portal import Portal
 from .reasons import Reason
+from .reclaiming import Reclaimer
 from .redis.connection import RedisClient, client_for, ping_or_fail
 from .redis.gauges import QueueReader
 from .redis.leases import Leases, lease_ttl_ms
 from .redis.stores import StoreRegistry
 from .redis.streams import OperationQueue
 from .redis.workers import WorkerRegistry
+from .rescue import look_up_crash_looping_creates, merge
+from .stall import Progress, stuck_reason
 from .store_check import check_store
 from .taxonomy import ErrorClass
 from .values import Clock, Entry, ms
@@ -58,7 +62,8 @@ class Worker:
         self.store = store
         self.clock = clock
         self.summary = RunSummary()
-        self.events = EventFanout(Tally(self.summary), *(e for e in [events] if e is not None))
+        self.progress = Progress()
+        self.events = EventFanout(Tally(self.summary), self.progress, *(e for e in [events] if e is not None))
         keys = settings.keys
         self.queue = OperationQueue(
             redis,
@@ -92,6 +97,9 @@ class Worker:
         )
         self._stopping = asyncio.Event()
         self._batches = InFlight(settings.concurrency, self._handle, self.log)
+        self.reclaimer = Reclaimer(
+            self.queue, self._batches, claim_idle_ms=settings.claim_idle_ms, batch_size=settings.batch_size
+        )
 
     @classmethod
     @asynccontextmanager
@@ -107,6 +115,7 @@ class Worker:
             max_connections=settings.concurrency * 2 + 4,
             request_deadline_s=settings.request_deadline_s,
             max_response_bytes=settings.max_response_bytes,
+            transport=marking_transport(settings.concurrency * 2 + 4),  # marks a batch sent (poison cap)
         )
         try:
             yield cls(settings, redis=redis, client=client, store=store, events=events)
@@ -114,6 +123,10 @@ class Worker:
             await client.aclose()
             await store.close()
             await redis.aclose()
+
+    def stuck(self) -> str | None:
+        """Why this worker counts as stuck (it holds entries but made no progress for too long), or None."""
+        return stuck_reason(len(self._batches.ids), self.progress.since_s(), self.settings.stall_after_s)
 
     def stop(self) -> None:
         """Stop reading; in-flight batches finish within the shutdown grace, the rest stays pending."""
@@ -176,6 +189,7 @@ class Worker:
             self._batches.give_slot()
             raise
         if entries:
+            self.progress.touch()
             self._batches.spawn(entries)
             return True
         self._batches.give_slot()
@@ -196,12 +210,20 @@ class Worker:
             await waiter
 
     async def _handle(self, entries: list[Entry]) -> None:
+        """Judge each entry alone; dead-letter the poison (a crash-looping create once looked up); deliver.
+        Right before the batch's first request leaves, its entries are marked sent (the poison cap)."""
+        ids = [e.id for e in entries]
         try:
-            at = ms(self.clock)
-            units, poison = build_units(entries, max_deliveries=self.settings.max_deliveries, at_ms=at)
-            await self._dead_letter_poison(poison)
-            if units:
-                await self.delivery.run(units)
+            with before_first_request(lambda: self.queue.mark_sent(ids)):
+                at = ms(self.clock)
+                units, poison = build_units(entries, max_deliveries=self.settings.max_deliveries, at_ms=at)
+                poison, found = await look_up_crash_looping_creates(
+                    poison, self.delivery.sender, originator_id=self.settings.originator_id, at_ms=at
+                )
+                await self._dead_letter_poison(poison)
+                units = merge(units, found)
+                if units:
+                    await self.delivery.run(units)
         except StoreError as exc:
             # Nothing was sent (what follows a request is retried until written): keep the entries and
             # try them again here as soon as the store answers, instead of waiting to be reclaimed.
@@ -211,6 +233,8 @@ class Worker:
             self.log.error("batch failed; its entries stay pending and will be reclaimed", error=str(exc))
         except Exception:
             self.log.exception("unexpected error in a batch; its entries stay pending and will be reclaimed")
+        finally:
+            self.progress.touch()
 
     async def _rescue(self) -> None:
         await self._batches.rescue(self.reader.ping, self._stopping)
@@ -258,32 +282,8 @@ class Worker:
             pass
 
     async def _reclaim(self) -> None:
-        if await self.portal.gate.is_shut():
-            return
-        start = "0-0"
-        while not self._stopping.is_set():
-            await self._batches.take_slot()
-            try:
-                entries, start = await self.queue.reclaim(
-                    self.settings.claim_idle_ms, self.settings.batch_size, start
-                )
-            except BaseException:
-                self._batches.give_slot()
-                raise
-            # An entry of this very process whose batch is slow (not dead) is not taken over again.
-            entries = [e for e in entries if e.id not in self._batches.ids]
-            if not entries:
-                self._batches.give_slot()
-            else:
-                self.log.warning("reclaimed entries of a dead consumer", n=len(entries))
-                self._batches.ids.update(e.id for e in entries)  # kept fresh while batches wait for a slot
-                groups = by_key(entries, self.settings.batch_size)
-                self._batches.spawn(groups[0])
-                for group in groups[1:]:
-                    await self._batches.take_slot()
-                    self._batches.spawn(group)
-            if start == "0-0":
-                return
+        if not await self.portal.gate.is_shut():
+            await self.reclaimer.sweep(self._stopping)
 
     async def _heartbeat(self) -> None:
         await self.queue.touch(sorted(self._batches.ids))

@@ -121,10 +121,12 @@ async def test_entry_that_keeps_killing_workers_becomes_poison(bench: Bench) -> 
 
     queue = OperationQueue(q, s.keys, group=s.group, consumer="dying")
     await queue.ensure_group()
-    (_entry,), _ = await queue.claim(10)
-    for _ in range(s.max_deliveries):
+    (entry,), _ = await queue.claim(10)
+    await queue.mark_sent([entry.id])  # each dying worker got as far as sending its batch
+    for _ in range(s.max_deliveries - 1):
         await asyncio.sleep(0.02)
         await queue.reclaim(min_idle_ms=10, count=10)
+        await queue.mark_sent([entry.id])
     summary = await bench.run(claim_idle_ms=100)
     assert summary.outcomes == {"dead_lettered": 1}
     ((payload, error),) = await bench.dead()
@@ -171,16 +173,22 @@ async def test_retry_unit_that_keeps_killing_workers_is_dead_lettered_per_operat
         },
     ]
     unit = json.dumps({"ident": "deal:u", "members": members, "failures": 1, "bounces": 0, "history": []})
-    await bench.redis.hincrby(s.keys.holds, "deal:u", 1)
-    await bench.enqueue_raw({"unit": unit, "held": "1", "ident": "deal:u"})
     from bitrix_worker.redis.streams import OperationQueue
 
     queue = OperationQueue(bench.redis, s.keys, group=s.group, consumer="dying")
     await queue.ensure_group()
-    await queue.claim(10)
-    for _ in range(s.max_deliveries):
+    # a retry unit as settle.lua schedules it (the key's turn kept), then promoted: the worker's own entry
+    await bench.redis.hincrby(s.keys.holds, "deal:u", 1)
+    await bench.redis.hset(s.keys.schedule_data, "1-1", unit)
+    await bench.redis.zadd(s.keys.schedule, {"1-1": 0})
+    assert await queue.promote_due() == 1
+    (entry,), _ = await queue.claim(10)
+    assert entry.whose == "unit"
+    await queue.mark_sent([entry.id])
+    for _ in range(s.max_deliveries - 1):
         await asyncio.sleep(0.02)
         await queue.reclaim(min_idle_ms=10, count=10)
+        await queue.mark_sent([entry.id])
     summary = await bench.run(claim_idle_ms=100)
     assert summary.outcomes == {"dead_lettered": 2}
     dead = await bench.dead()

@@ -20,6 +20,7 @@ from bitrix_worker.policy import RetryPolicy
 from bitrix_worker.reasons import Reason
 from bitrix_worker.records import HistoryEntry, history_from_json
 from bitrix_worker.sending import Answered, Failed
+from bitrix_worker.stall import Progress, stuck_reason
 from bitrix_worker.taxonomy import Classification, ErrorClass, Execution
 from bitrix_worker.units import Member, WorkUnit, unit_from_json
 from bitrix_worker.values import Entry
@@ -36,9 +37,12 @@ def entry(
     i: int, o: Operation | None = None, *, raw: bytes | None = None, deliveries: int = 1, **extra: bytes
 ) -> Entry:
     fields = dict(extra)
-    payload = raw if raw is not None else encode_operation(o or op("update")).encode()
+    o = o or op("update")
+    payload = raw if raw is not None else encode_operation(o).encode()
     fields["payload"] = payload
-    return Entry(f"{AT}-{i}", "", fields, deliveries)
+    ident = "" if raw is not None else o.ident  # as redis/lua/turns.lua derives it
+    whose = "replay" if "history" in extra else ""
+    return Entry(f"{AT}-{i}", ident, fields, deliveries, whose, sent=deliveries - 1)
 
 
 def unit(*ops: Operation) -> WorkUnit:
@@ -71,7 +75,7 @@ def test_build_units_groups_by_key_in_stream_order() -> None:
         (b"[1]", 1, "payload must be a JSON object"),
         (b'{"op":"update","entity":"invoice","key":"k"}', 1, "entity:"),
         (b"\xff\xfe", 1, "payload is not UTF-8"),
-        (encode_operation(op("update")).encode(), 6, "delivered 6 times: it keeps failing a worker"),
+        (encode_operation(op("update")).encode(), 6, "sent 5 times without finishing: it keeps failing"),
     ],
 )
 def test_build_units_turns_the_unreadable_and_the_crash_looping_into_poison(
@@ -95,13 +99,21 @@ def test_a_replayed_entry_carries_its_history_as_prior_attempts() -> None:
     (u,), _ = build_units(
         [entry(0, op("update"), history=json.dumps(history).encode())], max_deliveries=5, at_ms=AT
     )
-    assert u.history == history
+    assert u.history == [*history, {"kind": "replay", "execution": "ambiguous", "at_ms": AT}]
     assert u.members[0].prior_history == history
+
+
+def test_a_producers_history_field_is_not_read() -> None:
+    history = [{"kind": "attempt", "attempt": 1, "class": "server_error"}]
+    e = entry(0, op("update"), history=json.dumps(history).encode())
+    (u,), _ = build_units([Entry(e.id, e.ident, e.fields, whose="")], max_deliveries=5, at_ms=AT)
+    assert u.history == []
+    assert u.members[0].prior_history == []
 
 
 def test_poison_settlement_dead_letters_each_operation_of_a_unit_under_its_own_id() -> None:
     u = unit(op("update", X=1), op("update", X=2))
-    e = Entry(f"{AT}-9", "deal:k", {"unit": u.to_json().encode(), "held": b"1"}, deliveries=7)
+    e = Entry(f"{AT}-9", "deal:k", {"unit": u.to_json().encode(), "held": b"1"}, 7, "unit", sent=6)
     _, (p,) = build_units([e], max_deliveries=5, at_ms=AT)
     s = poison_settlement(p, AT)
     assert (s.action, s.ident, s.ids) == ("dead", "deal:k", [f"{AT}-9"])
@@ -308,3 +320,34 @@ def test_a_portal_fault_spends_nothing_and_holds_the_operation() -> None:
         u, UPDATE, c(ErrorClass.SERVER_ERROR), "batch", policy=POLICY, rng=random.Random(1), how=own
     )
     assert (r.reason, u.failures) == (Reason.RETRYING, 1)
+
+
+# ---- stuck worker -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("holding", "idle_s", "stuck"),
+    [(0, 10_000.0, False), (3, 599.0, False), (3, 600.0, False), (3, 601.0, True)],
+)
+def test_a_worker_is_stuck_only_when_it_holds_entries_past_the_bound(
+    holding: int, idle_s: float, stuck: bool
+) -> None:
+    reason = stuck_reason(holding, idle_s, 600.0)
+    assert (reason is not None) == stuck
+    if reason:
+        assert reason == (
+            "stuck: holds 3 entries and made no progress for 601 s "
+            "(more than BITRIX_WORKER_STALL_AFTER_S=600)"
+        )
+
+
+def test_progress_is_any_finished_request_outcome_or_retry() -> None:
+    now = [0.0]
+    p = Progress(clock=lambda: now[0])
+    now[0] = 50.0
+    assert p.since_s() == 50.0
+    p.call("batch", "server_error", 1.0)
+    assert p.since_s() == 0.0
+    now[0] = 60.0
+    p.retry(ErrorClass.NETWORK, 1.0)
+    assert p.since_s() == 0.0

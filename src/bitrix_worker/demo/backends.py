@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..bitrix.client import BitrixClient
+from ..bitrix.marking import marking_transport
 from ..config import Settings, env_name
 from ..errors import StoreError
 from ..logs import configure_logging
@@ -163,6 +164,7 @@ class InProcessWorker:
             read_timeout_s=s.read_timeout_s,
             request_deadline_s=s.request_deadline_s,
             max_response_bytes=s.max_response_bytes,
+            transport=marking_transport(100),  # as Worker.open: a batch is marked sent (poison cap)
         )
         self._closers[:0] = [client.aclose, store.close, redis.aclose]
         self._worker = Worker(s, redis=redis, client=client, store=store)

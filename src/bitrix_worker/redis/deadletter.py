@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import boundedjson
 from ..defaults import StreamKeys
 from ..operations import decode_payload
 from ..values import as_text
@@ -26,6 +27,7 @@ from .errors import translated
 from .scripts import register
 
 PAGE = 500
+READ_MAX_BYTES = 16 << 20  # shown, not processed: a payload over the worker's own limit still shows its key
 SCAN_CAP = 100_000
 """Status counts classes over at most this many entries (a full scan of a huge DLQ is not a status read)."""
 _ID = re.compile(r"^\d+(-\d+)?$")
@@ -58,8 +60,8 @@ class DeadEntry:
     def from_raw(cls, raw_id: Any, fields: dict[Any, Any]) -> DeadEntry:
         decoded = {as_text(k): v for k, v in fields.items()}
         try:
-            error = json.loads(decoded.get("error", b"{}"))
-        except ValueError:
+            error = boundedjson.loads(decoded.get("error", b"{}"), max_bytes=READ_MAX_BYTES, what="error")
+        except boundedjson.UnreadableJson:
             error = {"class": "unknown", "description": as_text(decoded.get("error", b""))}
         return cls(
             as_text(raw_id), as_text(decoded.get("payload", b"")), error if isinstance(error, dict) else {}
@@ -71,10 +73,11 @@ class DeadEntry:
 
     @property
     def operation(self) -> dict[str, Any]:
-        """The payload as a JSON object, or ``{}`` when it is not one (poison)."""
+        """The payload as a JSON object, or ``{}`` when it is not one (poison: maybe nested too deeply for
+        ``json``, so read within the same limits as the worker's)."""
         try:
-            data = json.loads(self.payload)
-        except ValueError:
+            data = boundedjson.loads(self.payload, max_bytes=READ_MAX_BYTES)
+        except boundedjson.UnreadableJson:
             return {}
         return data if isinstance(data, dict) else {}
 
@@ -232,7 +235,9 @@ class DeadLetters:
                 await sleep(wait)
             history = json.dumps(entry.history, separators=(",", ":"))
             with translated("replay of {entry.id}"):
-                new_id = await self._replay(keys=[self.keys.dead, self.keys.stream], args=[entry.id, history])
+                new_id = await self._replay(
+                    keys=[self.keys.dead, self.keys.stream, self.keys.own], args=[entry.id, history]
+                )
             if new_id is None:
                 report.missing.append(entry.id)
             else:

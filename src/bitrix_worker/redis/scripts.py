@@ -1,7 +1,7 @@
 """Loads the Lua scripts shipped in ``lua/`` and registers them on a client (EVALSHA with fallback).
 
-``turns.lua`` holds what several scripts share (the coalescing rule, the parked queues); it is prepended to
-the scripts that use it, so the rule is written once.
+``turns.lua`` holds what several scripts share (the coalescing rule, the parked queues, whose an entry is
+and which ident it takes); it is prepended to the scripts that use it, so each rule is written once.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ SCRIPT_NAMES = (
     "leases",
     "breaker",
     "migrate_parked",
+    "own_since",
+    "mark_sent",
+    "replay",
     "enqueue",
 )
-_USES_TURNS = frozenset({"claim", "settle", "migrate_parked"})
+_USES_TURNS = frozenset({"claim", "settle", "reclaim", "migrate_parked"})
 
 
 def _read(name: str) -> str:

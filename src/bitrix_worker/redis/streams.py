@@ -6,6 +6,7 @@ place: the stream (new or pending), a key's parked list, the retry schedule, or 
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -19,9 +20,40 @@ from .errors import translated
 from .scripts import register
 
 
-def _entry(raw_id: Any, ident: Any, flat: Sequence[Any], deliveries: int = 1) -> Entry:
+def _entry(
+    raw_id: Any, ident: Any, flat: Sequence[Any], whose: Any, *, deliveries: int = 1, sent: int = 0
+) -> Entry:
     fields = {as_text(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
-    return Entry(as_text(raw_id), as_text(ident), fields, deliveries)
+    return Entry(as_text(raw_id), _ident(ident), fields, deliveries, as_text(whose), sent)
+
+
+def _ident(raw: Any) -> str:
+    """The ident exactly as Redis holds it. The scripts derive idents from valid UTF-8 only, so this decode
+    is exact; bytes that are not (written by an older version) keep their bytes through surrogateescape and
+    travel back unchanged in the settlement (``lua_json``)."""
+    return raw.decode("utf-8", errors="surrogateescape") if isinstance(raw, bytes) else str(raw)
+
+
+def lua_json(value: Any) -> bytes:
+    """JSON for a script argument: UTF-8 without escapes, so cjson reads every string back byte for byte.
+
+    A ``\\uXXXX`` escape of a lone surrogate makes cjson refuse the whole argument (the settlement would
+    never land, and the entry would be redelivered forever). Here an ident's undecodable bytes go back as
+    the raw bytes they were (``_ident``), and any other lone surrogate (from a portal's answer, say) becomes
+    "?".
+    """
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", errors=_LENIENT)
+
+
+def _lenient(exc: UnicodeError) -> tuple[bytes, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    return bytes(ord(c) - 0xDC00 if 0xDC80 <= ord(c) <= 0xDCFF else ord("?") for c in bad), exc.end
+
+
+_LENIENT = "bitrix-worker-lua"
+codecs.register_error(_LENIENT, _lenient)
 
 
 class OperationQueue:
@@ -48,10 +80,15 @@ class OperationQueue:
         self._promote = register(client, "promote")
         self._reclaim = register(client, "reclaim")
         self._migrate = register(client, "migrate_parked")
+        self._own_since = register(client, "own_since")
+        self._mark_sent = register(client, "mark_sent")
 
     async def ensure_group(self) -> None:
-        """Create the consumer group (and the stream) if missing; move parked lists of older versions."""
-        await self._create_group()
+        """Create the consumer group (and the stream) if missing; note where the own-entries hash starts
+        (entries older than that keep the older version's rule); move parked lists of older versions."""
+        created = await self._create_group()
+        with translated("recording where the own-entries hash starts"):
+            await self._own_since(keys=[self.keys.stream, self.keys.own], args=[1 if created else 0])
         await self._migrate_parked_lists()
 
     async def _migrate_parked_lists(self) -> None:
@@ -63,22 +100,25 @@ class OperationQueue:
                 key = as_text(raw)
                 await self._migrate(keys=[key, self.keys.parked], args=[key[len(prefix) :]])
 
-    async def _create_group(self) -> None:
+    async def _create_group(self) -> bool:
+        """True when the group is new (no worker of any version has read this stream yet)."""
         with translated(f"creating consumer group {self.group!r}"):
             try:
                 await self.client.xgroup_create(self.keys.stream, self.group, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+                return False
+        return True
 
     async def claim(self, count: int) -> tuple[list[Entry], str]:
         """New entries whose key's turn this consumer now owns; parked ones are not returned."""
         with translated("claim"):
             owned, last = await self._claim(
-                keys=[self.keys.stream, self.keys.holds, self.keys.parked],
+                keys=[self.keys.stream, self.keys.holds, self.keys.parked, self.keys.own],
                 args=[self.group, self.consumer, count],
             )
-        return [_entry(i, ident, flat) for i, ident, flat in owned], as_text(last)
+        return [_entry(i, ident, flat, whose) for i, ident, flat, whose in owned], as_text(last)
 
     async def wait_for_new(self, last_id: str, block_ms: int) -> None:
         """Block until an entry newer than ``last_id`` exists (or the timeout passes)."""
@@ -100,6 +140,8 @@ class OperationQueue:
                     k.outcomes,
                     k.counters,
                     k.parked,
+                    k.own,
+                    k.sent,
                 ],
                 args=[
                     self.group,
@@ -107,7 +149,7 @@ class OperationQueue:
                     "",
                     self.outcomes_maxlen,
                     self.segment_limit,
-                    json.dumps([s.as_json() for s in settlements]),
+                    lua_json([s.as_json() for s in settlements]),
                 ],
             )
         return [bool(r) for r in result]
@@ -119,11 +161,13 @@ class OperationQueue:
         counted and recorded (``outcome``: flat field/value pairs) like every other poison dead letter.
         """
         fields: dict[str, bytes | str] = dict(entry.fields)
-        fields["error"] = error
+        fields["error"] = error.encode("utf-8", errors=_LENIENT)
         with translated("dead-letter"):
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.xack(self.keys.stream, self.group, entry.id)
                 pipe.xdel(self.keys.stream, entry.id)
+                pipe.hdel(self.keys.own, entry.id)
+                pipe.hdel(self.keys.sent, entry.id)
                 pipe.xadd(self.keys.dead, fields)  # type: ignore[arg-type]
                 pipe.hincrby(self.keys.counters, "outcome:dead_lettered", 1)
                 pipe.hincrby(self.keys.counters, "dead_lettered:poison", 1)
@@ -135,7 +179,8 @@ class OperationQueue:
     async def promote_due(self, limit: int = 500) -> int:
         with translated("promote"):
             moved = await self._promote(
-                keys=[self.keys.schedule, self.keys.schedule_data, self.keys.stream], args=[limit]
+                keys=[self.keys.schedule, self.keys.schedule_data, self.keys.stream, self.keys.own],
+                args=[limit],
             )
         return int(moved)
 
@@ -143,14 +188,24 @@ class OperationQueue:
         """Entries idle on other (presumed dead) consumers, now ours, with delivery counts."""
         with translated("reclaim"):
             nxt, items = await self._reclaim(
-                keys=[self.keys.stream], args=[self.group, self.consumer, min_idle_ms, start, count]
+                keys=[self.keys.stream, self.keys.own, self.keys.sent],
+                args=[self.group, self.consumer, min_idle_ms, start, count],
             )
-        entries = []
-        for raw_id, deliveries, flat in items:
-            fields = {as_text(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
-            ident = as_text(fields.get("ident", b""))
-            entries.append(Entry(as_text(raw_id), ident, fields, int(deliveries)))
+        entries = [
+            _entry(raw_id, ident, flat, whose, deliveries=int(deliveries), sent=int(sent))
+            for raw_id, deliveries, ident, whose, sent, flat in items
+        ]
         return entries, as_text(nxt)
+
+    async def mark_sent(self, ids: Sequence[str]) -> None:
+        """Count one send for each entry (still this consumer's) of a batch whose request leaves now: the
+        poison cap counts these, not deliveries that died before anything was sent (mark_sent.lua)."""
+        if not ids:
+            return
+        with translated("marking sent"):
+            await self._mark_sent(
+                keys=[self.keys.stream, self.keys.sent], args=[self.group, self.consumer, *ids]
+            )
 
     async def touch(self, ids: Sequence[str]) -> None:
         """Reset idle time of in-flight entries so slow calls are not mistaken for dead consumers."""

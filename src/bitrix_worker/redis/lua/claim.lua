@@ -1,7 +1,9 @@
 -- claim.lua: read new entries for this consumer and give each key its turn, atomically.
 -- KEYS[1] stream   KEYS[2] holds hash (ident -> live references)   KEYS[3] parked queues hash (turns.lua)
+-- KEYS[4] own entries hash (turns.lua)
 -- ARGV[1] group    ARGV[2] consumer   ARGV[3] count
--- Returns {owned, last_id}: owned = {{id, ident, {field, value, ...}}, ...}; last_id is the newest entry
+-- Returns {owned, last_id}: owned = {{id, ident, {field, value, ...}, whose}, ...} (ident '' when the
+-- entry has none; whose as in turns.lua); last_id is the newest entry
 -- in the stream (or '0-0'), for a blocking XREAD that cannot miss an entry added after this call; when
 -- this call read entries but parked all of them, it is the last id read, so that XREAD returns at once
 -- while unread entries remain instead of blocking until something newer than the newest arrives.
@@ -11,7 +13,7 @@
 -- it re-enters the stream when the key's turn is released (settle.lua). Operations that directly follow an
 -- owned one of the same key in this read join it when the coalescing rule allows (turns.lua); anything
 -- else waits.
-local stream, holds, parked = KEYS[1], KEYS[2], KEYS[3]
+local stream, holds, parked, own = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, count = ARGV[1], ARGV[2], ARGV[3]
 
 local function extend(seg, kind)
@@ -32,41 +34,33 @@ if res then
     last_read = id
     local fields = {}
     for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
-    local ident, kind = fields['ident'], nil
-    if fields['held'] == '1' then
-      kind = 'unit'
-    elseif fields['payload'] then
-      local ok, p = pcall(cjson.decode, fields['payload'])
-      if ok and type(p) == 'table' and type(p['entity']) == 'string' and type(p['key']) == 'string'
-          and type(p['op']) == 'string' then
-        ident = p['entity'] .. ':' .. p['key']
-        kind = p['op']
-      end
-    end
-    local own = true
+    local mine = whose(own, id, fields)
+    local ident, kind = derive(fields, mine)
+    local take = true
     if kind == 'unit' then
-      seg[ident] = {open = false, has_update = false}
+      if ident then seg[ident] = {open = false, has_update = false} end
     elseif ident then
       if parked_here[ident] then
-        own = false
+        take = false
       elseif seg[ident] ~= nil and joins(seg[ident].open, seg[ident].has_update, kind) then
-        own = true
+        take = true
       elseif tonumber(redis.call('HGET', holds, ident) or '0') > 0 then
-        own = false
+        take = false
       else
         seg[ident] = nil
       end
-      if own then
+      if take then
         redis.call('HINCRBY', holds, ident, 1)
         seg[ident] = extend(seg[ident], kind)
       else
         parked_here[ident] = true
-        pq_push(parked, ident, cjson.encode({id = id, op = kind, f = flat}))
+        pq_push(parked, ident, cjson.encode({id = id, op = kind, f = kept_fields(fields, mine)}))
         redis.call('XACK', stream, group, id)
         redis.call('XDEL', stream, id)
+        redis.call('HDEL', own, id)
       end
     end
-    if own then table.insert(owned, {id, ident or '', flat}) end
+    if take then table.insert(owned, {id, ident or '', flat, mine}) end
   end
 end
 

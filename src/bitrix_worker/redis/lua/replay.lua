@@ -1,5 +1,5 @@
 -- replay.lua: move one dead-letter entry back into the operation stream, atomically.
--- KEYS[1] dead-letter stream   KEYS[2] operation stream
+-- KEYS[1] dead-letter stream   KEYS[2] operation stream   KEYS[3] own entries hash (turns.lua)
 -- ARGV[1] dead-letter entry id   ARGV[2] history (JSON list, from the entry's error)
 -- ARGV[3] optional: a corrected payload that replaces the producer's (the caller validated it and put the
 --         original into the history)
@@ -30,5 +30,6 @@ table.insert(fields, ARGV[2])
 table.insert(fields, 'replayed_from')
 table.insert(fields, ARGV[1])
 local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('HSET', KEYS[3], id, 'replay')  -- its `history` is the worker's, not a producer's field
 redis.call('XDEL', KEYS[1], ARGV[1])
 return id

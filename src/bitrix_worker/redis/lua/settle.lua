@@ -2,6 +2,7 @@
 -- each key's turn on when its last live reference goes.
 -- KEYS[1] stream   KEYS[2] holds   KEYS[3] schedule zset   KEYS[4] schedule data hash
 -- KEYS[5] dead-letter stream   KEYS[6] outcomes stream   KEYS[7] counters hash   KEYS[8] parked queues hash
+-- KEYS[9] own entries hash (turns.lua)   KEYS[10] sent marks hash (reclaim.lua)
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3] (unused)   ARGV[4] outcomes maxlen (0 = off)
 -- ARGV[5] handoff segment limit   ARGV[6] JSON list of settlements:
 --   {ids = {stream ids}, ident = "deal:k" or "", action = "done"|"retry"|"dead",
@@ -10,8 +11,8 @@
 --    outcomes = {{field, value, ...}, ...}, counters = {name = n}}
 -- Returns one integer per settlement: 1 done, 0 lost (an id is no longer pending for this consumer:
 -- another worker reclaimed it and now owns the outcome).
-local stream, holds, schedule, sdata, dead, outcomes, counters, parked =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local stream, holds, schedule, sdata, dead, outcomes, counters, parked, own, sent =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local group, consumer = ARGV[1], ARGV[2]
 local outcomes_max, seg_limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local settlements = cjson.decode(ARGV[6])
@@ -35,7 +36,8 @@ local function handoff(ident)
   end
   pq_drop(parked, ident, head, n, tail)
   local unit = cjson.encode({ident = ident, members = members, failures = 0, bounces = 0})
-  redis.call('XADD', stream, '*', 'unit', unit, 'held', '1', 'ident', ident)
+  local id = redis.call('XADD', stream, '*', 'unit', unit, 'held', '1', 'ident', ident)
+  redis.call('HSET', own, id, 'unit')
   redis.call('HINCRBY', holds, ident, 1)
 end
 
@@ -61,6 +63,8 @@ for i, s in ipairs(settlements) do
     for _, id in ipairs(s.ids) do
       redis.call('XACK', stream, group, id)
       redis.call('XDEL', stream, id)
+      redis.call('HDEL', own, id)
+      redis.call('HDEL', sent, id)
     end
     if s.action == 'retry' then
       redis.call('ZADD', schedule, now_ms + tonumber(s.delay_ms), s.origin)

@@ -1,0 +1,101 @@
+"""Pure: JSON read from a stream entry with limits, so no input can raise ``RecursionError`` or take
+unbounded memory and time, and every string in it is valid Unicode.
+
+Python's ``json`` recurses once per nesting level: a payload nested ~1,000 levels deep raises
+``RecursionError`` (not ``ValueError``), and one that decodes can still exhaust the stack later, in the
+query-string encoder or the model dump. It also accepts what the portal cannot take: ``NaN``/``Infinity``,
+``1e400`` (read as infinity) and a ``\\ud800`` escape without its pair (a lone UTF-16 surrogate, which
+JavaScript emits for a truncated emoji and which no UTF-8 encoder accepts). Here all of those are refused up
+front with a reason a producer can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+MAX_DEPTH = 32
+"""Nesting levels of arrays and objects, the payload object itself being the first."""
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+class UnreadableJson(ValueError):
+    """The text is not JSON the worker accepts; ``str(exc)`` is the reason, without the input."""
+
+
+def loads(raw: str | bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH, what: str = "payload") -> Any:
+    """Parse ``raw`` within ``max_bytes`` (UTF-8) and ``max_depth``; every failure is ``UnreadableJson``."""
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", errors="surrogatepass"))
+    if size > max_bytes:
+        raise UnreadableJson(f"{what} is {size} bytes, more than the {max_bytes} allowed")
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise UnreadableJson(f"{what} is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    if _depth(text) > max_depth:
+        raise UnreadableJson(f"{what} is nested more than {max_depth} levels deep")
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise UnreadableJson(f"{what} is not JSON: {exc.msg} at {where}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer beyond Python's digit limit
+        raise UnreadableJson(f"{what} is not JSON: {str(exc)[:120]}") from None
+    problem = _invalid(value)
+    if problem:
+        raise UnreadableJson(f"{what}: {problem}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of brackets outside strings (an upper bound for malformed text)."""
+    if text.count("[") + text.count("{") <= 1:
+        return text.count("[") + text.count("{")
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _invalid(value: Any) -> str | None:
+    """The first lone surrogate or non-finite number, with where it is (iterative: depth is bounded, but
+    this must not rely on it)."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for name, child in item.items():
+                if _lone_surrogate(name):
+                    inside = where or "the object"
+                    return f"a name in {inside} holds a lone UTF-16 surrogate: not valid Unicode"
+                stack.append((child, _short(f"{where}.{name}" if where else name)))
+        elif isinstance(item, list):
+            stack.extend((child, _short(f"{where}[{i}]")) for i, child in enumerate(item))
+        elif isinstance(item, str) and _lone_surrogate(item):
+            return f"{where or 'a string'} holds a lone UTF-16 surrogate (half an emoji?): not valid Unicode"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"{where or 'a number'} is out of range (read as {item})"
+    return None
+
+
+def _short(where: str) -> str:
+    return where if len(where) <= 80 else where[:77] + "..."
+
+
+def _lone_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
