@@ -39,4 +39,7 @@ def install() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules["bitrix_worker.mapping"] = module
     spec.loader.exec_module(module)
+    from .shim import identity
+
+    module.MappingStore.identity = identity  # called once at start, not on the measured path
     bitrix_worker.mapping = module  # type: ignore[attr-defined]
