@@ -7,11 +7,12 @@ on the test Redis (``BENCH_REDIS_URL``) under a unique key prefix that they dele
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import cost, faults, peers, throughput
+from bench import cost, faults, outage, peers, throughput
 from bench.common import Emulator
 from bench.cost import fold_raw
 from bench.report import render
@@ -102,6 +103,43 @@ async def test_fault_mix_smoke_accounts_for_every_operation(tmp_path: Path) -> N
     assert ours["commands"] >= ours["minimum"]["commands"]
     assert naive["applied"] + naive["given_up"] == naive["operations_finished"]
     assert naive["commands_sent"] == naive["requests"]
+
+
+async def test_outage_smoke_holds_everything_and_applies_each_operation_once(tmp_path: Path) -> None:
+    """The long-outage benchmark in miniature: each kind of portal-wide outage (4 s; probes after 1 s, then
+    every 2 s) with operations arriving on top of a backlog, all at once, and the naive worker through the
+    HTML 503 one beside them."""
+    fast = {"breaker_cooldown_s": 1.0, "breaker_max_cooldown_s": 2.0}
+    plans = [
+        outage.Plan(kind, outage_s=4.0, lead_s=1.0, arriving=200, backlog=100, drain_cap_s=40, settings=fast)
+        for kind in outage.KINDS
+    ]
+    results, naive = await asyncio.gather(
+        outage.main(plans, tmp_path, stagger_s=0, naive=False),
+        outage.run_naive_side(plans[0], tmp_path / "naive", after_cap_s=5),
+    )
+    for r in results:
+        ours = r["ours"]
+        kind = ours["scenario"]
+        assert ours["finished"], kind
+        acc = ours["accounting"]
+        assert acc["dead_lettered"] == 0, kind
+        assert acc["outcomes"] == {"outcome:applied": 300}, kind
+        assert acc["applied_at_portal"] == 300, kind
+        assert acc["every_operation_applied_once"], (kind, acc["mismatches"])
+        assert ours["paused_at_s"] is not None, kind
+        assert ours["reopened_at_s"] is not None, kind
+        assert ours["reopened_at_s"] >= ours["outage"]["end_s"], kind
+        assert ours["max_requests_in_a_probe_interval"] <= 1, (kind, ours["requests_per_probe_interval"])
+        if kind == "refused":
+            assert ours["requests_received_during_outage"] == 0
+        else:
+            assert ours["probes_received_during_outage"] >= 1, kind
+    # the naive worker gives operations up during the outage; every operation is accounted for
+    assert naive["given_up_during_outage"] > 0
+    finished = sum(naive[p]["operations_finished"] for p in ("before", "during", "after"))
+    assert finished + naive["not_reached"] == 300
+    assert naive["applied"] + naive["given_up"] == finished
 
 
 async def test_cost_smoke_measures_a_bounded_window(tmp_path: Path) -> None:
