@@ -142,6 +142,21 @@ async def test_outage_smoke_holds_everything_and_applies_each_operation_once(tmp
     assert naive["applied"] + naive["given_up"] == finished
 
 
+def test_outage_drain_measures_the_steady_rate_only_once_the_portal_holds_the_worker() -> None:
+    """A worker slower than the fresh burst (3.2 requests/s) is held by the portal's 2/s only after it has
+    used the burst up: the steady window starts there, not at a fixed count, so it reads the portal's rate."""
+    samples, t = [], 0.0
+    while t < 200:
+        sent = 0.0 if t < 100 else min(49 + 1.96 * (t - 100), 3.2 * (t - 100))
+        samples.append((t, 1000 + min(3000 + int(sent * 50), 15000), 60 + int(sent), 0))
+        t += 0.25
+    d = outage.drain(samples, 100.0, 1000, 15000)
+    assert d["backlog_at_reopen"] == 12000
+    assert d["burst_ops"] > outage.BURST_OPS + 250  # not before the worker caught up with the bucket
+    assert 97 <= d["steady_pct_of_limit"] <= 100.5
+    assert outage.per_interval([1.0, 2.0, 3.5, 7.0], [1.5, 3.5, 8.0]) == [1, 2]
+
+
 async def test_cost_smoke_measures_a_bounded_window(tmp_path: Path) -> None:
     r = await cost.main(tmp_path, deals=100, backlog=20_000, window_s=1.5, profile_s=0)
     assert r["applied_in_window"] > 0
