@@ -35,14 +35,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import math
 import signal
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +53,6 @@ from .common import (
     Emulator,
     Namespace,
     Sampler,
-    _time_at,
     enqueue_payloads,
     ensure_dir,
     key_of,
@@ -67,12 +64,19 @@ from .common import (
     worker_env,
 )
 from .naive import run_naive
+from .outage_figures import (
+    drain,
+    during_outage,
+    gate_events,
+    markdown,
+    refresh,
+    summary,
+    targets,
+)
 from .tcpproxy import RefusingProxy
-from .throughput import BURST_OPS, PORTAL_LIMIT_OPS_PER_S, prepare_portal
+from .throughput import prepare_portal
 
 KINDS = ("html503", "refused", "auth")
-IN_FLIGHT_GRACE_S = 1.0
-BUCKET_FULL = 45  # of the portal's 50: the worker allows itself 98% of the burst (rate_safety)
 FIELDS = {"STAGE_ID": "WON"}
 
 
@@ -174,76 +178,6 @@ async def produce(client: aioredis.Redis, stream: str, plan: Plan, t0: float) ->
             )
             sent = due
         await asyncio.sleep(0.25)
-
-
-def gate_events(logs: list[Path], wall0: float) -> list[tuple[float, str]]:
-    """(seconds since the start, pause|probe_failed|reopened) from the workers' JSON logs, in time order."""
-    names = {
-        "portal paused: ": "pause",
-        "portal probe failed": "probe_failed",
-        "portal probe succeeded": "reopened",
-    }
-    out: list[tuple[float, str]] = []
-    for log in logs:
-        for line in log.read_text(errors="replace").splitlines():
-            if not line.startswith("{"):
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            event = str(rec.get("event", ""))
-            for prefix, name in names.items():
-                if event.startswith(prefix) and "timestamp" in rec:
-                    at = datetime.fromisoformat(str(rec["timestamp"]).replace("Z", "+00:00")).timestamp()
-                    out.append((round(at - wall0, 3), name))
-    return sorted(out)
-
-
-def per_interval(times: list[float], marks: list[float]) -> list[int]:
-    """Requests that reached the portal in each interval [marks[k], marks[k+1])."""
-    return [sum(1 for t in times if a <= t < b) for a, b in itertools.pairwise(marks)]
-
-
-def drain(
-    samples: list[tuple[float, int, int, int]], reopen_s: float, base: int, total: int
-) -> dict[str, Any]:
-    """The drain after the reopen: the fresh burst, then the steady rate, then the time to empty.
-
-    The steady window starts once the worker is held by the portal's limit rather than by its own speed:
-    when it has sent the bucket's fresh burst on top of the drain (requests since the reopen minus 2 per
-    second reach ``BUCKET_FULL``), and not before ``BURST_OPS`` + 250 updates were applied; it ends 150
-    updates before the backlog is empty (the tail of partial batches).
-    """
-    at_reopen = max((a for t, a, _, _ in samples if t <= reopen_s), default=base) - base
-    backlog = total - at_reopen
-    rel = [(t - reopen_s, a - base - at_reopen, r, q) for t, a, r, q in samples if t >= reopen_s]
-    out: dict[str, Any] = {"backlog_at_reopen": backlog}
-    if not rel or backlog <= 0:
-        return out
-    out["time_to_empty_s"] = round(_time_at(rel, backlog), 2)
-    out["ideal_time_to_empty_s"] = round(max(0, backlog - BURST_OPS) / PORTAL_LIMIT_OPS_PER_S, 2)
-    r0, head, end_n = rel[0][2], BURST_OPS + 250, backlog - 150
-    held = [(t, a) for t, a, r, _ in rel if (r - r0) - 2.0 * t >= BUCKET_FULL and a >= head]
-    if not held or end_n - held[0][1] < 200:
-        out["steady_note"] = "the backlog emptied before the portal's limit held the worker back"
-        return out
-    t_start, n_start = held[0]
-    t_end = _time_at(rel, end_n)
-    rate = (end_n - n_start) / (t_end - t_start) if t_end > t_start else math.nan
-    refused = [q for t, _, _, q in rel if t_start <= t <= t_end]
-    out.update(
-        {
-            "burst_s": round(t_start, 2),
-            "burst_ops": n_start,
-            "steady_window_ops": end_n - n_start,
-            "steady_window_s": round(t_end - t_start, 2),
-            "steady_ops_per_s": round(rate, 2),
-            "steady_pct_of_limit": round(100 * rate / PORTAL_LIMIT_OPS_PER_S, 1),
-            "steady_refusals": (refused[-1] - refused[0]) if len(refused) >= 2 else 0,
-        }
-    )
-    return out
 
 
 async def first_applied(admin: Admin, before: dict[str, Any], procs: list[Any], cap_s: float = 120) -> float:
@@ -362,57 +296,6 @@ async def run_ours(plan: Plan, workdir: Path, *, seed: int = 5) -> dict[str, Any
         await side.close()
 
 
-def during_outage(
-    request_times: list[float],
-    events: list[tuple[float, str]],
-    *,
-    at_begin: dict[str, Any],
-    at_end: dict[str, Any],
-    begin_s: float,
-    end_s: float,
-) -> dict[str, Any]:
-    """What the portal received while it was down, and the gate's rhythm (pause, probes, reopen)."""
-    pauses = [t for t, e in events if e == "pause" and t >= begin_s - 1]
-    probes = [t for t, e in events if e in ("probe_failed", "reopened") and t >= begin_s - 1]
-    reopened = [t for t, e in events if e == "reopened" and t >= begin_s - 1]
-    paused_at = pauses[0] if pauses else None
-    # Requests that were already past the gate when the pause was recorded (sent by the worker's other
-    # senders in the same instant) are the pause's cost, not the probes': the first interval starts
-    # IN_FLIGHT_GRACE_S after the pause, and what arrived in that grace is reported on its own.
-    settled = None if paused_at is None else paused_at + IN_FLIGHT_GRACE_S
-    marks = ([settled] if settled is not None else []) + [t for t in probes if t <= end_s] + [end_s]
-    intervals = per_interval(request_times, marks)
-    gate_rhythm = ([paused_at] if paused_at is not None else []) + [t for t in probes if t <= end_s]
-    in_grace = [] if paused_at is None else [t for t in request_times if paused_at <= t < settled]
-    fields_calls = at_end["calls"].get("crm.deal.fields", {})
-    fields_before = at_begin["calls"].get("crm.deal.fields", {})
-    return {
-        "requests_received_during_outage": at_end["requests"] - at_begin["requests"],
-        "request_times_during_outage_s": [round(t, 2) for t in request_times if begin_s <= t <= end_s],
-        "probes_received_during_outage": sum(fields_calls.values()) - sum(fields_before.values()),
-        "paused_at_s": paused_at,
-        "paused_after_outage_began_s": None if paused_at is None else round(paused_at - begin_s, 2),
-        "probe_times_s": probes,
-        "probe_intervals_s": [round(b - a, 1) for a, b in itertools.pairwise(gate_rhythm)],
-        "requests_per_probe_interval": intervals,
-        "max_requests_in_a_probe_interval": max(intervals, default=0),
-        "requests_in_flight_after_pause": len(in_grace),
-        "requests_before_pause": sum(1 for t in request_times if begin_s <= t < (paused_at or end_s)),
-        "reopened_at_s": reopened[0] if reopened else None,
-        "reopened_after_outage_ended_s": round(reopened[0] - end_s, 2) if reopened else None,
-    }
-
-
-def targets(r: dict[str, Any]) -> dict[str, bool | None]:
-    pct = r["drain"].get("steady_pct_of_limit")
-    return {
-        "no_dead_letters": r["accounting"]["dead_lettered"] == 0,
-        "at_most_one_request_per_probe_interval": r["max_requests_in_a_probe_interval"] <= 1,
-        "steady_drain_at_least_97pct": None if pct is None else pct >= 97.0,
-        "every_operation_applied_once": r["accounting"]["every_operation_applied_once"],
-    }
-
-
 async def run_naive_side(
     plan: Plan, workdir: Path, *, seed: int = 6, after_cap_s: float = 300
 ) -> dict[str, Any]:
@@ -501,11 +384,15 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a worker setting")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--render", type=Path, default=None, help="print a saved result file as the docs table")
     return ap.parse_args(argv)
 
 
 def cli(argv: list[str] | None = None) -> int:
     a = _args(argv)
+    if a.render is not None:
+        print(markdown(refresh(json.loads(a.render.read_text())["results"])), end="")
+        return 0
     outage_s = a.outage_s if a.outage_s is not None else (60.0 if a.quick else 600.0)
     settings = dict(s.split("=", 1) for s in a.set)
     base = Plan(
@@ -532,39 +419,6 @@ def cli(argv: list[str] | None = None) -> int:
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for r in results:
-        ours, naive = r["ours"], r["naive"]
-        if "error" in ours or (naive is not None and "error" in naive):
-            rows.append(
-                {
-                    "scenario": r["plan"]["kind"],
-                    "ours": ours.get("error"),
-                    "naive": (naive or {}).get("error"),
-                }
-            )
-            continue
-        rows.append(
-            {
-                "scenario": ours["scenario"],
-                "outage_s": r["plan"]["outage_s"],
-                "dead_lettered": ours["accounting"]["dead_lettered"],
-                "requests_during_outage": ours["requests_received_during_outage"],
-                "probe_intervals_s": ours["probe_intervals_s"],
-                "max_requests_per_probe_interval": ours["max_requests_in_a_probe_interval"],
-                "reopened_after_outage_s": ours["reopened_after_outage_ended_s"],
-                "drain": ours["drain"],
-                "applied_once": ours["accounting"]["every_operation_applied_once"],
-                "targets": ours["targets"],
-                "naive_given_up": None if naive is None else naive["given_up"],
-                "naive_given_up_during_outage": None if naive is None else naive["given_up_during_outage"],
-                "naive_requests_during_outage": None if naive is None else naive["during"]["requests"],
-            }
-        )
-    return rows
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import cost, faults, outage, peers, throughput
+from bench import cost, faults, outage, outage_figures, peers, throughput
 from bench.common import Emulator
 from bench.cost import fold_raw
 from bench.report import render
@@ -150,11 +150,11 @@ def test_outage_drain_measures_the_steady_rate_only_once_the_portal_holds_the_wo
         sent = 0.0 if t < 100 else min(49 + 1.96 * (t - 100), 3.2 * (t - 100))
         samples.append((t, 1000 + min(3000 + int(sent * 50), 15000), 60 + int(sent), 0))
         t += 0.25
-    d = outage.drain(samples, 100.0, 1000, 15000)
+    d = outage_figures.drain(samples, 100.0, 1000, 15000)
     assert d["backlog_at_reopen"] == 12000
-    assert d["burst_ops"] > outage.BURST_OPS + 250  # not before the worker caught up with the bucket
+    assert d["burst_ops"] > outage_figures.BURST_OPS + 250  # not before the worker caught up with the bucket
     assert 97 <= d["steady_pct_of_limit"] <= 100.5
-    assert outage.per_interval([1.0, 2.0, 3.5, 7.0], [1.5, 3.5, 8.0]) == [1, 2]
+    assert outage_figures.per_interval([1.0, 2.0, 3.5, 7.0], [1.5, 3.5, 8.0]) == [1, 2]
 
 
 async def test_cost_smoke_measures_a_bounded_window(tmp_path: Path) -> None:
