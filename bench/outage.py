@@ -411,7 +411,8 @@ def cli(argv: list[str] | None = None) -> int:
     results = asyncio.run(main(plans, workdir, stagger_s=stagger, naive=not a.no_naive))
     ensure_dir(RESULTS_DIR)
     path = RESULTS_DIR / f"outage-{'quick' if a.quick else 'full'}-{stamp}.json"
-    path.write_text(json.dumps({"argv": argv, "results": results}, indent=2))
+    # compact: the 0.25 s samples of a 10-minute run are most of it
+    path.write_text(json.dumps({"argv": argv, "results": results}, separators=(",", ":")))
     print(json.dumps(summary(results), indent=2))
     print(f"written {path}; worker and emulator logs in {workdir}")
     return 0
