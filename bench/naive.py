@@ -82,8 +82,10 @@ async def run_naive(
     window_s: float,
     group: str = "naive",
     stop_when_empty: bool = True,
+    count: int = 10,
 ) -> NaiveResult:
-    """Consume ``stream`` for at most ``window_s`` seconds (or until it is empty)."""
+    """Consume ``stream`` for at most ``window_s`` seconds (or until it is empty). Entries read but not
+    started when the window closes stay pending; ``count=1`` leaves none (for back-to-back windows)."""
     client = aioredis.Redis.from_url(redis_url)
     result = NaiveResult()
     try:
@@ -96,7 +98,7 @@ async def run_naive(
         deadline = started + window_s
         async with httpx.AsyncClient(timeout=30) as http:
             while time.monotonic() < deadline:
-                batch = await client.xreadgroup(group, "naive-1", {stream: ">"}, count=10)
+                batch = await client.xreadgroup(group, "naive-1", {stream: ">"}, count=count)
                 if not batch:
                     if stop_when_empty:
                         break

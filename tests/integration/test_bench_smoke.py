@@ -7,12 +7,13 @@ on the test Redis (``BENCH_REDIS_URL``) under a unique key prefix that they dele
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import cost, faults, peers, threads, throughput
+from bench import cost, faults, outage, outage_figures, peers, threads, throughput
 from bench.baseline import FROZEN
 from bench.common import Emulator
 from bench.report import render
@@ -122,6 +123,66 @@ async def test_cost_smoke_measures_both_variants_in_one_run(tmp_path: Path) -> N
         assert run["peak_rss_mb"] > 0
         assert run["waiting_at_start"] <= 20_000
     assert r["summary"]["sqlite"]["speedup"]["median"] > 0
+
+
+async def test_outage_smoke_holds_everything_and_applies_each_operation_once(tmp_path: Path) -> None:
+    """The long-outage benchmark in miniature: each kind of portal-wide outage (4 s; probes after 1 s, then
+    every 2 s) with operations arriving on top of a backlog, all at once, and the naive worker through the
+    HTML 503 one beside them."""
+    fast = {"breaker_cooldown_s": 1.0, "breaker_max_cooldown_s": 2.0}
+    plans = [
+        outage.Plan(kind, outage_s=4.0, lead_s=1.0, arriving=200, backlog=100, drain_cap_s=40, settings=fast)
+        for kind in outage.KINDS
+    ]
+    results, naive = await asyncio.gather(
+        outage.main(plans, tmp_path, stagger_s=0, naive=False),
+        outage.run_naive_side(plans[0], tmp_path / "naive", after_cap_s=5),
+    )
+    for r in results:
+        ours = r["ours"]
+        kind = ours["scenario"]
+        assert ours["finished"], kind
+        acc = ours["accounting"]
+        assert acc["dead_lettered"] == 0, kind
+        assert acc["outcomes"] == {"outcome:applied": 300}, kind
+        assert acc["applied_at_portal"] == 300, kind
+        assert acc["every_operation_applied_once"], (kind, acc["mismatches"])
+        assert ours["paused_at_s"] is not None, kind
+        assert ours["reopened_at_s"] is not None, kind
+        assert ours["reopened_at_s"] >= ours["outage"]["end_s"], kind
+        assert ours["max_requests_in_a_probe_interval"] <= 1, (kind, ours["requests_per_probe_interval"])
+        if kind == "refused":
+            assert ours["requests_received_during_outage"] == 0
+        else:
+            assert ours["probes_received_during_outage"] >= 1, kind
+    # the naive worker gives operations up during the outage; every operation is accounted for
+    assert naive["given_up_during_outage"] > 0
+    finished = sum(naive[p]["operations_finished"] for p in ("before", "during", "after"))
+    assert finished + naive["not_reached"] == 300
+    assert naive["applied"] + naive["given_up"] == finished
+
+
+def test_outage_drain_measures_the_steady_rate_only_once_the_portal_holds_the_worker() -> None:
+    """A worker slower than the fresh burst (3.2 requests/s) is held by the portal's 2/s only after it has
+    used the burst up: the steady window starts there, not at a fixed count, so it reads the portal's rate."""
+    samples, t = [], 0.0
+    while t < 200:
+        sent = 0.0 if t < 100 else min(49 + 1.96 * (t - 100), 3.2 * (t - 100))
+        samples.append((t, 1000 + min(3000 + int(sent * 50), 15000), 60 + int(sent), 0))
+        t += 0.25
+    d = outage_figures.drain(samples, 100.0, 1000, 15000)
+    assert d["backlog_at_reopen"] == 12000
+    assert d["burst_ops"] > outage_figures.BURST_OPS + 250  # not before the worker caught up with the bucket
+    assert 97 <= d["steady_pct_of_limit"] <= 100.5
+    assert outage_figures.per_interval([1.0, 2.0, 3.5, 7.0], [1.5, 3.5, 8.0]) == [1, 2]
+
+
+async def test_cost_smoke_measures_a_bounded_window(tmp_path: Path) -> None:
+    r = await cost.main(tmp_path, deals=100, backlog=20_000, window_s=1.5, profile_s=0)
+    assert r["applied_in_window"] > 0
+    assert r["cpu_s_per_1000_ops"] is not None
+    assert r["cpu_s_per_1000_ops"] > 0
+    assert r["peak_rss_mb"] > 0
     assert r["left_in_stream"] < 20_000
 
 

@@ -80,7 +80,14 @@ async def test_500_after_commit(client: httpx.AsyncClient, admin: EmulatorAdmin)
     assert (await admin.stats())["calls"]["crm.deal.add"] == {"FAULT_500_AFTER_COMMIT": 1}
 
 
-@pytest.mark.parametrize(("kind", "title"), [("502", "502 Bad Gateway"), ("504", "504 Gateway Time-out")])
+@pytest.mark.parametrize(
+    ("kind", "title"),
+    [
+        ("502", "502 Bad Gateway"),
+        ("503", "503 Service Temporarily Unavailable"),
+        ("504", "504 Gateway Time-out"),
+    ],
+)
 async def test_gateway_html(kind: str, title: str, client: httpx.AsyncClient, admin: EmulatorAdmin) -> None:
     await admin.set_faults(rules=[{"method": "crm.deal.*", "kind": kind}])
     r = await client.post("crm.deal.add", json=ADD)
@@ -88,6 +95,23 @@ async def test_gateway_html(kind: str, title: str, client: httpx.AsyncClient, ad
     assert r.headers["content-type"].startswith("text/html")
     assert title in r.text
     assert await _deals(admin) == 0
+
+
+async def test_html_503_is_answered_before_the_bucket_counts_the_request(
+    client: httpx.AsyncClient, admin: EmulatorAdmin
+) -> None:
+    """An outage page comes from the web server in front of the portal: a full bucket does not turn it into
+    QUERY_LIMIT_EXCEEDED, and the bucket does not fill up with requests the portal never saw."""
+    await admin.set_limits(limits_enabled=True, burst=2, drain_per_s=0.001)
+    await admin.set_faults(rules=[{"method": "*", "scope": "request", "kind": "503"}])
+    for _ in range(5):
+        r = await client.post("crm.deal.fields")
+        assert r.status_code == 503
+        assert r.headers["content-type"].startswith("text/html")
+    await admin.set_faults(rules=[])
+    assert (await client.post("crm.deal.fields")).status_code == 200  # the bucket still has its room
+    assert (await client.post("crm.deal.fields")).status_code == 200
+    assert (await client.post("crm.deal.fields")).json()["error"] == "QUERY_LIMIT_EXCEEDED"
 
 
 async def test_timeout_commit_commits_and_the_client_times_out(

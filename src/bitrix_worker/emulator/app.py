@@ -1,9 +1,9 @@
 """Starlette routes: ``/rest/<user>/<secret>/<method>`` like a Bitrix24 webhook, ``/_emulator/*`` for tests.
 
 Order of checks for a REST request, mirroring where the portal does them:
-credentials / auth outage (401) -> front-door faults (auth, overload, rate_limit) -> unknown method (404)
--> leaky bucket (503, not counted when refused) -> other injected faults -> operating budget (429) ->
-execution -> after-commit faults. Error answers carry no ``time`` block.
+credentials / auth outage (401) -> front-door faults (auth, overload, rate_limit; an injected HTML 503)
+-> unknown method (404) -> leaky bucket (503, not counted when refused) -> other injected faults ->
+operating budget (429) -> execution -> after-commit faults. Error answers carry no ``time`` block.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ _GATEWAY_HTML = (
     "<html>\r\n<head><title>{code} {text}</title></head>\r\n<body>\r\n<center><h1>{code} {text}</h1></center>"
     "\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
-_GATEWAY = {"502": "Bad Gateway", "504": "Gateway Time-out"}
+_GATEWAY = {"502": "Bad Gateway", "503": "Service Temporarily Unavailable", "504": "Gateway Time-out"}
 _SEND_KEY = "bitrix_worker.emulator.send"
-_TRANSPORT_BEFORE = frozenset({"502", "504", "timeout", "reset"})  # the request never runs
+_TRANSPORT_BEFORE = frozenset({"502", "503", "504", "timeout", "reset"})  # the request never runs
 _AFTER_COMMIT = COMMIT_THEN_ANSWER | {"500_after_commit"}  # it runs, then the answer goes wrong
 
 
@@ -133,6 +133,8 @@ async def _admit(
         await asyncio.sleep(delay)
     if fault in FRONT_DOOR_KINDS:
         raise fault_error(fault)
+    if fault == "503":
+        return params, fault  # the web server's own page: the portal behind it (and its bucket) never saw it
     if method != "batch" and method not in portal.handlers:
         raise method_not_found()
     if portal.limits_enabled and not portal.bucket.try_acquire(portal.clock()):

@@ -8,7 +8,8 @@ consulted (so their sequences are not consumed). A ``sequence`` is consumed one 
 ``probability``. ``max_hits`` caps how often a rule fires.
 
 Kinds and what the emulator does (see app.py): ``500`` not executed, JSON INTERNAL_SERVER_ERROR;
-``500_after_commit`` executed then 500; ``502``/``504`` not executed, HTML body; ``timeout`` hangs
+``500_after_commit`` executed then 500; ``502``/``504`` not executed, HTML body; ``503`` an HTML page
+answered before the leaky bucket counts the request (the portal behind nginx is down); ``timeout`` hangs
 ``hang_s`` without executing (then 504); ``timeout_commit`` executes, hangs, then answers normally;
 ``reset`` closes the TCP connection with RST; ``auth``/``overload``/``rate_limit``/``method_limit``/
 ``not_found``/``invalid`` answer that Bitrix24 error without executing; ``trickle`` executes, then sends
@@ -34,6 +35,7 @@ FaultKind = Literal[
     "500",
     "500_after_commit",
     "502",
+    "503",
     "504",
     "timeout",
     "timeout_commit",
@@ -48,7 +50,7 @@ FaultKind = Literal[
     "huge",
 ]
 # Kinds that break the HTTP exchange itself; inside a batch they take the whole batch request down.
-TRANSPORT_KINDS = frozenset({"502", "504", "timeout", "timeout_commit", "reset", "trickle", "huge"})
+TRANSPORT_KINDS = frozenset({"502", "503", "504", "timeout", "timeout_commit", "reset", "trickle", "huge"})
 # Transport kinds that let the request run to the end first, then spoil the answer.
 COMMIT_THEN_ANSWER = frozenset({"timeout_commit", "trickle", "huge"})
 # Refusals at the portal's front door: answered before the leaky bucket counts the request.
