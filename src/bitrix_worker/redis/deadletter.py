@@ -234,7 +234,7 @@ class DeadLetters:
             if wait > 0:
                 await sleep(wait)
             history = json.dumps(entry.history, separators=(",", ":"))
-            with translated("replay of {entry.id}"):
+            with translated(f"replay of {entry.id}"):
                 new_id = await self._replay(
                     keys=[self.keys.dead, self.keys.stream, self.keys.own], args=[entry.id, history]
                 )
@@ -260,7 +260,7 @@ class DeadLetters:
         history = json.dumps([*entry.history, edit], separators=(",", ":"))
         with translated(f"replay of {entry.id}"):
             new_id = await self._replay(
-                keys=[self.keys.dead, self.keys.stream], args=[entry.id, history, payload]
+                keys=[self.keys.dead, self.keys.stream, self.keys.own], args=[entry.id, history, payload]
             )
         return None if new_id is None else as_text(new_id)
 
