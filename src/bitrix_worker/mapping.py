@@ -38,6 +38,7 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.sql import Executable
@@ -216,8 +217,10 @@ class MappingStore:
         meta = self._table.metadata.tables[f"{self._table.name}_meta"]
         read = select(meta.c.value).where(meta.c.name == "store_id")
         found = conn.execute(read).scalar()
-        if found is None:
-            conn.execute(meta.insert().values(name="store_id", value=uuid.uuid4().hex))
+        if found is None:  # two workers starting together: the second insert does nothing
+            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            new = insert(meta).values(name="store_id", value=uuid.uuid4().hex)
+            conn.execute(new.on_conflict_do_nothing(index_elements=["name"]))
             found = conn.execute(read).scalar_one()
         fence = conn.execute(select(func.max(self._table.c.fence))).scalar()
         return str(found), int(fence or 0)
