@@ -224,6 +224,10 @@ def demo(
     workers: Annotated[int, typer.Option(help="Worker processes (fakeredis: always 1, in-process).")] = 2,
     seed: Annotated[int, typer.Option(help="Seed for the fault mix and the data.")] = 7,
     prefix: Annotated[str | None, typer.Option(hidden=True, help="Stream name prefix (tests).")] = None,
+    dashboard: Annotated[
+        bool, typer.Option("--dashboard", help="Keep the web dashboard up at the end (Ctrl-C ends it).")
+    ] = False,
+    dashboard_port: Annotated[int, typer.Option(help="Port for --dashboard (0: any free port).")] = 9410,
 ) -> None:
     """A self-contained tour: emulated Bitrix24 with faults, embedded Redis, two workers, final report."""
     from .demo import DemoOptions, run_demo
@@ -234,7 +238,15 @@ def demo(
         fail("--orders must be >= 10 and --workers >= 1", 2)
     code = run_async(
         lambda: run_demo(
-            DemoOptions(orders=orders, backend=backend, workers=workers, seed=seed, prefix=prefix), out
+            DemoOptions(
+                orders=orders,
+                backend=backend,
+                workers=workers,
+                seed=seed,
+                prefix=prefix,
+                dashboard_port=dashboard_port if dashboard else None,
+            ),
+            out,
         )
     )
     raise typer.Exit(code)

@@ -82,3 +82,36 @@ def test_naive_cost_formula() -> None:
         {"outcome": "dead_lettered", "reason": "invalid_data: retry budget of 1 spent"},
     ]
     assert naive_requests(records, unrecorded_dead=1) == 1 + 3 + 1 + 6 + 6 + 6
+
+
+def test_demo_dashboard_stays_up_until_interrupted(redis_url: str, key_prefix: str) -> None:
+    """`demo --dashboard` keeps the page up over what the demo did, and Ctrl-C still cleans up."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = {**os.environ, "REDIS_URL": redis_url}
+    args = [sys.executable, "-m", "bitrix_worker", "demo", "--orders", "20", "--prefix", key_prefix]
+    proc = subprocess.Popen(
+        [*args, "--dashboard", "--dashboard-port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        url = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            found = re.search(r"Dashboard: (http://127\.0\.0\.1:\d+/)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "the demo never announced its dashboard"
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert page.status == 200
+            assert "bitrix-worker" in page.read().decode()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) in (0, 1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -80,6 +80,7 @@ class DemoOptions:
     workers: int = 2
     seed: int = 7
     prefix: str | None = None  # stream name prefix; unique per run by default
+    dashboard_port: int | None = None  # keep the dashboard up on this port at the end (0: any free port)
 
 
 @dataclass(slots=True)
@@ -237,4 +238,37 @@ async def run_demo(opts: DemoOptions, console: Console) -> int:
         console.print(f"finished in {time.monotonic() - run.started:.1f} s")
         if not finished:
             console.print(f"[red]not finished within {DEADLINE_S:.0f} s; worker logs were in {tmp}[/]")
+        if opts.dashboard_port is not None:
+            await keep_dashboard(settings, backend.client, opts.dashboard_port, console)
         return 0 if finished and accounted else 1
+
+
+async def keep_dashboard(settings: Settings, client: RedisClient, port: int, console: Console) -> None:
+    """Serve the dashboard over what the demo just did, on this Redis (even the in-process one), until
+    Ctrl-C; everything the demo started is stopped afterwards as usual."""
+    import uvicorn
+
+    from ..dashboard.app import create_app
+    from ..dashboard.server import bind
+
+    sock = bind("127.0.0.1", port)
+    sock.listen(128)  # connections queue from the moment the address is announced
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    console.print(
+        f"[bold]Dashboard:[/] {url} — look at what just happened; Ctrl-C ends the demo", highlight=False
+    )
+    config = uvicorn.Config(
+        create_app(settings, redis=client),
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http="h11",
+        ws="none",
+        server_header=False,
+        timeout_graceful_shutdown=2,
+    )
+    try:
+        await uvicorn.Server(config).serve(sockets=[sock])
+    finally:
+        sock.close()
