@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from .methods import REFERENCE, Command, ListPage, build_batch, int_or_none
+from .methods import REFERENCE, Command, ListPage, build_batch, int_or_none, list_params
 
 __all__ = [
     "OLD_ROW_OWNERS",
@@ -100,17 +100,7 @@ def item_list(
     order: Mapping[str, str] | None = None,
     start: int | None = None,
 ) -> Command:
-    body: dict[str, Any] = {"entityTypeId": _type_id(entity_type_id)}
-    if filter:
-        body["filter"] = dict(filter)
-    if select:
-        body["select"] = list(select)
-    if order:
-        body["order"] = dict(order)
-    if start is not None:
-        if start < 0:
-            raise ValueError(f"start must be >= 0, got {start}")
-        body["start"] = int(start)
+    body = {"entityTypeId": _type_id(entity_type_id), **list_params(filter, select, order, start)}
     return Command("crm.item.list", body)
 
 

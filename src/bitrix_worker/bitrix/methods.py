@@ -130,6 +130,16 @@ def crm_list(
     order: Mapping[str, str] | None = None,
     start: int | None = None,
 ) -> Command:
+    return Command(f"crm.{_entity(entity)}.list", list_params(filter, select, order, start))
+
+
+def list_params(
+    filter: Mapping[str, Any] | None,
+    select: Iterable[str] | None,
+    order: Mapping[str, str] | None,
+    start: int | None,
+) -> dict[str, Any]:
+    """The parameters every ``*.list`` method takes (old API and ``crm.item.list`` alike)."""
     body: dict[str, Any] = {}
     if filter:
         body["filter"] = dict(filter)
@@ -141,7 +151,7 @@ def crm_list(
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
         body["start"] = int(start)
-    return Command(f"crm.{_entity(entity)}.list", body)
+    return body
 
 
 def encode_command(command: Command) -> str:
