@@ -177,15 +177,6 @@ def test_outage_drain_measures_the_steady_rate_only_once_the_portal_holds_the_wo
     assert outage_figures.per_interval([1.0, 2.0, 3.5, 7.0], [1.5, 3.5, 8.0]) == [1, 2]
 
 
-async def test_cost_smoke_measures_a_bounded_window(tmp_path: Path) -> None:
-    r = await cost.main(tmp_path, deals=100, backlog=20_000, window_s=1.5, profile_s=0)
-    assert r["applied_in_window"] > 0
-    assert r["cpu_s_per_1000_ops"] is not None
-    assert r["cpu_s_per_1000_ops"] > 0
-    assert r["peak_rss_mb"] > 0
-    assert r["left_in_stream"] < 20_000
-
-
 def test_baseline_worker_runs_the_frozen_mapping_store(tmp_path: Path) -> None:
     """The baseline variant must really run the old module and redis-py's pure-Python parser, not silently
     fall back to the current code."""
