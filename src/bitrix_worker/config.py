@@ -187,6 +187,12 @@ class Settings(BaseSettings):
         return self.rate_safety * self.rate_share
 
     @property
+    def heartbeat_interval_s(self) -> float:
+        """How often a worker says it is alive and keeps its entries fresh: a third of the reclaim idle time,
+        so a live worker's entries are never taken for a dead one's; ``status`` counts it live for three."""
+        return max(0.05, self.claim_idle_ms / 3000)
+
+    @property
     def keys(self) -> d.StreamKeys:
         return d.StreamKeys(stream=self.stream, dead=self.dead_stream)
 

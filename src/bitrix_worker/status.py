@@ -25,11 +25,6 @@ from .redis.workers import WorkerRegistry
 from .replay_guard import moved_on, stream_ms
 
 
-def heartbeat_interval_s(settings: Settings) -> float:
-    """The worker's heartbeat period (it follows the reclaim idle time; see worker.run)."""
-    return max(0.05, settings.claim_idle_ms / 3000)
-
-
 @dataclass(slots=True)
 class Status:
     stream: str
@@ -58,7 +53,7 @@ class Status:
 
 
 async def _workers(client: RedisClient, settings: Settings, now: int) -> list[dict[str, Any]]:
-    window_ms = LIVE_HEARTBEATS * heartbeat_interval_s(settings) * 1000
+    window_ms = LIVE_HEARTBEATS * settings.heartbeat_interval_s * 1000
     rows = []
     for name, seen in (await WorkerRegistry(client, settings.keys.workers).last_seen()).items():
         age_ms = max(0, now - seen)

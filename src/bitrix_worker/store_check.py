@@ -25,7 +25,7 @@ async def check_store(
     """Record this worker's store; returns (store id, whether it vouches). ConfigError (naming
     DATABASE_URL) when another live worker on the stream uses a different store."""
     consumer = settings.consumer
-    live_window_ms = LIVE_HEARTBEATS * max(0.05, settings.claim_idle_ms / 3000) * 1000
+    live_window_ms = LIVE_HEARTBEATS * settings.heartbeat_interval_s * 1000
     store_id, fence = await store.identity()
     seen = await workers.last_seen()
     live = {c for c, at in seen.items() if c != consumer and now_ms - at <= live_window_ms}

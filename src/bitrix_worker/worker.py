@@ -144,7 +144,7 @@ class Worker:
             asyncio.create_task(self._every(PROMOTE_INTERVAL_S, self._promote)),
             asyncio.create_task(self._every(RESCUE_INTERVAL_S, self._rescue)),
             asyncio.create_task(self._every(max(0.05, idle_s / 4), self._reclaim)),
-            asyncio.create_task(self._every(max(0.05, idle_s / 3), self._heartbeat)),
+            asyncio.create_task(self._every(self.settings.heartbeat_interval_s, self._heartbeat)),
         ]
         s = self.settings
         self.log.info("worker started", stream=s.stream, group=s.group, concurrency=s.concurrency)
