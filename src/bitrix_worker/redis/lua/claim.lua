@@ -12,7 +12,8 @@
 -- An entry whose key is held is acknowledged here and appended to the key's parked queue, in stream order;
 -- it re-enters the stream when the key's turn is released (settle.lua). Operations that directly follow an
 -- owned one of the same key in this read join it when the coalescing rule allows (turns.lua); anything
--- else waits.
+-- else waits. An entry that refers to another key waits, in addition, for that key's earlier operations
+-- (turns.lua, "Cross-key references").
 local stream, holds, parked, own = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, count = ARGV[1], ARGV[2], ARGV[3]
 
@@ -21,6 +22,15 @@ local function extend(seg, kind)
   seg.has_update = seg.has_update or kind == 'update'
   return seg
 end
+
+-- Take the entry out of the stream: it now lives in the parked hash (a key's queue, or 'x|').
+local function unstream(id)
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+  redis.call('HDEL', own, id)
+end
+
+local function closed() return {open = false, has_update = false} end  -- a run nothing may join
 
 local owned = {}
 local last_read = nil
@@ -35,29 +45,45 @@ if res then
     local fields = {}
     for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
     local mine = whose(own, id, fields)
-    local ident, kind = derive(fields, mine)
+    local ident, kind, decoded = derive(fields, mine)
     local take = true
     if kind == 'unit' then
-      if ident then seg[ident] = {open = false, has_update = false} end
+      if ident then seg[ident] = closed() end
     elseif ident then
+      -- cross-key references (turns.lua): computed before this entry touches its own key, so an earlier
+      -- entry of a referenced key taken in this same read already counts as held
+      local refs = refs_of(decoded, ident)
+      local busy = busy_refs(holds, refs)
       if parked_here[ident] then
         take = false
-      elseif seg[ident] ~= nil and joins(seg[ident].open, seg[ident].has_update, kind) then
+      elseif #refs == 0 and seg[ident] ~= nil and joins(seg[ident].open, seg[ident].has_update, kind) then
         take = true
       elseif tonumber(redis.call('HGET', holds, ident) or '0') > 0 then
         take = false
       else
         seg[ident] = nil
       end
-      if take then
+      local item = {id = id, op = kind, f = kept_fields(fields, mine)}
+      if #refs > 0 then item.r = 1 end
+      if #busy > 0 then
+        item.w = busy
+        wait_on(parked, id, ident, busy)
+      end
+      if take and #busy > 0 then
+        -- its key's turn, but a referenced key is busy: hold the turn and wait in 'x|'
+        redis.call('HINCRBY', holds, ident, 1)
+        redis.call('HSET', parked, 'x|' .. ident, cjson.encode(item))
+        seg[ident] = closed()
+        unstream(id)
+        take = false
+      elseif take then
         redis.call('HINCRBY', holds, ident, 1)
         seg[ident] = extend(seg[ident], kind)
+        if #refs > 0 then seg[ident] = closed() end
       else
         parked_here[ident] = true
-        pq_push(parked, ident, cjson.encode({id = id, op = kind, f = kept_fields(fields, mine)}))
-        redis.call('XACK', stream, group, id)
-        redis.call('XDEL', stream, id)
-        redis.call('HDEL', own, id)
+        pq_push(parked, ident, cjson.encode(item))
+        unstream(id)
       end
     end
     if take then table.insert(owned, {id, ident or '', flat, mine}) end

@@ -19,26 +19,42 @@ local settlements = cjson.decode(ARGV[6])
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- Move the next coalescible run of parked operations back into the stream as one held unit.
+-- The key's turn is free: first drop the waiter tokens at the head of its queue (every operation of the
+-- key claimed before their owners is final now; turns.lua), then pass the turn to the next operation.
+-- An operation that still waits for a referenced key takes the turn and waits in 'x|<ident>'; one with
+-- refs goes alone; otherwise the next coalescible run goes back into the stream as one held unit.
 local function handoff(ident)
   local head, tail = pq_bounds(parked, ident)
-  if head >= tail then return end
-  local members, n, has_update, open = {}, 0, false, true
-  while n < seg_limit and head + n < tail do
+  local n = 0
+  while head + n < tail do
     local item = cjson.decode(pq_get(parked, ident, head + n))
-    if n > 0 and not joins(open, has_update, item.op) then break end
-    local f = {}
-    for i = 1, #item.f, 2 do f[item.f[i]] = item.f[i + 1] end
-    table.insert(members, {origin = item.id, payload = f['payload'], history = f['history']})
-    if n == 0 then open = opens(item.op) end
+    if not item.t then break end
+    token_done(stream, own, parked, item)
+    n = n + 1
+  end
+  if n > 0 then
+    pq_drop(parked, ident, head, n, tail)
+    head = head + n
+  end
+  if head >= tail then return end
+  local first = cjson.decode(pq_get(parked, ident, head))
+  redis.call('HINCRBY', holds, ident, 1)
+  if waits(parked, first.id) > 0 then
+    pq_drop(parked, ident, head, 1, tail)
+    redis.call('HSET', parked, 'x|' .. ident, cjson.encode(first))
+    return
+  end
+  local members, has_update, open = {member_of(first)}, first.op == 'update', opens(first.op)
+  n = 1
+  while first.r == nil and n < seg_limit and head + n < tail do
+    local item = cjson.decode(pq_get(parked, ident, head + n))
+    if item.t or item.r or not joins(open, has_update, item.op) then break end
+    table.insert(members, member_of(item))
     has_update = has_update or item.op == 'update'
     n = n + 1
   end
   pq_drop(parked, ident, head, n, tail)
-  local unit = cjson.encode({ident = ident, members = members, failures = 0, bounces = 0})
-  local id = redis.call('XADD', stream, '*', 'unit', unit, 'held', '1', 'ident', ident)
-  redis.call('HSET', own, id, 'unit')
-  redis.call('HINCRBY', holds, ident, 1)
+  add_unit(stream, own, ident, members)
 end
 
 local function release(ident, n)

@@ -115,9 +115,10 @@ local function whose(own, id, fields)
 end
 
 -- The ident (entity:key) and op of an entry, or nil when it has none (the worker then dead-letters it
--- without touching any key's turn). A unit's ident was written by the worker itself.
+-- without touching any key's turn). A unit's ident was written by the worker itself. The third value is
+-- the decoded payload (nil for a unit), for refs_of.
 local function derive(fields, kind)
-  if kind == 'unit' then return fields['ident'], 'unit' end
+  if kind == 'unit' then return fields['ident'], 'unit', nil end
   local raw = fields['payload']
   if not raw or #raw > MAX_PAYLOAD_BYTES then return nil end
   local ok, p = pcall(cjson.decode, raw)
@@ -125,7 +126,7 @@ local function derive(fields, kind)
   local entity, key, op = p['entity'], p['key'], p['op']
   if type(entity) ~= 'string' or type(key) ~= 'string' or type(op) ~= 'string' then return nil end
   if #entity + #key > MAX_IDENT_BYTES or not valid_utf8(entity) or not valid_utf8(key) then return nil end
-  return entity .. ':' .. key, op
+  return entity .. ':' .. key, op, p
 end
 
 -- The fields a parked entry keeps: the payload, and the history only when the worker wrote it.
@@ -136,4 +137,118 @@ local function kept_fields(fields, kind)
     table.insert(f, fields['history'])
   end
   return f
+end
+
+-- Cross-key references. A value anywhere inside an operation's `fields` or `products` may be exactly
+-- {"$ref": "<entity>:<key>"}: "the Bitrix24 id of that key". Such an operation X (of key D) is handed to a
+-- worker only after every operation of each referenced key K that entered the stream before X has reached
+-- its final outcome (applied, skipped or dead-lettered; a scheduled retry is not final).
+--
+-- Waiter tokens: when X is claimed, every referenced key K that is held right then (something of K that
+-- entered before X is in flight, scheduled, parked or itself waiting) gets a token {t = X's id, d = D}
+-- appended to its parked queue, and 'w|<X id>' counts the tokens still out. A token sits behind exactly
+-- the operations of K that were claimed before X, so when K's turn reaches it (handoff in settle.lua) all
+-- of them are final: the token is dropped and the count goes down. Meanwhile X keeps D's order as any
+-- operation does: parked in D's queue while D is held; and when it is D's turn but X still waits, X takes
+-- D's turn anyway and sits in 'x|<D>' (at most one per key, since it holds D's turn), so D's later
+-- operations wait behind it. The last token sends X into the stream as a held unit (it already holds D).
+-- Tokens only ever point from a later entry to earlier ones, so waits cannot form a cycle. A ref to a key
+-- that is not held costs nothing. Later operations of K never wait for X.
+--
+-- Only well-formed refs to another key count here; a malformed ref or a ref to the operation's own key is
+-- ignored (the worker dead-letters such an operation as poison, which releases its turn like any outcome).
+-- An operation with refs never coalesces with its neighbours: it travels alone.
+local MAX_REF_DEPTH = 16      -- nesting walked below `fields` / `products`
+local MAX_REF_NODES = 100000  -- tables looked at per payload (bounds the script's time on hostile input)
+
+-- The ident a value refers to, or nil: exactly one key, "$ref", whose value looks like an ident.
+local function ref_ident(v)
+  local r = v['$ref']
+  if type(r) ~= 'string' or #r > MAX_IDENT_BYTES + 1 then return nil end
+  local n = 0
+  for _ in pairs(v) do
+    n = n + 1
+    if n > 1 then return nil end
+  end
+  local colon = string.find(r, ':', 1, true)
+  if not colon or colon == 1 or colon == #r or not valid_utf8(r) then return nil end
+  return r
+end
+
+-- The distinct keys (other than `self`) a decoded payload refers to, sorted (deterministic order).
+local function refs_of(p, self)
+  local seen, list, budget = {}, {}, MAX_REF_NODES
+  local walk
+  walk = function(v, depth)
+    if type(v) ~= 'table' or depth > MAX_REF_DEPTH or budget <= 0 then return end
+    budget = budget - 1
+    local r = ref_ident(v)
+    if r then
+      if r ~= self and not seen[r] then
+        seen[r] = true
+        table.insert(list, r)
+      end
+      return
+    end
+    for _, child in pairs(v) do walk(child, depth + 1) end
+  end
+  if type(p) == 'table' then
+    walk(p['fields'], 0)
+    walk(p['products'], 0)
+  end
+  table.sort(list)
+  return list
+end
+
+-- The referenced keys that are held right now (X must wait for them).
+local function busy_refs(holds, refs)
+  local busy = {}
+  for _, k in ipairs(refs) do
+    if tonumber(redis.call('HGET', holds, k) or '0') > 0 then table.insert(busy, k) end
+  end
+  return busy
+end
+
+-- X (stream id `id`, key `ident`) waits for each key in `busy`: a token at the end of each one's queue.
+-- 'n|waits' counts the operations waiting (read by the status gauges in O(1)); gone at zero.
+local function wait_on(parked, id, ident, busy)
+  for _, k in ipairs(busy) do pq_push(parked, k, cjson.encode({t = id, d = ident})) end
+  redis.call('HSET', parked, 'w|' .. id, #busy)
+  redis.call('HINCRBY', parked, 'n|waits', 1)
+end
+
+-- A parked item ({id, op, f}) as a member of a unit.
+local function member_of(item)
+  local f = {}
+  for i = 1, #item.f, 2 do f[item.f[i]] = item.f[i + 1] end
+  return {origin = item.id, payload = f['payload'], history = f['history']}
+end
+
+-- Put a held unit of `ident` into the stream, recorded as the worker's own entry. The caller accounts
+-- for its hold.
+local function add_unit(stream, own, ident, members)
+  local unit = cjson.encode({ident = ident, members = members, failures = 0, bounces = 0})
+  local id = redis.call('XADD', stream, '*', 'unit', unit, 'held', '1', 'ident', ident)
+  redis.call('HSET', own, id, 'unit')
+end
+
+-- A token reached the head of a free key's queue: its owner waits for one key fewer. When that was the
+-- last, the owner goes into the stream if it already holds its own key's turn ('x|'); otherwise it is
+-- still parked in its key's queue and goes when its turn comes (handoff sees no 'w|' left).
+local function token_done(stream, own, parked, tok)
+  local left = redis.call('HINCRBY', parked, 'w|' .. tok.t, -1)
+  if left > 0 then return end
+  redis.call('HDEL', parked, 'w|' .. tok.t)
+  if redis.call('HINCRBY', parked, 'n|waits', -1) <= 0 then redis.call('HDEL', parked, 'n|waits') end
+  local raw = redis.call('HGET', parked, 'x|' .. tok.d)
+  if not raw then return end
+  local item = cjson.decode(raw)
+  if item.id ~= tok.t then return end
+  redis.call('HDEL', parked, 'x|' .. tok.d)
+  add_unit(stream, own, tok.d, {member_of(item)})
+end
+
+-- How many references X still waits for.
+local function waits(parked, id)
+  return tonumber(redis.call('HGET', parked, 'w|' .. id) or '0') or 0
 end
