@@ -38,7 +38,9 @@ SCAN_CAP = 100_000
 """Entries each scan (outcomes, stream, dead letters) reads at most (the outcomes stream's default length)."""
 PARKED_CAP = 1000
 
-Where = Literal["stream", "pending", "scheduled", "parked"]
+Where = Literal["stream", "pending", "scheduled", "waiting", "parked"]
+"""``waiting``: it is the key's turn, but the operation refers to a key whose earlier operations are not
+final yet (``waits_for``); ``parked`` operations may wait for such keys too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class WaitingOp:
     consumer: str | None = None  # pending: the consumer working on it
     due_at_ms: int | None = None  # scheduled: when it is retried
     history: list[dict[str, Any]] = field(default_factory=list)
+    waits_for: list[str] = field(default_factory=list)  # referenced keys (entity:key) it still waits for
 
     @property
     def attempts(self) -> int:
@@ -98,6 +101,7 @@ class KeyReport:
     outcomes_scanned: int = 0
     outcomes_truncated: bool = False
     waiting: list[WaitingOp] = field(default_factory=list)
+    waited_by: list[str] = field(default_factory=list)  # "entity:key stream-id" of referrers waiting for it
     stream_scanned: int = 0
     stream_truncated: bool = False
     dead_letters: list[DeadEntry] = field(default_factory=list)
@@ -253,17 +257,37 @@ async def _scheduled_and_parked(search: StreamSearch, report: KeyReport, setting
     """Retries in the schedule, then the operations parked behind them (in their turn's order)."""
     for _origin, unit, due in await search.scheduled(settings.keys, report.ident):
         report.waiting += _unit_ops(unit, "scheduled", report.ident, due)
-    for raw in await search.parked(settings.keys, report.ident, PARKED_CAP):
+    items = [_parked_item(raw) for raw in await search.parked(settings.keys, report.ident, PARKED_CAP)]
+    report.waited_by = [f"{i['d']} {i['t']}" for i in items if "t" in i and "d" in i]
+    ops = [i for i in items if "f" in i and "id" in i]
+    holder, counts = await search.ref_waits(settings.keys, report.ident, [str(i["id"]) for i in ops])
+    if holder is not None:
+        report.waiting += _parked_ops([_parked_item(holder)], "waiting", [1])
+    report.waiting += _parked_ops(ops, "parked", counts)
+
+
+def _parked_item(raw: str) -> dict[str, Any]:
+    try:
+        item = json.loads(raw)
+    except ValueError:
+        return {}
+    return item if isinstance(item, dict) else {}
+
+
+def _parked_ops(items: list[dict[str, Any]], where: Where, waits: list[int]) -> list[WaitingOp]:
+    """Parked items as waiting operations; ``waits``: how many referenced keys each still waits for."""
+    found = []
+    for item, left in zip(items, waits, strict=True):
         try:
-            item = json.loads(raw)
             flat = item["f"]
             f = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError, IndexError):
             continue
         _, _, op, version = _payload_op(f.get("payload", ""))
-        report.waiting.append(
-            WaitingOp("parked", str(item["id"]), op, version, history=_history(f.get("history")))
-        )
+        refs = [str(r) for r in item.get("w") or []] if left > 0 else []
+        history = _history(f.get("history"))
+        found.append(WaitingOp(where, str(item["id"]), op, version, history=history, waits_for=refs))
+    return found
 
 
 async def _dead(search: StreamSearch, report: KeyReport, dead_key: str, cap: int) -> None:
@@ -302,6 +326,7 @@ async def lookup(
         _dead(search, report, settings.dead_stream, scan_cap),
     )
     report.waiting += later.waiting
+    report.waited_by = later.waited_by
     report.portal_link = portal_link(settings, entity, report.bitrix_id)
     return report
 

@@ -53,10 +53,14 @@ def lookup_view(r: KeyReport) -> RenderableType:
     waiting = Table("where", "stream id", "op", "version", "attempts", "detail", title="not finished yet")
     for w in r.waiting:
         detail = w.consumer or (f"due {_when(w.due_at_ms)}" if w.due_at_ms else "")
+        if w.waits_for:
+            detail = "waiting for " + ", ".join(w.waits_for)
         waiting.add_row(
             *map(escape, [w.where, w.stream_id, w.op or "?", str(w.version or "-"), str(w.attempts), detail])
         )
     parts.append(waiting if r.waiting else Text("not finished yet: nothing"))
+    if r.waited_by:
+        parts.append(Text("operations of other keys waiting for this key's: " + ", ".join(r.waited_by)))
     if r.stream_truncated:
         parts.append(Text(f"(the stream was scanned only up to its {r.stream_scanned} oldest entries)"))
 

@@ -88,6 +88,9 @@ class PrometheusEvents(WorkerEvents):
         self.pending = Gauge("bitrix_worker_pending", "Entries read but not yet settled.", registry=r)
         self.scheduled = Gauge("bitrix_worker_scheduled", "Retries waiting in the schedule.", registry=r)
         self.dead_letter_size = Gauge("bitrix_worker_dead_letter_size", "Entries in the DLQ.", registry=r)
+        self.waiting_for_refs = Gauge(
+            "bitrix_worker_waiting_for_refs", "Operations waiting for a key they refer to.", registry=r
+        )
         self.breaker_open = Gauge(
             "bitrix_worker_breaker_open", "1 while the portal's breaker is open.", registry=r
         )
@@ -146,6 +149,7 @@ class PrometheusEvents(WorkerEvents):
         self.pending.set(g.pending)
         self.scheduled.set(g.scheduled)
         self.dead_letter_size.set(g.dead_letter_size)
+        self.waiting_for_refs.set(g.waiting_for_refs)
         self.lag.set(g.lag_s or 0.0)
         self.breaker_open.set(1 if is_open else 0)
         self._refreshed_at = time.monotonic()

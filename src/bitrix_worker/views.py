@@ -58,6 +58,7 @@ def status_view(s: Status) -> RenderableType:
     row("lag (oldest entry)", _age(q.lag_s))
     next_due = "-" if q.next_due_in_s is None else f"next due in {_age(max(0.0, q.next_due_in_s))}"
     row("scheduled retries", f"{q.scheduled}  ({next_due})")
+    row("waiting for a referenced key", str(q.waiting_for_refs))
     dead = ", ".join(f"{c}: {n}" for c, n in s.dead_letter_by_class.items()) or "-"
     capped = (
         f" (newest {s.dead_letter_scanned} scanned)" if s.dead_letter_scanned < q.dead_letter_size else ""

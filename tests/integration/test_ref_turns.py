@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from rich.console import Console
 
 from bitrix_worker.defaults import StreamKeys
+from bitrix_worker.keylookup import lookup
+from bitrix_worker.lookup_view import lookup_view
 from bitrix_worker.redis.deadletter import DeadLetters
 from bitrix_worker.redis.gauges import QueueReader
 from bitrix_worker.redis.streams import OperationQueue
@@ -308,3 +311,36 @@ async def test_replayed_dead_letters_take_part_in_the_turns(
     assert (await q.claim(10))[0] == []
     await finish(q, held)
     assert origins((await q.claim(10))[0]) == [deal_again]
+
+
+async def test_status_and_lookup_show_what_waits_for_a_reference(bench: Any) -> None:
+    s = bench.settings
+    q = OperationQueue(bench.redis, s.keys, group=s.group, consumer="c1")
+    await q.ensure_group()
+    contact, create, update = await add(
+        bench.redis,
+        s.keys,
+        op("create", "contact:cust-7"),
+        op("create", "deal:order-7", "contact:cust-7"),
+        op("update", "deal:order-7", TITLE="later"),
+    )
+    held, _ = await q.claim(10)
+    assert (await QueueReader(bench.redis, s.keys, s.group).gauges()).waiting_for_refs == 1
+    report = await lookup(bench.redis, s, "deal", "order-7")
+    assert [(w.where, w.stream_id, w.op, w.waits_for) for w in report.waiting] == [
+        ("waiting", create, "create", ["contact:cust-7"]),
+        ("parked", update, "update", []),
+    ]
+    console = Console(record=True, width=200)
+    console.print(lookup_view(report))
+    assert "waiting for contact:cust-7" in console.export_text()
+    target = await lookup(bench.redis, s, "contact", "cust-7")
+    assert [(w.where, w.stream_id) for w in target.waiting] == [("pending", contact)]
+    assert target.waited_by == [f"deal:order-7 {create}"]
+    await finish(q, held)
+    assert (await QueueReader(bench.redis, s.keys, s.group).gauges()).waiting_for_refs == 0
+    report = await lookup(bench.redis, s, "deal", "order-7")
+    assert [(w.where, w.stream_id, w.waits_for) for w in report.waiting] == [
+        ("stream", create, []),
+        ("parked", update, []),
+    ]

@@ -29,6 +29,9 @@ class QueueGauges:
     next_due_in_s: float | None = None
     dead_letter_size: int = 0
     group_exists: bool = True
+    # operations whose turn waits for the earlier operations of a key they refer to (a count the turn
+    # scripts keep in the parked hash; each such operation is counted once, however many keys it names)
+    waiting_for_refs: int = 0
 
 
 def _id_ms(stream_id: Any) -> int:
@@ -80,11 +83,13 @@ class QueueReader:
                 pipe.zrange(keys.schedule, 0, 0, withscores=True)
                 pipe.xlen(keys.dead)
                 pipe.xpending(keys.stream, self._group)
-                length, first, scheduled, due, dead, pending = await pipe.execute(raise_on_error=False)
-        for value in (length, first, scheduled, due, dead):
+                pipe.hget(keys.parked, "n|waits")
+                length, first, scheduled, due, dead, pending, waits = await pipe.execute(raise_on_error=False)
+        for value in (length, first, scheduled, due, dead, waits):
             if isinstance(value, Exception):
                 raise StoreError(f"status read failed: {value}")
         g = QueueGauges(int(length), scheduled=int(scheduled), dead_letter_size=int(dead))
+        g.waiting_for_refs = int(waits or 0)
         if first:
             g.lag_s = max(0.0, (now - _id_ms(first[0][0])) / 1000)
         if due:

@@ -117,11 +117,21 @@ class StreamSearch:
         return None if unit is None else as_text(unit)
 
     async def parked(self, keys: StreamKeys, ident: str, cap: int) -> list[str]:
-        """The key's parked entries (JSON ``{id, op, f}``), oldest first, at most ``cap`` (layout of the
-        parked hash: redis/lua/turns.lua)."""
+        """The key's parked items, oldest first, at most ``cap`` (layout of the parked hash:
+        redis/lua/turns.lua): operations (JSON ``{id, op, f}``, plus ``r`` when it has refs and ``w``, the
+        keys it waited for when claimed) and waiter tokens (``{t, d}``: the operation ``t`` of key ``d``
+        waits for this key's operations before it)."""
         with translated("parked read"):
             head, tail = await self.client.hmget(keys.parked, [f"h|{ident}", f"t|{ident}"])
             first, end = int(head or 0), int(tail or 0)
             names = [f"e|{n}|{ident}" for n in range(first, min(end, first + cap))]
             items = await self.client.hmget(keys.parked, names) if names else []
         return [as_text(i) for i in items if i is not None]
+
+    async def ref_waits(self, keys: StreamKeys, ident: str, ids: list[str]) -> tuple[str | None, list[int]]:
+        """The operation that holds the key's turn while it waits for referenced keys (JSON like a parked
+        item, or None), and how many referenced keys each of ``ids`` still waits for."""
+        with translated("parked read"):
+            holder = await self.client.hget(keys.parked, f"x|{ident}")
+            counts = await self.client.hmget(keys.parked, [f"w|{i}" for i in ids]) if ids else []
+        return (None if holder is None else as_text(holder)), [int(c or 0) for c in counts]
