@@ -18,7 +18,10 @@ end
 
 -- Parked queues: every key's queue lives in ONE hash (declared in KEYS, so Redis Cluster routes and
 -- migrates it like any other key): 'h|<ident>' = index of the first entry, 't|<ident>' = index after the
--- last, 'e|<n>|<ident>' = the n-th entry (JSON {id, op, f}). O(1) per push and pop whatever the ident.
+-- last, 'e|<n>|<ident>' = the n-th entry (JSON {id, op, f}; plus r = 1 when the operation has refs and
+-- w = the keys it waited for when claimed; or a waiter token {t, d}). O(1) per push and pop whatever the
+-- ident. The same hash keeps the waits of cross-key references (below): 'w|<stream id>', 'x|<ident>' and
+-- the counter 'n|waits'.
 local function pq_bounds(parked, ident)
   local b = redis.call('HMGET', parked, 'h|' .. ident, 't|' .. ident)
   return tonumber(b[1]) or 0, tonumber(b[2]) or 0
@@ -158,8 +161,7 @@ end
 -- Only well-formed refs to another key count here; a malformed ref or a ref to the operation's own key is
 -- ignored (the worker dead-letters such an operation as poison, which releases its turn like any outcome).
 -- An operation with refs never coalesces with its neighbours: it travels alone.
-local MAX_REF_DEPTH = 16      -- nesting walked below `fields` / `products`
-local MAX_REF_NODES = 100000  -- tables looked at per payload (bounds the script's time on hostile input)
+local MAX_REF_DEPTH = 32  -- boundedjson.MAX_DEPTH: a payload nested deeper is poison, never sent
 
 -- The ident a value refers to, or nil: exactly one key, "$ref", whose value looks like an ident.
 local function ref_ident(v)
@@ -177,11 +179,10 @@ end
 
 -- The distinct keys (other than `self`) a decoded payload refers to, sorted (deterministic order).
 local function refs_of(p, self)
-  local seen, list, budget = {}, {}, MAX_REF_NODES
+  local seen, list = {}, {}
   local walk
   walk = function(v, depth)
-    if type(v) ~= 'table' or depth > MAX_REF_DEPTH or budget <= 0 then return end
-    budget = budget - 1
+    if type(v) ~= 'table' or depth > MAX_REF_DEPTH then return end
     local r = ref_ident(v)
     if r then
       if r ~= self and not seen[r] then
