@@ -344,3 +344,65 @@ async def test_status_and_lookup_show_what_waits_for_a_reference(bench: Any) -> 
         ("stream", create, []),
         ("parked", update, []),
     ]
+
+
+@pytest.mark.parametrize("target_first", [False, True])
+async def test_a_parked_referrer_gets_its_keys_turn_and_its_reference_in_either_order(
+    redis_client: aioredis.Redis, keys: StreamKeys, target_first: bool
+) -> None:
+    """The referrer is parked behind its own key's create while the referenced key is busy too: whichever
+    finishes first, it goes only when both have, and alone."""
+    q = await make_queue(redis_client, keys)
+    deal, contact, ref, follow = await add(
+        redis_client,
+        keys,
+        op("create", "deal:d"),
+        op("create", "contact:c"),
+        op("update", "deal:d", "contact:c"),
+        op("update", "deal:d", TITLE="after"),
+    )
+    first, _ = await q.claim(10)
+    by_ident = {u[0].ident: u for u in units(first)}
+    assert sorted(origins(first)) == sorted([deal, contact])
+    await finish(q, by_ident["contact:c" if target_first else "deal:d"])
+    if target_first:
+        assert (await q.claim(10))[0] == []  # its reference is final, its own key is still held
+    else:
+        assert (await q.claim(10))[0] == []  # its own key's turn came; it holds it and waits
+        assert await redis_client.hexists(keys.parked, "x|deal:d")
+    await finish(q, by_ident["deal:d" if target_first else "contact:c"])
+    for expected in (ref, follow):
+        owned, _ = await q.claim(10)
+        assert origins(owned) == [expected]
+        await finish(q, owned)
+    await assert_empty(redis_client, keys)
+
+
+async def test_odd_shapes_around_refs_do_not_break_the_claim(
+    redis_client: aioredis.Redis, keys: StreamKeys
+) -> None:
+    q = await make_queue(redis_client, keys)
+    await add(redis_client, keys, op("create", "contact:c"))
+    held, _ = await q.claim(10)
+    odd = [
+        json.dumps(
+            {"op": "update", "entity": "deal", "key": "x1", "fields": [1, None, "a"], "products": "rows"}
+        ),
+        json.dumps({"op": "update", "entity": "deal", "key": "x2", "fields": None, "products": [None, 3]}),
+        json.dumps(
+            {"op": "update", "entity": "deal", "key": "x3", "fields": {"A": {"$ref": "contact:\udcff"}}}
+        ),
+        json.dumps(
+            {"op": "update", "entity": "deal", "key": "x4", "fields": {"A": {"$ref": "x" * 2000 + ":k"}}}
+        ),
+    ]
+    ids = await add(redis_client, keys, *odd)
+    owned, _ = await q.claim(10)
+    assert origins(owned) == ids  # nothing here names the busy contact: all taken at once
+    nested = json.dumps(
+        {"op": "update", "entity": "deal", "key": "x5", "fields": {"A": {"$ref": {"$ref": "contact:c"}}}}
+    )
+    (waits,) = await add(redis_client, keys, nested)
+    assert (await q.claim(10))[0] == []  # an inner ref still counts (the worker dead-letters the shape)
+    await finish(q, owned + held)
+    assert origins((await q.claim(10))[0]) == [waits]
