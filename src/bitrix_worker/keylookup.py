@@ -5,7 +5,7 @@ This answers the operator's "order 42 is not in the CRM" from the places the wor
 * the mapping store: Bitrix24 id, state (active / deleted / unknown) and the last applied version;
 * the capped outcomes stream: every final outcome (applied / skipped / dead-lettered) with its reason;
 * the operation stream (unread or pending on a consumer), the retry schedule and the key's parked list:
-  what has not finished yet;
+  what has not finished yet, and which referenced keys (``{"$ref": ...}``) an operation still waits for;
 * the dead-letter stream: the key's dead letters with their error history.
 
 Reads only. The streams can be large (a million-entry backlog, a hundred thousand dead letters), so every

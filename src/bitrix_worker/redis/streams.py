@@ -1,7 +1,9 @@
 """The operation stream, its consumer group, the retry schedule and the per-key turns, in Redis.
 
 Every state change is one Lua script (see ``lua/``), so that an operation is at every moment in exactly one
-place: the stream (new or pending), a key's parked list, the retry schedule, or the dead-letter stream.
+place: the stream (new or pending), the parked hash (a key's parked queue, or holding its key's turn while it
+waits for a key it refers to), the retry schedule, or the dead-letter stream. The turn rules, cross-key
+references included, are written once in ``lua/turns.lua``.
 """
 
 from __future__ import annotations
