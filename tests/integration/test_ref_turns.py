@@ -7,10 +7,12 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from rich.console import Console
 
+from bitrix_worker.dashboard import create_app
 from bitrix_worker.defaults import StreamKeys
 from bitrix_worker.keylookup import lookup
 from bitrix_worker.lookup_view import lookup_view
@@ -337,6 +339,11 @@ async def test_status_and_lookup_show_what_waits_for_a_reference(bench: Any) -> 
     target = await lookup(bench.redis, s, "contact", "cust-7")
     assert [(w.where, w.stream_id) for w in target.waiting] == [("pending", contact)]
     assert target.waited_by == [f"deal:order-7 {create}"]
+    transport = httpx.ASGITransport(app=create_app(s, redis=bench.redis))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
+        assert "waiting for contact:cust-7" in (await web.get("/find?q=deal:order-7")).text
+        page = (await web.get("/find?q=contact:cust-7")).text
+        assert f"waiting for this key's: deal:order-7 {create}" in page
     await finish(q, held)
     assert (await QueueReader(bench.redis, s.keys, s.group).gauges()).waiting_for_refs == 0
     report = await lookup(bench.redis, s, "deal", "order-7")
