@@ -155,8 +155,10 @@ end
 -- operation does: parked in D's queue while D is held; and when it is D's turn but X still waits, X takes
 -- D's turn anyway and sits in 'x|<D>' (at most one per key, since it holds D's turn), so D's later
 -- operations wait behind it. The last token sends X into the stream as a held unit (it already holds D).
--- Tokens only ever point from a later entry to earlier ones, so waits cannot form a cycle. A ref to a key
--- that is not held costs nothing. Later operations of K never wait for X.
+-- Tokens only ever point from a later entry to earlier ones, so waits cannot form a cycle. (One harmless
+-- exception: an update of K read in the same claim right after X may still join K's run in flight, and X
+-- then waits for it too; it has no refs, so it waits for nothing itself.) A ref to a key that is not held
+-- costs nothing but one HGET. Later operations of K never wait for X.
 --
 -- Only well-formed refs to another key count here; a malformed ref or a ref to the operation's own key is
 -- ignored (the worker dead-letters such an operation as poison, which releases its turn like any outcome).
