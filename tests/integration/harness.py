@@ -60,6 +60,7 @@ class Bench:
         fields: dict[str, Any] | None = None,
         version: int | None = None,
         entity: str = "deal",
+        *,
         products: list[dict[str, Any]] | None = None,
     ) -> str:
         operation = build_operation(OpKind(op), entity, key, fields, version, products=products)
