@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import calls
-from .bitrix.items import ref
+from .bitrix.items import build_chain, ref
 from .bitrix.methods import MAX_BATCH_COMMANDS, Command
 from .crm import EntitySpec
 from .errors import BitrixWorkerError
@@ -93,7 +93,12 @@ def lone_chain(unit: WorkUnit, plan: Plan, commands: dict[str, Command]) -> dict
         owner = ref(MAIN, *calls.id_path(spec))
     if owner is None:
         return None
-    return {MAIN: command, **{f"{name}0": c for name, c in steps_for(plan, spec, owner).items()}}
+    chain = {MAIN: command, **{f"{name}0": c for name, c in steps_for(plan, spec, owner).items()}}
+    try:
+        build_chain(chain)  # the chain rules: references to earlier commands only, nothing empty
+    except ValueError:
+        return None
+    return chain
 
 
 # successful call -> (reason, what to record in the mapping store)

@@ -330,3 +330,16 @@ async def test_a_failure_anywhere_in_a_lone_chain_never_lands_on_another_deal(
         owner = next(d for d in await bench.entities() if int(d["ID"]) == row["ownerId"])
         assert (owner["ORIGIN_ID"], row["productName"]) in {("someone-else", "Plate"), ("o", "Mug")}
     assert (await bench.admin.stats())["faults_injected"]  # the fault really fired
+
+
+async def test_a_failed_smart_process_create_in_a_chain_sets_no_rows(bench: Bench) -> None:
+    await bench.enqueue("create", "first", {"TITLE": "item 1"}, entity="item:128", products=[PLATE])
+    await bench.run()
+    await bench.admin.set_faults(rules=[{"method": "crm.item.add", "scope": "command", "kind": "invalid"}])
+    await bench.enqueue("create", "second", {"TITLE": "item 2"}, entity="item:128", products=[MUG])
+    await bench.run()
+    assert [i["title"] for i in await bench.admin.items(128)] == ["item 1"]
+    rows = await bench.admin.product_rows()
+    assert [(r["ownerType"], r["ownerId"], r["productName"]) for r in rows] == [("T80", 1, "Plate")]
+    [(payload, _)] = await bench.dead()
+    assert payload["key"] == "second"
