@@ -264,7 +264,7 @@ def test_commands_per_entity(entity: str, method: str, origin: dict[str, str]) -
 def test_created_ids_of_both_apis() -> None:
     assert calls.created_id(EntityName.parse("deal").spec, 5) == 5
     assert calls.created_id(EntityName.parse("quote").spec, {"item": {"id": 6}}) == 6
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="item"):
         calls.created_id(EntityName.parse("quote").spec, 6)
 
 
