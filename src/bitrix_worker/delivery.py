@@ -227,7 +227,7 @@ class Delivery:
                 p.unit.bounces += answer.refusals
                 r = write_result(p.unit, p.plan, answer.results[name])
                 if p.plan.has_followups or p.plan.category is not None:
-                    written.append(Written(p.unit, p.plan, r, chained=answer if chain else None))
+                    written.append(Written(p.unit, p.plan, r, answer if chain else None, view))
                 else:
                     results.append(r)
             else:

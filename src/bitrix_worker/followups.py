@@ -63,6 +63,7 @@ class Written:
     plan: Plan
     result: Result
     chained: Answered | Failed | None = None  # the lone chain's answer, when the follow-ups went in it
+    view: PortalView | None = None  # the gate's view of that answer
     steps: dict[str, Command] = field(default_factory=dict)
 
 
@@ -144,8 +145,8 @@ def describe(w: Written) -> Result:
     return r
 
 
-Sent = list[tuple[str, Answered | Failed, str]]
-"""One unit's follow-ups as sent: (step, the answer of its request, its command's name there)."""
+Sent = list[tuple[str, Answered | Failed, str, PortalView]]
+"""One unit's follow-ups as sent: (step, its request's answer, its command's name there, the gate's view)."""
 
 
 class Followups:
@@ -164,9 +165,9 @@ class Followups:
         sent = await self._send([w for w in written if w.chained is None])
         out = []
         for w in written:
-            if w.chained is not None:
-                chained = w.chained
-                out.append(await self._settle(w, [(s, chained, f"{s}0") for s in w.steps]))
+            if w.chained is not None and w.view is not None:
+                chained, view = w.chained, w.view
+                out.append(await self._settle(w, [(s, chained, f"{s}0", view) for s in w.steps]))
             else:
                 out.append(await self._settle(w, sent.get(id(w), [])))
         return out
@@ -190,16 +191,17 @@ class Followups:
             answer = await self.sender.send(
                 {n: c for n, (_, _, c) in request.items()}, refused_before=bounces
             )
+            units = list({id(w): w.unit for w, _, _ in request.values()}.values())
+            view = await self.gate.assess(answer, units)  # once per request: the gate counts requests
             for name, (w, step, _) in request.items():
-                sent.setdefault(id(w), []).append((step, answer, name))
+                sent.setdefault(id(w), []).append((step, answer, name, view))
         return sent
 
     async def _settle(self, w: Written, sent: Sent) -> Result:
-        failed = [(s, a, n) for s, a, n in sent if not (isinstance(a, Answered) and n in a.results)]
+        failed = [f for f in sent if not (isinstance(f[1], Answered) and f[2] in f[1].results)]
         if not failed:
             return describe(w)
-        step, answer, name = failed[0]
-        view = await self.gate.assess(answer, [w.unit])
+        step, answer, name, view = failed[0]
         r = await self.judge(w.unit, _as_update(w), answer, name, method=w.steps[step].method, view=view)
         r.bitrix_id = w.result.bitrix_id
         if r.mapping_state is None:

@@ -98,7 +98,7 @@ class WorkUnit:
             "history": self.history,
         }
         if self.followups_only:  # absent otherwise: units written before it existed read the same
-            data["followups_only"] = True
+            data["followups_only"] = len(self.members)  # the members whose entity write is done
         return json.dumps(
             data,
             separators=(",", ":"),
@@ -133,7 +133,8 @@ def unit_from_json(text: str, stream_id: str, deliveries: int = 1) -> WorkUnit:
             bounces=int(data.get("bounces", 0)),
             history=history_from_json(data.get("history")),
             deliveries=deliveries,
-            followups_only=data.get("followups_only") is True,
+            # a unit that gained members since (merged) sends its entity update again: harmless, never lost
+            followups_only=data.get("followups_only") == len(members),
         )
     except (KeyError, TypeError, ValueError, AttributeError, PoisonMessage) as exc:
         raise PoisonMessage(f"unreadable retry unit: {_reason(exc)}") from None

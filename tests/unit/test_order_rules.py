@@ -3,6 +3,7 @@ entity, the lone chain's safety and bad input refused when the entry is read (0 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -148,8 +149,6 @@ def _replace(value: Any) -> Any:
     ],
 )
 def test_bad_orders_are_poison_with_a_reason(payload: dict[str, Any], why: str) -> None:
-    import json
-
     with pytest.raises(PoisonMessage) as info:
         decode_payload(json.dumps(payload))
     assert why in info.value.reason
@@ -195,6 +194,11 @@ def test_a_rows_retry_sends_the_rows_alone_never_a_create() -> None:
     assert back.followups_only
     old = unit_from_json(unit(op(C)).to_json(), "2-0")  # written before the marker existed
     assert not old.followups_only
+    data = json.loads(u.to_json())
+    data["members"].append(data["members"][0])  # it gained a member: that one's fields are not written
+    grown = unit_from_json(json.dumps(data), "2-0")
+    assert not grown.followups_only
+    assert plan(grown, active()).call is Call.UPDATE
 
 
 def test_a_deals_pipeline_change_is_a_separate_move() -> None:
