@@ -35,6 +35,12 @@ CALL_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 65)
 E2E_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
+def _entity_label(entity: str) -> str:
+    """A bounded label: the entity word, ``item`` for every smart process, ``none`` for anything else."""
+    label = EntityName(entity).label
+    return label if label in _ENTITIES else "none"
+
+
 def method_label(method: str) -> str:
     return method if _METHOD.match(method) else "other"
 
@@ -105,8 +111,7 @@ class PrometheusEvents(WorkerEvents):
 
     def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
         cls = error_class.value if error_class is not None else "none"
-        label = EntityName(entity).label
-        self.operations.labels(outcome, reason.value, label if label in _ENTITIES else "none", cls).inc()
+        self.operations.labels(outcome, reason.value, _entity_label(entity), cls).inc()
         if outcome == "dead_lettered":
             self.dead_lettered.labels(cls).inc()
 
@@ -130,7 +135,7 @@ class PrometheusEvents(WorkerEvents):
         self.field_findings.labels(
             kind if kind in _KINDS else "other",
             action if action in _ACTIONS else "other",
-            entity if entity in _ENTITIES else "none",
+            _entity_label(entity),
         ).inc()
 
     # ---- gauges and exposition --------------------------------------------------------------------------

@@ -300,3 +300,15 @@ def test_chains_only_when_safe() -> None:
     assert chain is not None
     assert list(chain) == [MAIN, "move0", "rows0"]
     assert all(not references(dict(c.params)) for c in chain.values())  # literal ids only
+
+
+def test_smart_processes_share_one_metric_label() -> None:
+    from bitrix_worker.metrics import PrometheusEvents
+
+    events = PrometheusEvents()
+    for entity in ("item:128", "item:1030", "quote"):
+        events.outcome("applied", Reason.CREATED, entity, None)
+    text = events.render().decode()
+    assert 'entity="item"' in text
+    assert 'entity="quote"' in text
+    assert "item:128" not in text
