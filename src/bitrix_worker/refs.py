@@ -81,14 +81,10 @@ def parse_ref(value: Mapping[str, Any]) -> Ref:
         raise ValueError(
             f'malformed reference {_short(value)}: expected exactly {{"$ref": "<entity>:<key>"}}'
         )
-    text: str = value[REF]
-    if text.startswith(_ITEM_PREFIX):
-        type_id, sep, key = text[len(_ITEM_PREFIX) :].partition(":")
-        entity = _ITEM_PREFIX + type_id
-    else:
-        entity, sep, key = text.partition(":")
-    if not sep or not key:
+    parts = split_ident(value[REF])
+    if parts is None:
         raise ValueError(f'malformed reference {_short(value)}: expected "<entity>:<key>"')
+    entity, key = parts
     try:
         entity_spec(entity)
     except ValueError as exc:
@@ -99,6 +95,17 @@ def parse_ref(value: Mapping[str, Any]) -> Ref:
             "without surrounding spaces or control characters"
         )
     return Ref(entity, key)
+
+
+def split_ident(text: str) -> tuple[str, str] | None:
+    """``entity:key`` -> (entity, key); ``item:128:k`` is key ``k`` of smart process 128 (a key may hold
+    colons, an entity name other than ``item:<id>`` never does). None without both parts."""
+    if text.startswith(_ITEM_PREFIX):
+        type_id, sep, key = text[len(_ITEM_PREFIX) :].partition(":")
+        entity = _ITEM_PREFIX + type_id
+    else:
+        entity, sep, key = text.partition(":")
+    return (entity, key) if sep and entity and key else None
 
 
 def _short(value: Any) -> str:

@@ -75,6 +75,14 @@ def test_bad_refs(value: dict[str, Any], why: str) -> None:
         refs.parse_ref(value)
 
 
+@pytest.mark.parametrize(
+    ("ident", "parts"),
+    [("deal:a:b", ("deal", "a:b")), ("item:128:k:1", ("item:128", "k:1")), ("deal:", None), ("x", None)],
+)
+def test_split_ident(ident: str, parts: tuple[str, str] | None) -> None:
+    assert refs.split_ident(ident) == parts
+
+
 def test_collect_finds_refs_at_any_depth_once() -> None:
     fields = {
         "CONTACT_IDS": [{"$ref": "contact:a"}, {"$ref": "contact:b"}],
