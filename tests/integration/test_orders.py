@@ -158,6 +158,24 @@ async def test_a_batch_of_orders_takes_two_requests(bench: Bench) -> None:
     assert await bench.admin.product_rows("D", int((await by_origin(bench, "deal", "plain"))["ID"])) == []
 
 
+async def test_moves_and_clears_in_a_batch(bench: Bench) -> None:
+    for i in range(3):
+        await bench.enqueue("create", f"o{i}", {"TITLE": f"Order {i}"}, products=[MUG])
+    await bench.run(batch_size=10)
+    await start_cost(bench)
+    await bench.enqueue("update", "o0", {"CATEGORY_ID": 2}, products=[PLATE])  # move + rows, no own update
+    await bench.enqueue("update", "o1", {"TITLE": "cleared"}, products=[])
+    await bench.enqueue("update", "o2", {"TITLE": "renamed", "CATEGORY_ID": 4})
+    # phase 1: two updates; phase 2: two moves and a rows set in one batch, the clear alone
+    assert await run_counting(bench, batch_size=10) == 3
+    o0, o1, o2 = [await by_origin(bench, "deal", f"o{i}") for i in range(3)]
+    assert (str(o0["CATEGORY_ID"]), str(o2["CATEGORY_ID"]), o2["TITLE"]) == ("2", "4", "renamed")
+    assert names(await bench.admin.product_rows("D", int(o0["ID"]))) == ["Plate"]
+    assert await bench.admin.product_rows("D", int(o1["ID"])) == []
+    codes = {o["ident"]: o["code"] for o in (await bench.outcomes())[3:]}
+    assert codes == {"deal:o0": "moved", "deal:o1": "updated", "deal:o2": "moved"}
+
+
 async def test_one_failed_create_in_a_batch_writes_no_rows_anywhere(bench: Bench) -> None:
     """Phase 2 carries literal ids only: a failed create has no rows sent at all."""
     other = await bench.enqueue("create", "someone-else", {"TITLE": "deal 1"})
@@ -281,11 +299,12 @@ async def test_quote_smart_invoice_and_smart_process_create_update_delete(bench:
     assert codes == ["created", "updated", "deleted"] * 3
 
 
-async def test_smart_process_create_after_commit_then_timeout_is_made_once(bench: Bench) -> None:
+@pytest.mark.parametrize(("entity", "type_id"), [("item:128", 128), ("smart_invoice", 31)])
+async def test_create_committed_then_timed_out_is_made_once(bench: Bench, entity: str, type_id: int) -> None:
     await bench.admin.set_faults(rules=[{"method": "crm.item.add", "sequence": ["timeout_commit"]}])
-    await bench.enqueue("create", "parcel-1", {"TITLE": "Box"}, entity="item:128")
+    await bench.enqueue("create", "parcel-1", {"TITLE": "Box"}, entity=entity)
     await bench.run()
-    items = await bench.admin.items(128)
+    items = await bench.admin.items(type_id)
     assert len(items) == 1
     [o] = await bench.outcomes()
     assert (o["outcome"], o["code"]) == ("applied", "adopted")
