@@ -123,10 +123,11 @@ def write_result(unit: WorkUnit, plan: Plan, answer: object) -> Result:
 
 
 def already_written(unit: WorkUnit, plan: Plan) -> Written:
-    """A unit with follow-ups only (a retry of failed rows, or an update that only sets rows): its entity
-    is there, with the id the mapping store holds."""
-    r = Result(unit, Outcome.APPLIED, Reason.UPDATED, call=Call.UPDATE, bitrix_id=plan.bitrix_id,
-               mapping_state="active", stale=plan.stale)  # fmt: skip
+    """A unit with follow-ups only (a retry of failed rows, an update that only sets rows, a create found
+    after an ambiguous attempt): its entity is there, with the id the store or the lookup holds."""
+    reason, call = (Reason.ADOPTED, Call.CREATE) if plan.adopted else (Reason.UPDATED, Call.UPDATE)
+    r = Result(unit, Outcome.APPLIED, reason, call=call, bitrix_id=plan.bitrix_id, mapping_state="active",
+               stale=plan.stale)  # fmt: skip
     return Written(unit, plan, r)
 
 

@@ -52,6 +52,7 @@ class Plan:
     move: PipelineMove | None = None  # a pipeline change the entity's own update would drop
     category: Any = None  # the pipeline an update moves the entity to (for the outcome), if any
     followups_only: bool = False  # no call of its own: only the rows / the move (``call`` is None)
+    adopted: bool = False  # its own earlier create was found by the lookup: only its follow-ups are left
     unresolved: Ref | None = None  # the reference that dead-lettered it (``dead`` is REF_UNRESOLVED)
     detail: str = ""  # the reason's sentence with its particulars
 

@@ -10,6 +10,7 @@ operation's fields are applied to it as an update. Not there: created.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from . import calls
@@ -58,7 +59,9 @@ async def reconcile(
         if found:
             if len(found) > 1:
                 log.warning("duplicates already in Bitrix24", ident=p.unit.ident, n=len(found))
-            if p.unit.ambiguous_before and not p.plan.has_followups:  # its own attempt made it, as is
+            if p.unit.ambiguous_before and p.plan.has_followups:  # made with these fields; rows unknown
+                p.plan = replace(p.plan, call=None, bitrix_id=found[0], followups_only=True, adopted=True)
+            elif p.unit.ambiguous_before:  # its own attempt made it, as is
                 adopted = Result(
                     p.unit, Outcome.APPLIED, Reason.ADOPTED, call=Call.CREATE, stale=p.plan.stale
                 )

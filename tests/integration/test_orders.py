@@ -362,3 +362,23 @@ async def test_a_failed_smart_process_create_in_a_chain_sets_no_rows(bench: Benc
     assert [(r["ownerType"], r["ownerId"], r["productName"]) for r in rows] == [("T80", 1, "Plate")]
     [(payload, _)] = await bench.dead()
     assert payload["key"] == "second"
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"method": "batch", "scope": "request", "sequence": ["timeout_commit"]},  # all ran, answer lost
+        {"method": "crm.deal.add", "scope": "command", "sequence": ["500_after_commit"]},  # rows never ran
+    ],
+)
+async def test_an_ambiguous_order_is_adopted_with_its_rows_set_once(
+    bench: Bench, rule: dict[str, Any]
+) -> None:
+    await bench.admin.set_faults(rules=[rule])
+    await bench.enqueue("create", "o", {"TITLE": "x"}, products=[MUG, PLATE])
+    await bench.run()
+    [deal] = await bench.entities()
+    assert names(await bench.admin.product_rows("D", int(deal["ID"]))) == ["Mug", "Plate"]
+    [o] = await bench.outcomes()
+    assert (o["outcome"], o["code"], o["bitrix_id"]) == ("applied", "adopted", deal["ID"])
+    assert "product rows set (2)" in o["reason"]
