@@ -6,6 +6,7 @@ Requests are counted at the emulator (``/_emulator/stats``), net of what a worke
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -382,3 +383,29 @@ async def test_an_ambiguous_order_is_adopted_with_its_rows_set_once(
     [o] = await bench.outcomes()
     assert (o["outcome"], o["code"], o["bitrix_id"]) == ("applied", "adopted", deal["ID"])
     assert "product rows set (2)" in o["reason"]
+
+
+async def test_bad_orders_are_dead_lettered_after_zero_calls(bench: Bench) -> None:
+    bad = [
+        {"op": "create", "entity": "contact", "key": "c", "products": [MUG]},
+        {"op": "create", "entity": "deal", "key": "d1", "products": ["Mug"]},
+        {"op": "create", "entity": "deal", "key": "d2", "fields": {"CONTACT_ID": {"$ref": "contact"}}},
+        {"op": "create", "entity": "deal", "key": "d3", "fields": {"X": {"$ref": "invoice:k"}}},
+        {"op": "create", "entity": "deal", "key": "d4", "fields": {"X": {"$ref": "deal:d4"}}},
+    ]
+    for payload in bad:
+        await bench.enqueue_raw({"payload": json.dumps(payload)})
+    await bench.run()
+    dead = await bench.dead()
+    assert [p.get("key") for p, _ in dead] == ["c", "d1", "d2", "d3", "d4"]
+    reasons = [e["reason"] for _, e in dead]
+    for reason, expected in zip(
+        reasons,
+        ["a contact has no product rows", "products[0]: a product row must be an object", "malformed reference",
+         "unknown entity type", "refers to the operation's own key"],
+        strict=True,
+    ):  # fmt: skip
+        assert expected in reason
+    assert {e["class"] for _, e in dead} == {"poison"}
+    calls = (await bench.admin.stats())["calls"]
+    assert not any(m.startswith("crm.") or m == "batch" for m in calls)
