@@ -399,13 +399,15 @@ async def test_bad_orders_are_dead_lettered_after_zero_calls(bench: Bench) -> No
     dead = await bench.dead()
     assert [p.get("key") for p, _ in dead] == ["c", "d1", "d2", "d3", "d4"]
     reasons = [e["reason"] for _, e in dead]
-    for reason, expected in zip(
-        reasons,
-        ["a contact has no product rows", "products[0]: a product row must be an object", "malformed reference",
-         "unknown entity type", "refers to the operation's own key"],
-        strict=True,
-    ):  # fmt: skip
-        assert expected in reason
+    expected = [
+        "a contact has no product rows",
+        "products[0]: a product row must be an object",
+        "malformed reference",
+        "unknown entity type",
+        "refers to the operation's own key",
+    ]
+    for reason, words in zip(reasons, expected, strict=True):
+        assert words in reason
     assert {e["class"] for _, e in dead} == {"poison"}
     calls = (await bench.admin.stats())["calls"]
     assert not any(m.startswith("crm.") or m == "batch" for m in calls)
