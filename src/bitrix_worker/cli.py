@@ -96,9 +96,14 @@ def run(
 @app.command()
 def enqueue(
     op: Annotated[str, typer.Argument(help="create | update | upsert | delete")],
-    entity: Annotated[str, typer.Argument(help=" | ".join(e.value for e in Entity))],
+    entity: Annotated[
+        str, typer.Argument(help=" | ".join(e.value for e in Entity) + " | item:<entityTypeId>")
+    ],
     key: Annotated[str, typer.Argument(help="Your external id, e.g. order-42 (becomes ORIGIN_ID).")],
     fields: Annotated[str, typer.Option("--fields", "-f", help="Bitrix24 fields as a JSON object.")] = "{}",
+    products: Annotated[
+        str | None, typer.Option(help="The whole product-row set as a JSON list ([] clears it).")
+    ] = None,
     version: Annotated[
         int | None, typer.Option(help="Increasing per key; older versions are skipped.")
     ] = None,
@@ -113,15 +118,23 @@ def enqueue(
     from .producer import build_operation, check_op_id
     from .producer import enqueue as do_enqueue
 
-    for problem in (enum_choice("op", op, OpKind), enum_choice("entity", entity, Entity)):
+    smart_process = entity.startswith("item:")  # checked by build_operation
+    for problem in (
+        enum_choice("op", op, OpKind),
+        None if smart_process else enum_choice("entity", entity, Entity),
+    ):
         if problem:
             fail(problem, 2)
     parsed = json_object("--fields", fields)
     if isinstance(parsed, str):
         fail(parsed, 2)
+    try:
+        rows = json.loads(products) if products is not None else None
+    except ValueError:
+        fail("--products: not JSON (a list of row objects)", 2)
     settings = settings_or_exit(stream=stream)
     try:
-        operation = build_operation(op, entity, key, parsed, version)
+        operation = build_operation(op, entity, key, parsed, version, products=rows)
     except (ValueError, ValidationError) as exc:
         fail(f"invalid operation: {first_error(exc)}", 2)
     try:

@@ -33,8 +33,8 @@ def lookup_cmd(
             key = parse_id(key)
         except ValueError as exc:
             fail(str(exc), 2)
-    elif entity not in {e.value for e in Entity}:
-        fail(f"entity {entity!r}: use deal, contact, company, lead or id", 2)
+    elif entity not in {e.value for e in Entity} and not entity.startswith("item:"):
+        fail(f"entity {entity!r}: use {', '.join(e.value for e in Entity)}, item:<entityTypeId> or id", 2)
 
     async def go() -> Any:
         async with redis_connection(settings.redis_url) as client:

@@ -84,6 +84,14 @@ class EntitySpec:
         return {f"={name}": value for name, value in self.origin_values(originator, key).items()}
 
     @property
+    def origin_confirmed(self) -> bool:
+        """Whether Bitrix24 documents the origin fields for this entity, so a lookup that finds nothing
+        proves the create never happened. Not for quotes (``xmlId`` is the worker's unconfirmed choice):
+        after an ambiguous quote create that the lookup does not find, the worker dead-letters it as
+        "may have run" instead of risking a second quote."""
+        return self.name != "quote"
+
+    @property
     def id_field(self) -> str:
         return "ID" if self.api is Api.OLD else "id"
 

@@ -1,9 +1,11 @@
 """Delivers one batch of units to Bitrix24 and settles how each ended.
 
 Steps for a batch (each unit is one key; the per-key turn guarantees no other live unit of that key):
-look the keys up (one query) -> plan each unit (pure) -> lease creates -> reconcile creates that may already
-exist (one ``list`` batch) -> one ``batch`` call through the shared limiter (or a plain call for one
-command) -> classify each command; a failure of the whole request is shown to the portal gate, which says
+look the keys up, with the keys their references name (one query) -> plan each unit (pure; an unresolved
+reference dead-letters it) -> lease creates -> reconcile creates that may already exist (one ``list``
+batch, ``reconcile``) -> one ``batch`` call through the shared limiter (or a plain call for one command)
+-> the follow-ups of written entities, product rows and pipeline moves, in one more (``followups``) ->
+classify each command; a failure of the whole request is shown to the portal gate, which says
 whether it is the portal's (held, nothing spent) or the operation's own -> judge each failure (pure) ->
 then, in ``finish``, write mapping rows and settle atomically in Redis.
 """
@@ -18,33 +20,30 @@ from dataclasses import dataclass, field
 import structlog
 
 from .bitrix.client import BitrixClient
-from .bitrix.methods import Command, crm_list, parse_id
+from .bitrix.methods import Command
 from .config import Settings
-from .errors import BitrixWorkerError, StoreError
+from .dependencies import unresolved_results
+from .errors import StoreError
 from .events import WorkerEvents
+from .followups import Followups, Written, already_written, lone_chain, write_result
 from .gate import PortalGate, PortalView, own_failure
 from .judge import Circumstances, judge_failure
 from .mapping import MappingStore
 from .outcomes import Outcome, Result, mapping_row, settlement
-from .plan import Call, Plan, adopt_and_update, command_for, plan_unit
+from .plan import Call, Plan, command_for, plan_unit
 from .policy import RetryPolicy
 from .reasons import Reason
+from .reconcile import reconcile
 from .redis.leases import Leases
 from .redis.limits import Limiter, MethodPauses
 from .redis.streams import OperationQueue
+from .refs import targets_of
 from .reporting import report
 from .retrying import until_written
 from .sending import NOT_RUN, Answered, Failed, Sender
 from .taxonomy import ErrorClass
 from .units import WorkUnit
-from .values import Clock, State, ms
-
-# successful call -> (reason, what to record in the mapping store)
-_SUCCESS: dict[Call, tuple[Reason, State]] = {
-    Call.CREATE: (Reason.CREATED, "active"),
-    Call.UPDATE: (Reason.UPDATED, "active"),
-    Call.DELETE: (Reason.DELETED, "deleted"),
-}
+from .values import Clock, ms
 
 
 @dataclass(slots=True)
@@ -97,13 +96,15 @@ class Delivery:
             client, limiter=limiter, pauses=pauses, events=events, policy=self.policy, rng=self.rng
         )
         self.log = structlog.get_logger("bitrix_worker.delivery")
+        self.followups = Followups(self.sender, gate, self._failure)
 
     async def deliver(self, units: Sequence[WorkUnit]) -> Delivered:
         """Plan, lease, reconcile and send; the create leases stay held until ``finish``."""
         delivered = Delivered([], await self.leases.token())
         keys = [(u.head.entity.value, u.head.key) for u in units]
-        mappings = await self.store.get_many(keys)
+        mappings = await self.store.get_many(keys + targets_of(units))
         pending: list[Pending] = []
+        unresolved = []
         for u, key in zip(units, keys, strict=True):
             plan = plan_unit(
                 u,
@@ -111,9 +112,12 @@ class Delivery:
                 originator_id=self.settings.originator_id,
                 recreate_deleted=self.settings.recreate_deleted,
                 vouched=self.vouched,
+                known=mappings,
             )
-            if plan.call is not None:
+            if plan.call is not None or plan.followups_only:
                 pending.append(Pending(u, plan))
+            elif plan.unresolved is not None:
+                unresolved.append((u, plan))
             elif plan.skip is not None:
                 delivered.results.append(Result(u, Outcome.SKIPPED, plan.skip, stale=plan.stale))
             elif plan.dead is not None:
@@ -121,6 +125,7 @@ class Delivery:
             else:
                 reason = plan.done or Reason.NOTHING_TO_DELETE
                 delivered.results.append(Result(u, Outcome.APPLIED, reason, stale=plan.stale))
+        delivered.results += await unresolved_results(unresolved, self.queue.client, self.settings.keys.dead)
         creates = [p.unit.ident for p in pending if p.plan.call is Call.CREATE]
         busy = await self.leases.acquire(creates, delivered.token)
         delivered.leased = [i for i in creates if i not in busy]
@@ -193,47 +198,14 @@ class Delivery:
         return [p for p in pending if p.unit.ident not in busy]
 
     async def _reconcile(self, pending: list[Pending], out: list[Result]) -> list[Pending]:
-        """Look up, by ORIGINATOR_ID + ORIGIN_ID, the creates that may already have happened (one request)."""
-        need = [p for p in pending if p.plan.reconcile]
-        if not need:
-            return pending
-        commands = {
-            f"r{i}": crm_list(
-                p.unit.head.entity.value,
-                filter={"=ORIGINATOR_ID": self.settings.originator_id, "=ORIGIN_ID": p.unit.head.key},
-                select=["ID"],
-                order={"ID": "ASC"},
-            )
-            for i, p in enumerate(need)
-        }
-        answer = await self.sender.send(commands, refused_before=max(p.unit.bounces for p in need))
-        view = await self.gate.assess(answer, [p.unit for p in need])
-        for i, p in enumerate(need):
-            name = f"r{i}"
-            found = answer.results.get(name) if isinstance(answer, Answered) else None
-            if found:
-                if len(found) > 1:
-                    self.log.warning("duplicates already in Bitrix24", ident=p.unit.ident, n=len(found))
-                if p.unit.ambiguous_before:  # its own earlier attempt made it, with these very fields
-                    adopted = Result(
-                        p.unit, Outcome.APPLIED, Reason.ADOPTED, call=Call.CREATE, stale=p.plan.stale
-                    )
-                    adopted.bitrix_id, adopted.mapping_state = int(found[0]["ID"]), "active"
-                    out.append(adopted)
-                else:  # made by someone else's create of this key: this operation's fields still apply
-                    p.plan = adopt_and_update(p.plan, int(found[0]["ID"]))
-            elif isinstance(answer, Answered) and name in answer.results:
-                continue  # not there: create it
-            else:
-                out.append(await self._failure(p, answer, name, commands[name].method, view))
-        settled = {id(r.unit) for r in out}
-        return [p for p in pending if id(p.unit) not in settled]
+        return await reconcile(pending, out, sender=self.sender, gate=self.gate, judge=self._failure,
+                               originator=self.settings.originator_id, log=self.log)  # fmt: skip
 
     async def _send(self, pending: list[Pending]) -> list[Result]:
         if not pending:
             return []
         for p in pending:
-            p.command = command_for(p.plan, p.unit.head.entity.value)
+            p.command = command_for(p.plan, p.unit.head.entity.spec) if p.plan.call else None
         methods = sorted({p.command.method for p in pending if p.command is not None})
         paused = await self.pauses.paused_for(methods)
         results: list[Result] = []
@@ -244,33 +216,49 @@ class Delivery:
         if not pending:
             return results
         commands = {f"c{i}": p.command for i, p in enumerate(pending) if p.command is not None}
-        answer = await self.sender.send(commands, refused_before=max(p.unit.bounces for p in pending))
-        view = await self.gate.assess(answer, [p.unit for p in pending])
+        chain = lone_chain(pending[0].unit, pending[0].plan, commands) if len(pending) == 1 else None
+        answer, view = await self._request(chain or commands, pending, halt=chain is not None)
+        written = [already_written(p.unit, p.plan) for p in pending if p.command is None]
         for i, p in enumerate(pending):
             name = f"c{i}"
+            if answer is None or view is None or p.command is None:
+                continue  # follow-ups only: the entity is there
             if isinstance(answer, Answered) and name in answer.results:
                 p.unit.bounces += answer.refusals
-                results.append(self._success(p, answer.results[name]))
+                r = write_result(p.unit, p.plan, answer.results[name])
+                if p.plan.has_followups or p.plan.category is not None:
+                    written.append(Written(p.unit, p.plan, r, answer if chain else None, view))
+                else:
+                    results.append(r)
             else:
-                results.append(await self._failure(p, answer, name, commands[name].method, view))
-        return results
+                results.append(
+                    await self._failure(p.unit, p.plan, answer, name, method=commands[name].method, view=view)
+                )
+        return results + await self.followups.run(written)
 
-    def _success(self, p: Pending, result: object) -> Result:
-        call = p.plan.call
-        if call is None:
-            raise BitrixWorkerError(f"{p.unit.ident}: a success without a call")
-        reason, state = _SUCCESS[call]
-        bitrix_id = parse_id(result) if call is Call.CREATE else p.plan.bitrix_id
-        return Result(
-            p.unit, Outcome.APPLIED, reason, call=call, bitrix_id=bitrix_id, mapping_state=state,
-            stale=p.plan.stale,
-        )  # fmt: skip
+    async def _request(
+        self, commands: dict[str, Command], pending: list[Pending], *, halt: bool
+    ) -> tuple[Answered | Failed | None, PortalView | None]:
+        """Phase 1: every unit's own command in one request (none when all are follow-ups only)."""
+        if not commands:
+            return None, None
+        answer = await self.sender.send(
+            commands, halt=halt, refused_before=max(p.unit.bounces for p in pending)
+        )
+        return answer, await self.gate.assess(answer, [p.unit for p in pending])
 
     async def _failure(
-        self, p: Pending, answer: Answered | Failed, name: str, method: str, view: PortalView
+        self,
+        unit: WorkUnit,
+        plan: Plan,
+        answer: Answered | Failed,
+        name: str,
+        *,
+        method: str,
+        view: PortalView,
     ) -> Result:
         """The I/O around ``judge_failure``: which classification applies, and the method pause it implies."""
-        p.unit.bounces += answer.refusals
+        unit.bounces += answer.refusals
         sent_s: float | None = None
         if isinstance(answer, Failed):
             c, method, sent_s = answer.classification, answer.method, answer.elapsed_s
@@ -288,9 +276,9 @@ class Delivery:
             portal_request_timeout_s=self.settings.portal_request_timeout_s,
             secrets=(self.settings.webhook.secret,),
             whole_request=view.failure is not None,
-            portal_fault=view.failure is not None and not own_failure(p.unit.history, view.ok_at_ms),
+            portal_fault=view.failure is not None and not own_failure(unit.history, view.ok_at_ms),
         )
-        r = judge_failure(p.unit, p.plan, c, method, policy=self.policy, rng=self.rng, how=how)
+        r = judge_failure(unit, plan, c, method, policy=self.policy, rng=self.rng, how=how)
         if r.outcome is Outcome.RETRY and r.reason is not Reason.RECREATING:
             self.events.retry(c.error_class, r.delay_s)
         return r

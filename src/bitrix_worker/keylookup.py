@@ -30,6 +30,7 @@ from .mapping import MappingStore
 from .redis.connection import RedisClient
 from .redis.deadletter import DeadEntry, parse_id
 from .redis.search import Scan, StreamSearch
+from .refs import split_ident
 from .values import as_text
 
 __all__ = ["KeyReport", "OutcomeRecord", "WaitingOp", "find_stream_id", "lookup", "lookup_sync"]
@@ -378,8 +379,7 @@ async def _scan_for_id(
 
 
 def _split(ident: str) -> tuple[str, str] | None:
-    entity, sep, key = ident.partition(":")
-    return (entity, key) if sep and entity and key else None
+    return split_ident(ident)
 
 
 def lookup_sync(settings: Settings, entity: str, key: str, *, scan_cap: int = SCAN_CAP) -> KeyReport:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from .errors import BitrixWorkerError
 from .events import WorkerEvents
 from .gate import PortalGate
-from .operations import Entity
+from .operations import ITEM_LABEL, Entity, EntityName
 from .reasons import Reason
 from .redis.gauges import QueueReader
 from .taxonomy import ErrorClass
@@ -24,13 +24,21 @@ from .validation import FindingAction, FindingKind
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _ENTITY_NAMES = "|".join(e.value for e in Entity)
-_METHOD = re.compile(rf"^(batch|crm\.({_ENTITY_NAMES})\.(add|update|delete|list|get|fields))$")
-_ENTITIES = frozenset(e.value for e in Entity)
+_METHOD = re.compile(
+    rf"^(batch|crm\.({_ENTITY_NAMES}|item)\.(add|update|delete|list|get|fields)|crm\.item\.productrow\.(set|list))$"
+)
+_ENTITIES = frozenset({*(e.value for e in Entity), ITEM_LABEL})  # item:<entityTypeId> counts as "item"
 _RESULTS = frozenset({"ok", *(c.value for c in ErrorClass)})
 _KINDS = frozenset(k.value for k in FindingKind)
 _ACTIONS = frozenset(a.value for a in FindingAction)
 CALL_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 65)
 E2E_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+def _entity_label(entity: str) -> str:
+    """A bounded label: the entity word, ``item`` for every smart process, ``none`` for anything else."""
+    label = EntityName(entity).label
+    return label if label in _ENTITIES else "none"
 
 
 def method_label(method: str) -> str:
@@ -106,7 +114,7 @@ class PrometheusEvents(WorkerEvents):
 
     def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
         cls = error_class.value if error_class is not None else "none"
-        self.operations.labels(outcome, reason.value, entity if entity in _ENTITIES else "none", cls).inc()
+        self.operations.labels(outcome, reason.value, _entity_label(entity), cls).inc()
         if outcome == "dead_lettered":
             self.dead_lettered.labels(cls).inc()
 
@@ -130,7 +138,7 @@ class PrometheusEvents(WorkerEvents):
         self.field_findings.labels(
             kind if kind in _KINDS else "other",
             action if action in _ACTIONS else "other",
-            entity if entity in _ENTITIES else "none",
+            _entity_label(entity),
         ).inc()
 
     # ---- gauges and exposition --------------------------------------------------------------------------

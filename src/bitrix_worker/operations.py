@@ -3,6 +3,10 @@
     XADD bitrix:operations * payload '{"op":"update","entity":"deal","key":"order-42",
                                       "fields":{"STAGE_ID":"WON"},"version":7}'
 
+``entity`` is one of ``Entity`` or ``item:<entityTypeId>`` (a smart process); ``fields`` may hold
+references by external key (``{"$ref": "contact:customer-7"}``, ``refs``); ``products`` sets the whole
+product-row set of an entity that has rows.
+
 ``decode_payload`` turns anything malformed into ``PoisonMessage`` with a reason a producer can act on;
 the worker dead-letters it and never crashes on input (limits: ``MAX_PAYLOAD_BYTES``, ``boundedjson``'s
 depth, ``MAX_VERSION``; lone surrogates and non-finite numbers refused).
@@ -13,9 +17,19 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema
 
-from . import boundedjson
+from . import boundedjson, refs
+from .crm import EntitySpec, entity_spec, to_item_fields
 from .errors import PoisonMessage
 from .values import PAYLOAD_FIELD
 
@@ -35,10 +49,52 @@ class OpKind(StrEnum):
 
 
 class Entity(StrEnum):
+    """The entities named by a fixed word; smart processes are ``item:<entityTypeId>`` (``EntityName``)."""
+
     DEAL = "deal"
     CONTACT = "contact"
     COMPANY = "company"
     LEAD = "lead"
+    QUOTE = "quote"
+    SMART_INVOICE = "smart_invoice"
+
+
+ITEM_LABEL = "item"
+"""The metric label of every smart process (``item:<entityTypeId>``): labels stay a bounded set."""
+
+
+class EntityName(str):
+    """An operation's ``entity``: an ``Entity`` word or ``item:<entityTypeId>``, checked by ``crm``.
+
+    A ``str`` (it compares equal to ``Entity.DEAL``) with ``.value`` like an enum member, so code written
+    for the enum keeps working; ``spec`` says how the entity is written."""
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+    @property
+    def spec(self) -> EntitySpec:
+        return entity_spec(str(self))
+
+    @property
+    def label(self) -> str:
+        """Bounded metric label: the word itself, ``item`` for any smart process."""
+        return ITEM_LABEL if self.startswith(f"{ITEM_LABEL}:") else str(self)
+
+    @classmethod
+    def parse(cls, value: Any) -> EntityName:
+        if not isinstance(value, str):
+            raise ValueError(f"entity must be a string, got {type(value).__name__}")
+        return cls(entity_spec(str(value)).name)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_plain_validator_function(
+            cls.parse, serialization=core_schema.plain_serializer_function_ser_schema(str)
+        )
 
 
 class Operation(BaseModel):
@@ -47,9 +103,10 @@ class Operation(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     op: OpKind
-    entity: Entity
+    entity: EntityName
     key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
     fields: dict[str, Any] = Field(default_factory=dict)
+    products: list[Any] | None = None  # the whole row set (``[]`` clears it); absent: rows untouched
     version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
 
     @field_validator("key")
@@ -66,6 +123,24 @@ class Operation(BaseModel):
             if not name:
                 raise ValueError("field names must be non-empty")
         return value
+
+    @model_validator(mode="after")
+    def _orders_are_sound(self) -> Operation:
+        """Bad input is refused before any call: rows where the entity has none, a row that is not an
+        object, a malformed reference, one to an unknown entity type, or one to the operation itself."""
+        spec = self.entity.spec
+        if self.products is not None:
+            if self.op is OpKind.DELETE:
+                raise ValueError("products: a delete carries no product rows")
+            if not spec.has_product_rows:
+                raise ValueError(f"products: a {spec.name} has no product rows")
+            for n, row in enumerate(self.products):
+                if not isinstance(row, dict):
+                    raise ValueError(f"products[{n}]: a product row must be an object, got {_kind(row)}")
+        refs.check(str(self.entity), self.key, self.fields, self.products or [])
+        if spec.api.value == "item":
+            to_item_fields(self.fields, spec.entity_type_id)  # two spellings of one field: refused
+        return self
 
     @property
     def ident(self) -> str:
@@ -91,6 +166,10 @@ def decode_payload(raw: bytes | str | None) -> Operation:
         return Operation.model_validate(data)
     except ValidationError as exc:
         raise PoisonMessage(_describe(exc)) from None
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def _describe(exc: ValidationError) -> str:

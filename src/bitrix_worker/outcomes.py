@@ -56,8 +56,11 @@ class MemberOutcome:
     text: str
 
 
+_WAITING = (Reason.CREATE_FAILED, Reason.REF_UNRESOLVED)  # dead-lettered behind another dead letter
+
+
 def _dead_class(reason: Reason) -> str | None:
-    return DEPENDENCY if reason is Reason.CREATE_FAILED else None
+    return DEPENDENCY if reason in _WAITING else None
 
 
 def stream_ms(stream_id: str) -> int:
@@ -136,9 +139,7 @@ def settlement(r: Result, at_ms: int) -> Settlement:
             code=f.reason.value,
             attempts=u.attempts,
             at_ms=at_ms,
-            error_class=c.error_class.value
-            if c
-            else (DEPENDENCY if f.reason is Reason.CREATE_FAILED else None),
+            error_class=c.error_class.value if c else _dead_class(f.reason),
             bitrix_id=r.bitrix_id,
         )
         for f in finals

@@ -3,20 +3,33 @@
 No I/O and no clock. The worker looks the key up once per batch, calls ``plan_unit`` and performs the plan;
 the rules below are what makes a retried create never a second entity and an old update never overwrite a
 newer one.
+
+An order adds two things to a unit's one command: its product rows (the whole set, ``products``) and,
+for a deal whose update changes ``CATEGORY_ID``, a pipeline move (``crm.deal.update`` drops the field
+silently). Both are *follow-ups*: commands that need the entity's id and are sent after its own write
+(``followups``). References by external key (``refs``) are replaced by ids here, from the mapping rows
+the caller looked up; an unresolved one dead-letters the unit before any call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .bitrix.methods import Command, crm_add, crm_delete, crm_update
+from . import calls
+from .bitrix.methods import Command
+from .crm import Api, EntitySpec, PipelineMove, split_pipeline_move
 from .errors import BitrixWorkerError
 from .operations import OpKind
 from .reasons import Reason
+from .refs import Ref, Unresolved, substitute
 from .units import WorkUnit
 from .values import Mapping
+
+Known = MappingOf[tuple[str, str], Mapping]
+"""Mapping rows of the keys a unit refers to (a key absent here was never created)."""
 
 
 class Call(StrEnum):
@@ -35,10 +48,17 @@ class Plan:
     done: Reason | None = None  # why no call, when the goal is already reached (delete of a missing entity)
     stale: tuple[int, ...] = ()  # member indexes skipped as stale (the rest proceed)
     reconcile: bool = False  # look the entity up by ORIGINATOR_ID + ORIGIN_ID before creating
+    products: list[dict[str, Any]] | None = None  # the whole row set to set after the write (None: leave)
+    move: PipelineMove | None = None  # a pipeline change the entity's own update would drop
+    category: Any = None  # the pipeline an update moves the entity to (for the outcome), if any
+    followups_only: bool = False  # no call of its own: only the rows / the move (``call`` is None)
+    adopted: bool = False  # its own earlier create was found by the lookup: only its follow-ups are left
+    unresolved: Ref | None = None  # the reference that dead-lettered it (``dead`` is REF_UNRESOLVED)
+    detail: str = ""  # the reason's sentence with its particulars
 
-
-def origin_fields(originator_id: str, key: str) -> dict[str, str]:
-    return {"ORIGINATOR_ID": originator_id, "ORIGIN_ID": key}
+    @property
+    def has_followups(self) -> bool:
+        return self.products is not None or self.move is not None
 
 
 def _stale_members(unit: WorkUnit, stored_version: int | None) -> tuple[int, ...]:
@@ -67,33 +87,73 @@ def plan_unit(
     originator_id: str,
     recreate_deleted: bool,
     vouched: bool = True,
+    known: Known | None = None,
 ) -> Plan:
     """``vouched``: the mapping store has seen every create of the stream, so a key it does not know was
-    never created; when it cannot vouch (``vouching``), such a create looks itself up first."""
+    never created; when it cannot vouch (``vouching``), such a create looks itself up first. ``known``:
+    the mapping rows of the keys the unit's references name."""
     stale = _stale_members(unit, mapping.version if mapping else None)
     live = [m for i, m in enumerate(unit.members) if i not in stale]
     if not live:
         return Plan(None, skip=Reason.STALE, stale=stale)
     head = live[0].operation
+    spec = head.entity.spec
     fields: dict[str, Any] = {}
+    products: list[dict[str, Any]] | None = None
     for m in live:
         fields.update(m.operation.fields)
+        if m.operation.products is not None:
+            products = m.operation.products  # coalesced updates: the last row set wins
     state = mapping.state if mapping is not None else None
     bitrix_id = mapping.bitrix_id if mapping is not None else None
     if state == "active" and bitrix_id is not None:
         call = Call.DELETE if head.op is OpKind.DELETE else Call.UPDATE
-        return Plan(call, bitrix_id, fields if call is Call.UPDATE else {}, stale=stale)
-    no_call = _without_call(head.op, state, recreate_deleted=recreate_deleted)
-    if no_call is not None:
-        return Plan(None, skip=no_call.skip, dead=no_call.dead, done=no_call.done, stale=stale)
-    create_fields = {**fields, **origin_fields(originator_id, head.key)}
+        if call is Call.DELETE:
+            return Plan(call, bitrix_id, stale=stale)
+    else:
+        no_call = _without_call(head.op, state, recreate_deleted=recreate_deleted)
+        if no_call is not None:
+            return Plan(None, skip=no_call.skip, dead=no_call.dead, done=no_call.done, stale=stale)
+        call = Call.CREATE
+    try:
+        fields, products = substitute(fields, known or {}), substitute(products, known or {})
+    except Unresolved as exc:
+        return Plan(None, dead=Reason.REF_UNRESOLVED, stale=stale, unresolved=exc.ref, detail=str(exc))
+    if call is Call.UPDATE:
+        return _update(spec, bitrix_id, fields, products, stale, followups_only=unit.followups_only)
+    create_fields = {**calls.fields_for(spec, fields), **spec.origin_values(originator_id, head.key)}
     return Plan(
         Call.CREATE,
         None,
         create_fields,
         stale=stale,
         reconcile=unit.ambiguous_before or state == "unknown" or (mapping is None and not vouched),
+        products=products,
     )
+
+
+def _update(
+    spec: EntitySpec,
+    bitrix_id: int | None,
+    fields: dict[str, Any],
+    products: list[dict[str, Any]] | None,
+    stale: tuple[int, ...],
+    *,
+    followups_only: bool,
+) -> Plan:
+    """An update of a live entity: its own call, and the follow-ups (rows, a deal's pipeline move).
+
+    A retry of follow-ups that failed after the entity was written (``followups_only``) sends them alone;
+    so does an update that only sets rows or moves the pipeline (no empty entity update is sent)."""
+    own, move = split_pipeline_move(spec, fields)
+    if spec.api is Api.ITEM:
+        own = calls.fields_for(spec, own)
+    category = move.fields["categoryId"] if move else own.get(spec.category_field or "", None)
+    followups = products is not None or move is not None
+    if followups and (followups_only or not own):
+        return Plan(None, bitrix_id, stale=stale, products=products, move=move, category=category,
+                    followups_only=True)  # fmt: skip
+    return Plan(Call.UPDATE, bitrix_id, own, stale=stale, products=products, move=move, category=category)
 
 
 def _without_call(op: OpKind, state: str | None, *, recreate_deleted: bool) -> Plan | None:
@@ -109,19 +169,19 @@ def _without_call(op: OpKind, state: str | None, *, recreate_deleted: bool) -> P
     return Plan(None, skip=Reason.DELETED_IN_BITRIX24 if state == "deleted" else Reason.NO_BITRIX_ID)
 
 
-def command_for(plan: Plan, entity: str) -> Command:
-    """The Bitrix24 command that carries out a plan with a call."""
+def command_for(plan: Plan, spec: EntitySpec) -> Command:
+    """The Bitrix24 command that carries out a plan with a call (fields already in the API's spelling)."""
     if plan.call is Call.CREATE:
-        return crm_add(entity, plan.fields)
+        return calls.create(spec, plan.fields)
     if plan.call is None or plan.bitrix_id is None:
-        raise BitrixWorkerError(f"{entity}: no command for {plan.call} without a Bitrix24 id")
+        raise BitrixWorkerError(f"{spec.name}: no command for {plan.call} without a Bitrix24 id")
     if plan.call is Call.UPDATE:
-        return crm_update(entity, plan.bitrix_id, plan.fields)
-    return crm_delete(entity, plan.bitrix_id)
+        return calls.update(spec, plan.bitrix_id, plan.fields)
+    return calls.delete(spec, plan.bitrix_id)
 
 
-def adopt_and_update(plan: Plan, bitrix_id: int) -> Plan:
+def adopt_and_update(plan: Plan, bitrix_id: int, spec: EntitySpec) -> Plan:
     """A create that found its key already in Bitrix24 (made by another create of the key: the store could
     not vouch, or an earlier create was given up): update what is there with this operation's fields."""
-    fields = {k: v for k, v in plan.fields.items() if k not in ("ORIGINATOR_ID", "ORIGIN_ID")}
-    return Plan(Call.UPDATE, bitrix_id, fields, stale=plan.stale)
+    fields = {k: v for k, v in plan.fields.items() if k not in spec.origin_fields}
+    return Plan(Call.UPDATE, bitrix_id, fields, stale=plan.stale, products=plan.products)

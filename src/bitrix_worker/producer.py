@@ -10,7 +10,7 @@ without it (a repeated create acts as an update, an older ``version`` is skipped
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .defaults import DEAD_STREAM, DEDUPE_WINDOW_S, STREAM, StreamKeys
@@ -25,17 +25,22 @@ def build_operation(
     key: str,
     fields: Mapping[str, Any] | None = None,
     version: int | None = None,
+    *,
+    products: Sequence[Mapping[str, Any]] | None = None,
 ) -> Operation:
-    """Validate like the worker will; raises pydantic.ValidationError (naming the allowed values)."""
-    return Operation.model_validate(
-        {
-            "op": op,
-            "entity": entity,
-            "key": key,
-            "fields": {} if fields is None else fields,
-            "version": version,
-        }
-    )
+    """Validate like the worker will; raises pydantic.ValidationError (naming the allowed values).
+
+    ``products``: the entity's whole product-row set (``[]`` clears it; None leaves the rows alone)."""
+    data: dict[str, Any] = {
+        "op": op,
+        "entity": entity,
+        "key": key,
+        "fields": {} if fields is None else fields,
+        "version": version,
+    }
+    if products is not None:
+        data["products"] = [dict(row) if isinstance(row, Mapping) else row for row in products]
+    return Operation.model_validate(data)
 
 
 def check_op_id(op_id: str) -> None:

@@ -17,6 +17,8 @@ class Reason(StrEnum):
     UPDATED = "updated"
     DELETED = "deleted"
     ADOPTED = "adopted"  # a create that had already happened was found by ORIGIN_ID and taken over
+    MOVED = "moved"  # updated, and moved to another pipeline (a deal's by a separate crm.item.update)
+    ROWS_RETRIED = "rows_retried"  # entity written earlier; its rows / pipeline move applied on a retry alone
     ALREADY_DELETED = "already_deleted"  # delete of an entity that is gone: the goal is reached
     NOTHING_TO_DELETE = "nothing_to_delete"  # delete of a key that never had a Bitrix24 id
     # skipped
@@ -28,6 +30,8 @@ class Reason(StrEnum):
     REFUSAL_CAP = "refusal_cap"  # refused by the portal's limits more often than the cap allows
     POISON = "poison"  # the entry itself cannot be processed
     CREATE_FAILED = "create_failed"  # its key's create is in the dead-letter stream: it waits with it
+    UNRECONCILABLE = "unreconcilable"  # an ambiguous create of an entity whose key cannot be looked up
+    REF_UNRESOLVED = "ref_unresolved"  # a {"$ref": ...} names a key with no live Bitrix24 id
     # waiting (not final)
     RETRYING = "retrying"  # a failure within its budget: another attempt after a backoff
     RECREATING = "recreating"  # deleted in Bitrix24 and to be created again (upsert, or the setting)
@@ -46,6 +50,12 @@ class Reason(StrEnum):
 
 _SENTENCES: dict[Reason, str] = {
     Reason.ADOPTED: "adopted existing entity",
+    Reason.MOVED: "updated and moved to another pipeline",
+    Reason.ROWS_RETRIED: "the entity was written before; its product rows were set on a retry, alone",
+    Reason.UNRECONCILABLE: (
+        "its create may have run and Bitrix24 cannot be searched for its key: check before replaying"
+    ),
+    Reason.REF_UNRESOLVED: "a reference by external key has no Bitrix24 id: replay its key's create first",
     Reason.ALREADY_DELETED: "already deleted in Bitrix24",
     Reason.NOTHING_TO_DELETE: "no Bitrix24 id: nothing to delete",
     Reason.BUDGET_SPENT: "retry budget spent",

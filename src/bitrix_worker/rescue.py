@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .bitrix.methods import crm_list
+from . import calls
 from .intake import Poison
 from .operations import OpKind
 from .records import redelivery_entry
@@ -33,12 +33,7 @@ async def look_up_crash_looping_creates(
     if not creates:
         return list(poison), []
     commands = {
-        f"r{i}": crm_list(
-            unit.head.entity.value,
-            filter={"=ORIGINATOR_ID": originator_id, "=ORIGIN_ID": unit.head.key},
-            select=["ID"],
-            order={"ID": "ASC"},
-        )
+        f"r{i}": calls.lookup(unit.head.entity.spec, originator=originator_id, key=unit.head.key)
         for i, (_, unit) in enumerate(creates)
     }
     answer = await sender.send(commands)
@@ -46,7 +41,9 @@ async def look_up_crash_looping_creates(
     found: list[WorkUnit] = []
     for i, (p, unit) in enumerate(creates):
         name = f"r{i}"
-        if isinstance(answer, Answered) and answer.results.get(name):
+        if isinstance(answer, Answered) and calls.found_ids(
+            unit.head.entity.spec, answer.results.get(name), originator=originator_id, key=unit.head.key
+        ):
             unit.remember(redelivery_entry(unit.deliveries, at_ms))
             found.append(unit)
         elif isinstance(answer, Answered) and name in answer.results:

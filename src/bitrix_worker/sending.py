@@ -68,10 +68,14 @@ class Sender:
         self.rng = rng
         self.log = structlog.get_logger("bitrix_worker.sending")
 
-    async def send(self, commands: dict[str, Command], *, refused_before: int = 0) -> Answered | Failed:
+    async def send(
+        self, commands: dict[str, Command], *, refused_before: int = 0, halt: bool = False
+    ) -> Answered | Failed:
         """One request (``batch`` for several commands, a plain call for one).
 
         ``refused_before``: the most refusals any operation in it has already met (its cap is shared).
+        ``halt``: a chain of one unit's commands (``followups.lone_chain``): the portal stops at the first
+        failed command, so no later one reads a reference to it.
         """
         refusals = 0
         method = "batch" if len(commands) > 1 else next(iter(commands.values())).method
@@ -81,7 +85,7 @@ class Sender:
                 self.events.limiter_wait(waited)
             started = time.monotonic()
             try:
-                answered = await self._request(commands, method)
+                answered = await self._request(commands, method, halt)
                 self.events.call(method, "ok", time.monotonic() - started)
                 answered.refusals = refusals
                 return answered
@@ -102,9 +106,9 @@ class Sender:
                 )
                 await asyncio.sleep(delay)
 
-    async def _request(self, commands: dict[str, Command], method: str) -> Answered:
+    async def _request(self, commands: dict[str, Command], method: str, halt: bool) -> Answered:
         if len(commands) > 1:
-            batch = await self.client.batch(commands, halt=False)
+            batch = await self.client.batch(commands, halt=halt)
             await self._observe(method, batch.time)
             return Answered(batch.results, batch.errors)
         name, command = next(iter(commands.items()))

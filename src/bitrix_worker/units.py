@@ -4,6 +4,9 @@ A producer's entry is a unit of one operation. Updates of a key that arrive toge
 unit (one Bitrix24 call with merged fields, the later value of each field winning; the rule itself lives in
 ``redis/lua/coalesce.lua``, where the turns are given). A unit carries its error history; when it is
 scheduled for a retry it is stored as JSON and comes back as one stream entry.
+
+A unit whose entity was written but whose follow-ups (product rows, a pipeline move) failed is retried
+with ``followups_only`` set: its next attempt sends only those, never a second entity.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class WorkUnit:
     bounces: int = 0  # limit refusals so far (never spend the budget)
     history: list[HistoryEntry] = field(default_factory=list)
     deliveries: int = 1
+    followups_only: bool = False  # the entity was written; only its rows / pipeline move are left
 
     @property
     def head(self) -> Operation:
@@ -86,14 +90,17 @@ class WorkUnit:
         self.remember(entry)
 
     def to_json(self) -> str:
+        data: dict[str, Any] = {
+            "ident": self.ident,
+            "members": [_member_json(m) for m in self.members],
+            "failures": self.failures,
+            "bounces": self.bounces,
+            "history": self.history,
+        }
+        if self.followups_only:  # absent otherwise: units written before it existed read the same
+            data["followups_only"] = len(self.members)  # the members whose entity write is done
         return json.dumps(
-            {
-                "ident": self.ident,
-                "members": [_member_json(m) for m in self.members],
-                "failures": self.failures,
-                "bounces": self.bounces,
-                "history": self.history,
-            },
+            data,
             separators=(",", ":"),
             # no \uXXXX escapes: cjson (promote.lua) refuses a lone surrogate escape, which a portal's error
             # text could carry into the history; raw, the settlement's encoder makes it "?" (streams.lua_json)
@@ -126,6 +133,8 @@ def unit_from_json(text: str, stream_id: str, deliveries: int = 1) -> WorkUnit:
             bounces=int(data.get("bounces", 0)),
             history=history_from_json(data.get("history")),
             deliveries=deliveries,
+            # a unit that gained members since (merged) sends its entity update again: harmless, never lost
+            followups_only=data.get("followups_only") == len(members),
         )
     except (KeyError, TypeError, ValueError, AttributeError, PoisonMessage) as exc:
         raise PoisonMessage(f"unreadable retry unit: {_reason(exc)}") from None

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from bitrix_worker.config import Settings, load_settings
 from bitrix_worker.emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer
-from bitrix_worker.operations import Entity, OpKind
+from bitrix_worker.operations import OpKind
 from bitrix_worker.producer import build_operation, enqueue
 from bitrix_worker.worker import RunSummary, Worker
 
@@ -60,8 +60,10 @@ class Bench:
         fields: dict[str, Any] | None = None,
         version: int | None = None,
         entity: str = "deal",
+        *,
+        products: list[dict[str, Any]] | None = None,
     ) -> str:
-        operation = build_operation(OpKind(op), Entity(entity), key, fields, version)
+        operation = build_operation(OpKind(op), entity, key, fields, version, products=products)
         return await enqueue(self.redis, operation, stream=self.settings.stream)
 
     async def enqueue_raw(self, fields: dict[str, Any]) -> str:

@@ -68,7 +68,7 @@ def test_enqueue_fields_must_be_a_json_object(
     [
         (["enqueue", "merge", "deal", "k"], "error: op 'merge': use create, update, upsert or delete"),
         (["enqueue", "create", "invoice", "k"],
-         "error: entity 'invoice': use deal, contact, company or lead"),
+         "error: entity 'invoice': use deal, contact, company, lead, quote or smart_invoice"),
         (["dlq", "list", "--class", "oops"], "error: --class 'oops': use not_found, invalid_data, auth, "
          "rate_limited, method_limited, blocked, server_error, network, poison or unknown"),
         (["dlq", "replay", "--class", "Auth"], "error: --class 'Auth': use not_found"),
@@ -92,6 +92,24 @@ def test_enqueue_valid_object_still_works(env: dict[str, str], redis_url: str) -
         client.close()
     assert json.loads(fields[b"payload"]) == {
         "op": "update", "entity": "deal", "key": "k-2", "fields": {"STAGE_ID": "WON"}, "version": 3,
+    }  # fmt: skip
+
+
+def test_enqueue_products_and_a_smart_process(env: dict[str, str], redis_url: str) -> None:
+    rows = '[{"PRODUCT_NAME": "Mug", "PRICE": 9.5}]'
+    result = invoke(env, "enqueue", "create", "item:128", "p-1", "--products", rows)
+    assert result.exit_code == 0, result.output
+    bad = invoke(env, "enqueue", "create", "contact", "c-1", "--products", rows)
+    assert bad.exit_code == 2
+    assert "a contact has no product rows" in bad.stderr
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ((_, fields),) = client.xrange(env["BITRIX_WORKER_STREAM"])
+    finally:
+        client.close()
+    assert json.loads(fields[b"payload"]) == {
+        "op": "create", "entity": "item:128", "key": "p-1", "fields": {},
+        "products": [{"PRODUCT_NAME": "Mug", "PRICE": 9.5}],
     }  # fmt: skip
 
 
