@@ -97,6 +97,12 @@ class PrometheusEvents(WorkerEvents):
         self.refresh_errors = Counter(
             "bitrix_worker_gauge_refresh_errors", "Failed reads of the queue gauges from Redis.", registry=r
         )
+        self.token_refreshes = Counter(
+            "bitrix_worker_token_refreshes",
+            "OAuth access-token renewals by result (invalid_grant/refused: a portal is auth_broken, alert).",
+            ["result"],
+            registry=r,
+        )
         self._refreshed_at = -1e9
 
     # ---- events -----------------------------------------------------------------------------------------
@@ -129,6 +135,10 @@ class PrometheusEvents(WorkerEvents):
             action if action in _ACTIONS else "other",
             entity if entity in _ENTITIES else "none",
         ).inc()
+
+    def token_refresh(self, portal: str, result: str) -> None:
+        known = ("refreshed", "reused", "failed", "invalid_grant", "refused")
+        self.token_refreshes.labels(result if result in known else "other").inc()
 
     # ---- gauges and exposition --------------------------------------------------------------------------
 
