@@ -260,9 +260,11 @@ def _add_portal_commands() -> None:
     from . import cli_ops  # noqa: F401 - registers `lookup` and `dashboard` on `app`
     from .cli_dlq import dlq
     from .cli_portal import portal_app, store_app
+    from .cli_portals import portals_app
 
     app.add_typer(dlq, name="dlq")
     app.add_typer(portal_app, name="portal")
+    app.add_typer(portals_app, name="portals")
     app.add_typer(store_app, name="store")
 
 
