@@ -44,11 +44,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def settings_or_exit(*, require_webhook: bool = False, **overrides: Any) -> Settings:
+def settings_or_exit(
+    *, require_webhook: bool = False, require_portal: bool = False, **overrides: Any
+) -> Settings:
+    """``require_webhook``: commands that call the portal through its webhook; ``require_portal``: commands
+    that only name the default portal (a webhook, or ``BITRIX_WORKER_PORTAL`` in the registry)."""
     try:
         settings = load_settings(**overrides)
         if require_webhook:
             settings.webhook  # noqa: B018 - raises ConfigError naming BITRIX_WEBHOOK_URL
+        if require_portal:
+            settings.portal_name  # noqa: B018 - raises ConfigError naming BITRIX_WEBHOOK_URL
     except ConfigError as exc:
         fail(f"bad setting {exc}", 2)
     return settings
@@ -84,7 +90,7 @@ def run(
 ) -> None:
     """Consume the stream and deliver operations to Bitrix24 until stopped (SIGTERM/SIGINT)."""
     settings = settings_or_exit(
-        require_webhook=True, concurrency=concurrency, stream=stream, consumer=consumer, http_port=http_port
+        require_portal=True, concurrency=concurrency, stream=stream, consumer=consumer, http_port=http_port
     )
     from .runner import run_worker
 

@@ -28,7 +28,7 @@ class Portal:
     def from_settings(
         cls, redis: RedisClient, settings: Settings, client: BitrixClient, events: WorkerEvents
     ) -> Portal:
-        name = settings.webhook.portal
+        name = settings.portal_name
         keys = settings.keys
         limiter = Limiter(
             redis,

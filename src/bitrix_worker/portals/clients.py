@@ -15,17 +15,19 @@ from typing import Any
 from ..bitrix.auth import OAuthAuth
 from ..bitrix.client import BitrixClient
 from ..bitrix.oauth import TokenEndpoint
+from ..config import Settings
 from ..defaults import oauth_refresh_key
-from ..errors import RegistryError
+from ..errors import ConfigError, RegistryError
 from ..events import WorkerEvents
 from ..redaction import WebhookUrl
 from ..redis.connection import RedisClient
 from ..redis.tokenlock import RefreshLock
 from .model import PortalRecord
 from .registry import PortalRegistry
+from .secrets import SecretBox
 from .tokens import TokenManager
 
-__all__ = ["REFRESH_LOCK_S", "PortalClient", "open_portal_client"]
+__all__ = ["REFRESH_LOCK_S", "PortalClient", "open_default_client", "open_portal_client"]
 
 REFRESH_LOCK_S = 30.0
 """The refresh lock's time-to-live: one token request (10 s timeout) plus the registry write, with room."""
@@ -77,3 +79,41 @@ async def open_portal_client(
     finally:
         await client.aclose()
         await endpoint.aclose()
+
+
+@asynccontextmanager
+async def open_default_client(
+    settings: Settings,
+    redis: RedisClient,
+    *,
+    on_broken: Callable[[str], Awaitable[None]] | None = None,
+    events: WorkerEvents | None = None,
+    **client_options: Any,
+) -> AsyncIterator[BitrixClient]:
+    """The default portal's client: ``BITRIX_WEBHOOK_URL``, or the registry's ``BITRIX_WORKER_PORTAL``."""
+    if not settings.portal:
+        client = BitrixClient(settings.webhook, **client_options)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+        return
+    key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    box = SecretBox.from_setting(key)  # ConfigError naming the setting when it is missing
+    registry = await PortalRegistry.connect(settings.database_url, box=box, table=settings.portals_table)
+    try:
+        record = await registry.find(settings.portal)
+        if record is None:
+            raise ConfigError("BITRIX_WORKER_PORTAL", f"no portal {settings.portal!r} in the registry")
+        if record.state == "auth_broken":
+            raise ConfigError(
+                "BITRIX_WORKER_PORTAL",
+                f"portal {record.portal_id} is auth_broken ({record.state_reason}); reinstall the app or "
+                "store fresh tokens (bitrix-worker portals add --replace), then portals resume",
+            )
+        async with open_portal_client(
+            record, registry=registry, redis=redis, on_broken=on_broken, events=events, **client_options
+        ) as portal:
+            yield portal.client
+    finally:
+        await registry.close()
