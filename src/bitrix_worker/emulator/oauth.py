@@ -51,6 +51,7 @@ class OAuthStats:
     expired: int = 0
     invalid_token: int = 0
     early: int = 0  # refreshes of a pair whose access token had not expired yet (a wasteful client)
+    expired_tokens: set[str] = field(default_factory=set)  # distinct tokens answered expired_token: expiries
 
 
 @dataclass(slots=True)
@@ -94,6 +95,7 @@ class OAuthServer:
             raise ApiError(401, "invalid_token", "Unable to get application by token")
         if self.clock() - issued >= self.config.access_lifetime_s:
             self.stats.expired += 1
+            self.stats.expired_tokens.add(token)
             raise ApiError(401, "expired_token", "The access token provided has expired.")
 
     def expire_now(self) -> None:
@@ -150,6 +152,7 @@ class OAuthServer:
             "expired": self.stats.expired,
             "invalid_token": self.stats.invalid_token,
             "early_refreshes": self.stats.early,
+            "expiries_seen": len(self.stats.expired_tokens),
             "live_refresh_tokens": len(self._live),
             "access_lifetime_s": self.config.access_lifetime_s,
         }
