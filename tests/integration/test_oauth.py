@@ -193,3 +193,41 @@ async def test_an_unreachable_token_endpoint_is_transient(
     c = caught.value.classification
     assert (c.error_class, c.execution) == (ErrorClass.NETWORK, Execution.NOT_EXECUTED)
     assert (await registry.get(pid)).state == "active"  # not the portal's fault: nothing marked
+
+
+async def test_a_portal_that_refuses_every_new_token_is_an_auth_failure_not_a_loop(
+    portal_db: tuple[str, str, str, PortalRegistry], redis_client: Redis
+) -> None:
+    cfg = EmulatorConfig(limits_enabled=False, oauth=OAuthConfig(access_lifetime_s=1e-6))
+    async with EmulatorServer(cfg) as server:
+        _, _, _, registry = portal_db
+        pid = f"p-{uuid.uuid4().hex[:8]}"
+        await registry.add(registered(server, pid))
+        async with open_portal_client(
+            await registry.get(pid),
+            registry=registry,
+            redis=redis_client,
+            connect_timeout_s=2,
+            read_timeout_s=5,
+        ) as portal:
+            with pytest.raises(AuthError, match="expired_token"):
+                await portal.client.call("crm.deal.list")
+        stats = oauth_stats(server)
+    assert stats["refreshes"] == 2  # two renewals, then the refusal is reported
+    assert stats["invalid_grant"] == 0
+    assert (await registry.get(pid)).state == "active"  # the tokens work; the portal's clock does not
+
+
+async def test_the_access_token_goes_in_the_body_never_in_the_url(
+    oauth_emulator: EmulatorServer, portal_db: tuple[str, str, str, PortalRegistry], redis_client: Redis
+) -> None:
+    _, _, _, registry = portal_db
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    await registry.add(registered(oauth_emulator, pid))
+    async with open_portal_client(
+        await registry.get(pid), registry=registry, redis=redis_client, connect_timeout_s=2, read_timeout_s=5
+    ) as portal:
+        assert portal.client.auth.method_url("crm.deal.add") == f"{oauth_emulator.base_url}/rest/crm.deal.add"
+        new_id = await portal.client.add("deal", {"TITLE": "via OAuth"})
+        assert (await portal.client.get("deal", new_id))["TITLE"] == "via OAuth"
+        assert "emulator-access-0" not in repr(portal.client)
