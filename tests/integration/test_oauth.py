@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from oauth_load import load
 from redis.asyncio import Redis
 
 from bitrix_worker.config import Settings
+from bitrix_worker.defaults import oauth_refresh_key
 from bitrix_worker.emulator import EmulatorConfig, EmulatorServer
 from bitrix_worker.emulator.oauth import OAuthConfig
 from bitrix_worker.errors import AuthError, BitrixError
@@ -231,3 +233,30 @@ async def test_the_access_token_goes_in_the_body_never_in_the_url(
         new_id = await portal.client.add("deal", {"TITLE": "via OAuth"})
         assert (await portal.client.get("deal", new_id))["TITLE"] == "via OAuth"
         assert "emulator-access-0" not in repr(portal.client)
+
+
+async def test_a_refresher_that_died_holding_the_lock_delays_but_does_not_block(
+    oauth_emulator: EmulatorServer, portal_db: tuple[str, str, str, PortalRegistry], redis_client: Redis
+) -> None:
+    _, _, _, registry = portal_db
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    await registry.add(registered(oauth_emulator, pid))
+    lock_key = oauth_refresh_key(pid)
+    await redis_client.set(lock_key, "a-dead-process", px=1500)  # its holder died before refreshing
+    assert oauth_emulator.app.portal.oauth is not None
+    oauth_emulator.app.portal.oauth.expire_now()
+    try:
+        async with open_portal_client(
+            await registry.get(pid),
+            registry=registry,
+            redis=redis_client,
+            connect_timeout_s=2,
+            read_timeout_s=5,
+        ) as portal:
+            started = time.monotonic()
+            await asyncio.gather(*(portal.client.call("crm.deal.list") for _ in range(5)))
+            waited = time.monotonic() - started
+    finally:
+        await redis_client.delete(lock_key)
+    assert 1.0 <= waited < 10  # nobody refreshed while the dead holder's lock lived
+    assert oauth_stats(oauth_emulator)["refreshes"] == 1

@@ -35,11 +35,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection, Row, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from ..errors import RegistryError, StoreError
-from ..mapping import _database_url
 from ..mapping_engine import Runner, open_runner
 from ..redaction import redact, redact_url
 from .model import PLANS, OAuthTokens, PlanLimits, PortalRecord, PortalState
@@ -58,6 +57,20 @@ _SECRET_COLUMNS = (
     "refresh_token_enc",
     "app_token_enc",
 )
+
+
+def _database_url(database_url: str) -> URL:
+    """The mapping store's reading of ``DATABASE_URL`` (``mapping._database_url``): PostgreSQL through
+    asyncpg, SQLite through the standard module in a thread pool, nothing else."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError as exc:
+        raise StoreError("portal registry: DATABASE_URL is not a valid URL") from exc
+    if url.get_backend_name() == "postgresql" or url.drivername == "postgres":
+        return url.set(drivername="postgresql+asyncpg")
+    if url.get_backend_name() == "sqlite":
+        return url.set(drivername="sqlite")
+    raise StoreError(f"portal registry: unsupported database {url.drivername!r} (use sqlite or postgresql)")
 
 
 def _table(name: str) -> Table:

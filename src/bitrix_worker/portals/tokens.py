@@ -100,6 +100,8 @@ class TokenManager:
     async def _renew(self, used: str, code: str) -> Renewal:
         deadline = time.monotonic() + self._wait_s
         while True:
+            if time.monotonic() > deadline:
+                return Renewal(False, "timed out waiting for another process's token refresh", True)
             stored, state = await self._registry.tokens(self.portal_id)
             if state == "auth_broken":
                 return Renewal(False, "portal is auth_broken: its refresh token was refused")
@@ -116,10 +118,14 @@ class TokenManager:
                 finally:
                     if not await self._lock.release(held):
                         self._log.warning("refresh lock expired before it was released", key=self._lock.key)
-            while await self._lock.held():
-                if time.monotonic() > deadline:
-                    return Renewal(False, "timed out waiting for another process's token refresh", True)
-                await asyncio.sleep(self._poll_s)
+            await self._wait_while_held(deadline)  # another process refreshes: wait for its new pair
+
+    async def _wait_while_held(self, deadline: float) -> None:
+        """Poll the lock (not the registry: cheap, and the pair only changes while it is held)."""
+        while True:
+            await asyncio.sleep(self._poll_s)
+            if time.monotonic() > deadline or not await self._lock.held():
+                return
 
     async def _refresh_locked(self, used: str) -> Renewal:
         stored, state = await self._registry.tokens(self.portal_id)  # re-read under the lock
