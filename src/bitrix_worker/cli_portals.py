@@ -1,4 +1,4 @@
-"""``bitrix-worker portals add|list|show|pause|resume|remove|rotate-secrets|new-key``: the portal registry.
+"""``bitrix-worker portals add|list|show|pause|resume|remove|refresh|rotate-secrets|new-key``: the registry.
 
 ``portals`` manages the registry (which portals exist, how they authenticate, their plan and their lasting
 state, in the database); ``portal`` (singular, ``cli_portal``) is the gate of the running workers (a pause
@@ -256,6 +256,33 @@ def portals_remove(
     if not _with_registry(settings, lambda r: r.remove(portal_id), need_key=False):
         fail(f"no portal {portal_id!r} in the registry")
     out.print(f"removed portal {portal_id}", highlight=False)
+
+
+@portals_app.command("refresh")
+def portals_refresh(
+    portal_id: Annotated[str | None, typer.Argument(help="The portal to refresh (default: --all).")] = None,
+    all_portals: Annotated[
+        bool, typer.Option("--all", help="Every OAuth portal that is not auth_broken.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Refresh OAuth tokens now, coordinated with running workers (for idle portals: run it weekly)."""
+    if (portal_id is None) == (not all_portals):
+        fail("give a portal id or --all", 2)
+    settings = _settings()
+    from .logs import configure_logging
+    from .portals.refreshing import refresh_portals
+
+    configure_logging(fmt=settings.log_format, level=settings.log_level)  # log lines on stderr, not in --json
+
+    results = _with_registry(settings, lambda r: refresh_portals(r, settings, portal_id))
+    if as_json:
+        print_json(results)
+    else:
+        for row in results:
+            out.print(f"portal {row['portal']}: {row['result']}", highlight=False)
+    if any(row["result"] != "refreshed" for row in results):
+        raise typer.Exit(1)
 
 
 @portals_app.command("rotate-secrets")

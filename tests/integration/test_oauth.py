@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 from oauth_load import load
 from redis.asyncio import Redis
+from typer.testing import CliRunner
 
+from bitrix_worker.cli import app
 from bitrix_worker.config import Settings
 from bitrix_worker.defaults import oauth_refresh_key
 from bitrix_worker.emulator import EmulatorConfig, EmulatorServer
@@ -260,3 +262,32 @@ async def test_a_refresher_that_died_holding_the_lock_delays_but_does_not_block(
         await redis_client.delete(lock_key)
     assert 1.0 <= waited < 10  # nobody refreshed while the dead holder's lock lived
     assert oauth_stats(oauth_emulator)["refreshes"] == 1
+
+
+async def test_portals_refresh_keeps_an_idle_chain_alive_without_breaking_running_clients(
+    oauth_emulator: EmulatorServer,
+    portal_db: tuple[str, str, str, PortalRegistry],
+    redis_client: Redis,
+    redis_url: str,
+) -> None:
+    url, table, key, registry = portal_db
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    await registry.add(registered(oauth_emulator, pid))
+    env = {"REDIS_URL": redis_url, "DATABASE_URL": url, "BITRIX_WORKER_SECRETS_KEY": key}
+    env["BITRIX_WORKER_PORTALS_TABLE"] = table
+    async with open_portal_client(
+        await registry.get(pid), registry=registry, redis=redis_client, connect_timeout_s=2, read_timeout_s=5
+    ) as portal:
+        await portal.client.call("crm.deal.list")  # holds the first access token
+        result = await asyncio.to_thread(
+            CliRunner().invoke, app, ["portals", "refresh", pid, "--json"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == [{"portal": pid, "result": "refreshed", "token_version": 1}]
+        await portal.client.call("crm.deal.list")  # its token was killed: it re-reads, no second refresh
+    stats = oauth_stats(oauth_emulator)
+    assert stats["refreshes"] == 1
+    assert stats["invalid_grant"] == 0
+    none = await asyncio.to_thread(CliRunner().invoke, app, ["portals", "refresh"], env=env)
+    assert none.exit_code == 2
+    assert "give a portal id or --all" in none.output

@@ -120,6 +120,25 @@ class TokenManager:
                         self._log.warning("refresh lock expired before it was released", key=self._lock.key)
             await self._wait_while_held(deadline)  # another process refreshes: wait for its new pair
 
+    async def refresh_now(self) -> Renewal:
+        """Refresh the stored pair now, under the same lock (``portals refresh``: an idle portal's refresh
+        token is kept alive; older Bitrix24 pages give it 28 days). Workers using the old access token get
+        ``expired_token`` and pick up the new pair by the protocol above."""
+        async with self._local:
+            deadline = time.monotonic() + self._wait_s
+            try:
+                while (held := await self._lock.acquire()) is None:
+                    if time.monotonic() > deadline:
+                        return Renewal(False, "another process kept the refresh lock", transient=True)
+                    await self._wait_while_held(deadline)
+                try:
+                    stored, _ = await self._registry.tokens(self.portal_id)
+                    return await self._refresh_locked(stored.access_token)
+                finally:
+                    await self._lock.release(held)
+            except (StoreError, RegistryError) as exc:
+                return Renewal(False, f"token refresh failed: {exc}", transient=True)
+
     async def _wait_while_held(self, deadline: float) -> None:
         """Poll the lock (not the registry: cheap, and the pair only changes while it is held)."""
         while True:
