@@ -174,11 +174,14 @@ class TokenManager:
     async def _store(self, new: OAuthTokens, expected: int) -> None:
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:
-                if not await self._registry.store_tokens(self.portal_id, new, expected_version=expected):
+                if await self._registry.store_tokens(self.portal_id, new, expected_version=expected):
+                    return
+                stored, _ = await self._registry.tokens(self.portal_id)
+                if stored.access_token != new.access_token:
                     # Only possible if our lock expired and another process refreshed too: its pair and
                     # ours cannot both be live; the registry keeps the first one stored.
                     self._log.error("a concurrent refresh stored its pair first", version=expected + 1)
-                return
+                return  # else an earlier attempt did commit (its answer was lost): stored already
             except StoreError:
                 if attempt == STORE_ATTEMPTS:
                     self._log.error("refreshed pair could not be stored: the portal will need reinstalling")
@@ -189,6 +192,8 @@ class TokenManager:
         reason = f"OAuth refresh refused ({exc.code}): reinstall the app or add fresh tokens"
         self._events.token_refresh(self.portal_id, exc.code if exc.code == "invalid_grant" else "refused")
         self._log.error("portal auth broken: refresh token refused; pausing the portal", code=exc.code)
-        await self._registry.set_state(self.portal_id, "auth_broken", reason)
-        if self._on_broken is not None:
-            await self._on_broken(reason)
+        try:  # stop the traffic first (the gate, in Redis), then record why (the registry)
+            if self._on_broken is not None:
+                await self._on_broken(reason)
+        finally:
+            await self._registry.set_state(self.portal_id, "auth_broken", reason)
