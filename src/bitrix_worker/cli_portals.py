@@ -208,23 +208,31 @@ def _gate(settings: Settings, portal_id: str, action: str, reason: str) -> None:
     run_async(go)
 
 
+def _done(data: dict[str, Any], as_json: bool, said: str) -> None:
+    if as_json:
+        print_json(data)
+    else:
+        out.print(f"portal {data['portal']}: {said}", highlight=False)
+
+
 @portals_app.command("pause")
 def portals_pause(
     portal_id: PortalId,
     reason: Annotated[
         str, typer.Option(help="Shown in list, show and the gate's status.")
     ] = "paused by an operator",
+    as_json: JsonFlag = False,
     stream: Stream = None,
 ) -> None:
     """Record the portal as paused and shut its gate: workers stop consuming for it (nothing is lost)."""
     settings = _settings(stream)
     _with_registry(settings, lambda r: r.set_state(portal_id, "paused", reason), need_key=False)
     _gate(settings, portal_id, "pause", reason)
-    out.print(f"portal {portal_id}: paused ({reason})", highlight=False)
+    _done({"portal": portal_id, "state": "paused", "reason": reason}, as_json, f"paused ({reason})")
 
 
 @portals_app.command("resume")
-def portals_resume(portal_id: PortalId, stream: Stream = None) -> None:
+def portals_resume(portal_id: PortalId, as_json: JsonFlag = False, stream: Stream = None) -> None:
     """Record the portal as active and reopen its gate. An auth_broken portal needs fresh tokens first."""
     settings = _settings(stream)
 
@@ -241,13 +249,14 @@ def portals_resume(portal_id: PortalId, stream: Stream = None) -> None:
 
     _with_registry(settings, resume, need_key=False)
     _gate(settings, portal_id, "resume", "")
-    out.print(f"portal {portal_id}: active", highlight=False)
+    _done({"portal": portal_id, "state": "active"}, as_json, "active")
 
 
 @portals_app.command("remove")
 def portals_remove(
     portal_id: PortalId,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Delete the portal and its secrets from the registry (its stream entries are not touched)."""
     settings = _settings()
@@ -255,7 +264,7 @@ def portals_remove(
         fail("not removed", 1)
     if not _with_registry(settings, lambda r: r.remove(portal_id), need_key=False):
         fail(f"no portal {portal_id!r} in the registry")
-    out.print(f"removed portal {portal_id}", highlight=False)
+    _done({"portal": portal_id, "removed": True}, as_json, "removed")
 
 
 @portals_app.command("refresh")

@@ -138,8 +138,13 @@ def test_a_duplicate_needs_replace(env: dict[str, str]) -> None:
 
 def test_pause_and_resume_move_the_registry_and_the_gate_together(env: dict[str, str]) -> None:
     assert add_oauth(env).exit_code == 0
-    paused = invoke(env, "portals", "pause", "p1.bitrix24.com", "--reason", "maintenance")
+    paused = invoke(env, "portals", "pause", "p1.bitrix24.com", "--reason", "maintenance", "--json")
     assert paused.exit_code == 0, paused.output
+    assert json.loads(paused.stdout) == {
+        "portal": "p1.bitrix24.com",
+        "state": "paused",
+        "reason": "maintenance",
+    }
     [row] = json.loads(invoke(env, "portals", "list", "--json").stdout)
     assert (row["state"], row["state_reason"]) == ("paused", "maintenance")
     client = redis.Redis.from_url(env["REDIS_URL"])
