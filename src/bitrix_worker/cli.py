@@ -170,9 +170,13 @@ def emulator(
     no_limits: Annotated[bool, typer.Option("--no-limits", help="Disable rate and time limits.")] = False,
     faults: Annotated[str | None, typer.Option(help="Fault config as JSON (see docs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for fault randomness.")] = None,
+    oauth_lifetime_s: Annotated[
+        float | None, typer.Option(help="Also serve an OAuth app whose access tokens live this long.")
+    ] = None,
 ) -> None:
     """Run the Bitrix24 emulator: webhook http://HOST:PORT/rest/1/emulator-secret/ ."""
     from .emulator import EmulatorConfig, serve
+    from .emulator.oauth import OAuthConfig
 
     try:
         cfg = EmulatorConfig(
@@ -181,9 +185,20 @@ def emulator(
             limits_enabled=not no_limits,
             faults=json.loads(faults) if faults else {},
             seed=seed,
+            oauth=OAuthConfig(access_lifetime_s=oauth_lifetime_s) if oauth_lifetime_s is not None else None,
         )
     except (ValueError, ValidationError) as exc:
         fail(f"bad emulator setting: {first_error(exc)}", 2)
+    if cfg.oauth is not None:  # fixed local test values, printed so they can be copied (docs/portals.md)
+        o = cfg.oauth
+        err.print(
+            f"emulator: OAuth client_endpoint http://{host}:{port}/rest/ token endpoint "
+            f"http://{host}:{port}/oauth/token/ client {o.client_id} / {o.client_secret}, "
+            f"tokens {o.access_token} / {o.refresh_token}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     # Printed in full: the emulator's secret is a fixed local test value, and the URL is there to be copied.
     err.print(
         f"emulator: webhook http://{host}:{port}/rest/{cfg.user_id}/{cfg.secret}/ (admin: /_emulator/)",
