@@ -44,11 +44,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def settings_or_exit(*, require_webhook: bool = False, **overrides: Any) -> Settings:
+def settings_or_exit(
+    *, require_webhook: bool = False, require_portal: bool = False, **overrides: Any
+) -> Settings:
+    """``require_webhook``: commands that call the portal through its webhook; ``require_portal``: commands
+    that only name the default portal (a webhook, or ``BITRIX_WORKER_PORTAL`` in the registry)."""
     try:
         settings = load_settings(**overrides)
         if require_webhook:
             settings.webhook  # noqa: B018 - raises ConfigError naming BITRIX_WEBHOOK_URL
+        if require_portal:
+            settings.portal_name  # noqa: B018 - raises ConfigError naming BITRIX_WEBHOOK_URL
     except ConfigError as exc:
         fail(f"bad setting {exc}", 2)
     return settings
@@ -84,7 +90,7 @@ def run(
 ) -> None:
     """Consume the stream and deliver operations to Bitrix24 until stopped (SIGTERM/SIGINT)."""
     settings = settings_or_exit(
-        require_webhook=True, concurrency=concurrency, stream=stream, consumer=consumer, http_port=http_port
+        require_portal=True, concurrency=concurrency, stream=stream, consumer=consumer, http_port=http_port
     )
     from .runner import run_worker
 
@@ -177,9 +183,13 @@ def emulator(
     no_limits: Annotated[bool, typer.Option("--no-limits", help="Disable rate and time limits.")] = False,
     faults: Annotated[str | None, typer.Option(help="Fault config as JSON (see docs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for fault randomness.")] = None,
+    oauth_lifetime_s: Annotated[
+        float | None, typer.Option(help="Also serve an OAuth app whose access tokens live this long.")
+    ] = None,
 ) -> None:
     """Run the Bitrix24 emulator: webhook http://HOST:PORT/rest/1/emulator-secret/ ."""
     from .emulator import EmulatorConfig, serve
+    from .emulator.oauth import OAuthConfig
 
     try:
         cfg = EmulatorConfig(
@@ -188,9 +198,20 @@ def emulator(
             limits_enabled=not no_limits,
             faults=json.loads(faults) if faults else {},
             seed=seed,
+            oauth=OAuthConfig(access_lifetime_s=oauth_lifetime_s) if oauth_lifetime_s is not None else None,
         )
     except (ValueError, ValidationError) as exc:
         fail(f"bad emulator setting: {first_error(exc)}", 2)
+    if cfg.oauth is not None:  # fixed local test values, printed so they can be copied (docs/portals.md)
+        o = cfg.oauth
+        err.print(
+            f"emulator: OAuth client_endpoint http://{host}:{port}/rest/ token endpoint "
+            f"http://{host}:{port}/oauth/token/ client {o.client_id} / {o.client_secret}, "
+            f"tokens {o.access_token} / {o.refresh_token}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     # Printed in full: the emulator's secret is a fixed local test value, and the URL is there to be copied.
     err.print(
         f"emulator: webhook http://{host}:{port}/rest/{cfg.user_id}/{cfg.secret}/ (admin: /_emulator/)",
@@ -273,9 +294,11 @@ def _add_portal_commands() -> None:
     from . import cli_ops  # noqa: F401 - registers `lookup` and `dashboard` on `app`
     from .cli_dlq import dlq
     from .cli_portal import portal_app, store_app
+    from .cli_portals import portals_app
 
     app.add_typer(dlq, name="dlq")
     app.add_typer(portal_app, name="portal")
+    app.add_typer(portals_app, name="portals")
     app.add_typer(store_app, name="store")
 
 

@@ -1,5 +1,8 @@
 """``bitrix-worker portal status|pause|resume|reset``: the portal gate, seen and controlled by an operator.
 
+This is the default portal's gate (Redis, immediate). ``portals`` (``cli_portals``) manages the registry of
+portals and their lasting state, and moves the gate of a registered portal with it.
+
 The same functions the worker's gate uses (``gate.PortalGate``): a pause here stops every worker consuming
 for the portal until ``resume``; ``reset`` also forgets the limiter's slow-down, for use after fixing what
 made the portal refuse us (e.g. a corrected webhook: the workers resume at once, not after the cool-down).
@@ -22,7 +25,7 @@ def _gate_action(stream: str | None, action: str, reason: str = "") -> dict[str,
     from .redis.connection import redis_connection
     from .redis.limits import Limiter
 
-    settings = settings_or_exit(stream=stream, require_webhook=True)
+    settings = settings_or_exit(stream=stream, require_portal=True)
 
     async def go() -> dict[str, Any]:
         async with redis_connection(settings.redis_url) as client:
@@ -32,11 +35,11 @@ def _gate_action(stream: str | None, action: str, reason: str = "") -> dict[str,
             elif action in ("resume", "reset"):
                 await gate.resume()
             if action == "reset":
-                name = settings.webhook.portal
+                name = settings.portal_name
                 limiter = Limiter(client, settings.keys.limiter(name), rate_per_s=1, burst=1)
                 await limiter.reset()
             state = asdict(await gate.state())
-            state["portal"] = settings.webhook.portal
+            state["portal"] = settings.portal_name
             return state
 
     return run_async(go)

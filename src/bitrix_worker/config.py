@@ -130,6 +130,16 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_successes: bool = True
+    # the portal registry (docs/portals.md)
+    portal: str | None = Field(
+        default=None, min_length=1, max_length=200
+    )  # registry id of the default portal
+    secrets_key: SecretStr | None = None  # Fernet keys, newest first, comma-separated
+    portals_table: str = Field(default="bitrix_portals", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    install_enabled: bool = False  # POST /install on the HTTP port registers a portal (ONAPPINSTALL)
+    install_application_token: SecretStr | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
 
     @field_validator("webhook_url")
     @classmethod
@@ -165,6 +175,17 @@ class Settings(BaseSettings):
             raise ValueError("backoff_max_s must be >= backoff_base_s")
         if self.stream == self.dead_stream:
             raise ValueError("dead_stream must differ from stream")
+        if self.install_enabled and not self.http_port:
+            raise ValueError(
+                "BITRIX_WORKER_INSTALL_ENABLED needs BITRIX_WORKER_HTTP_PORT (it is served there)"
+            )
+        if self.install_enabled and not (
+            self.install_application_token and self.oauth_client_id and self.oauth_client_secret
+        ):
+            raise ValueError(
+                "BITRIX_WORKER_INSTALL_ENABLED needs BITRIX_WORKER_INSTALL_APPLICATION_TOKEN, "
+                "BITRIX_WORKER_OAUTH_CLIENT_ID and BITRIX_WORKER_OAUTH_CLIENT_SECRET"
+            )
         if (self.dashboard_user is None) != (self.dashboard_password is None):
             raise ValueError(
                 "set both BITRIX_WORKER_DASHBOARD_USER and BITRIX_WORKER_DASHBOARD_PASSWORD, or neither"
@@ -176,6 +197,20 @@ class Settings(BaseSettings):
         if self.webhook_url is None or not self.webhook_url.get_secret_value():
             raise ConfigError("BITRIX_WEBHOOK_URL", "is required (https://<portal>/rest/<user>/<secret>/)")
         return WebhookUrl.parse(self.webhook_url.get_secret_value())
+
+    @property
+    def portal_name(self) -> str:
+        """The default portal's name, which its Redis keys (limiter, gate, pauses) carry: the registry id
+        given in ``BITRIX_WORKER_PORTAL``, else the webhook's host."""
+        if self.portal:
+            return self.portal
+        if self.webhook_url is None or not self.webhook_url.get_secret_value():
+            raise ConfigError(
+                "BITRIX_WEBHOOK_URL",
+                "is required (https://<portal>/rest/<user>/<secret>/), or BITRIX_WORKER_PORTAL naming a "
+                "registered portal",
+            )
+        return self.webhook.portal
 
     @property
     def rate_fraction(self) -> float:

@@ -177,3 +177,9 @@ class StreamKeys:
     def workers(self) -> str:
         """Hash: consumer name -> last heartbeat (ms)."""
         return self._k("workers")
+
+
+def oauth_refresh_key(portal_id: str) -> str:
+    """The lock held by the one process refreshing a portal's OAuth pair. Per portal, not per stream: every
+    deployment that shares the portal registry must share it (a refresh token is single-use)."""
+    return f"bitrix-worker:oauth-refresh:{{{portal_id}}}"

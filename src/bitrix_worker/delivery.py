@@ -274,7 +274,7 @@ class Delivery:
             method_reset_in_s=reset_in,
             sent_s=sent_s,
             portal_request_timeout_s=self.settings.portal_request_timeout_s,
-            secrets=(self.settings.webhook.secret,),
+            secrets=self.sender.client.auth.secrets(),  # the webhook's secret or the OAuth access token
             whole_request=view.failure is not None,
             portal_fault=view.failure is not None and not own_failure(unit.history, view.ok_at_ms),
         )

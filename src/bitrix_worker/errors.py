@@ -11,6 +11,10 @@
     ├── StoreError                     Redis or the mapping store failed (translated once, in
     │                                  redis/errors.py and mapping.py; the loop retries)
     ├── EmulatorError                  misuse of the Bitrix24 emulator's admin API
+    ├── RegistryError                  a portal registry request that cannot be done (unknown or
+    │                                  duplicate portal, a secret no configured key decrypts)
+    ├── TokenRefreshError              the OAuth token endpoint refused (``permanent``: invalid_grant,
+    │                                  invalid_client) or could not be reached (transient)
     └── MissingExtra                   a feature needs an optional extra that is not installed
 
 Pure builders and parsers (``bitrix.methods``) raise ``ValueError`` for shapes Bitrix24 never sends; the
@@ -80,6 +84,10 @@ class StoreError(BitrixWorkerError):
     pass
 
 
+class RegistryError(BitrixWorkerError):
+    """The portal registry refused a request; the message is one line for an operator, without secrets."""
+
+
 class EmulatorError(BitrixWorkerError):
     pass
 
@@ -104,3 +112,14 @@ _BY_CLASS: dict[ErrorClass, type[BitrixError]] = {
     ErrorClass.SERVER_ERROR: TransientBitrixError,
     ErrorClass.NETWORK: TransientBitrixError,
 }
+
+
+class TokenRefreshError(BitrixWorkerError):
+    """A refresh of an OAuth pair failed. ``permanent`` when the OAuth server refused the grant or the client
+    (``invalid_grant``: the refresh token is dead; only a new install repairs it); transient otherwise."""
+
+    def __init__(self, code: str, description: str, *, permanent: bool) -> None:
+        self.code = code
+        self.description = description
+        self.permanent = permanent
+        super().__init__(f"token refresh failed: {code}: {description}" if description else code)

@@ -37,6 +37,11 @@ class WorkerEvents:
         """Validation found something in an operation's fields (``validation.FindingKind`` / ``FindingAction``
         values); ``action`` is what was done about it: reject, warn or drop."""
 
+    def token_refresh(self, portal: str, result: str) -> None:
+        """An OAuth access token was renewed: ``refreshed`` (this process called the token endpoint),
+        ``reused`` (another process had), ``failed`` (transient) or ``invalid_grant``/``refused`` (the
+        portal is now auth_broken and paused: an alert)."""
+
 
 class EventFanout(WorkerEvents):
     """Sends every event to several subscribers."""
@@ -71,6 +76,10 @@ class EventFanout(WorkerEvents):
     def field_finding(self, kind: str, action: str, entity: str) -> None:
         for s in self._subs:
             s.field_finding(kind, action, entity)
+
+    def token_refresh(self, portal: str, result: str) -> None:
+        for s in self._subs:
+            s.token_refresh(portal, result)
 
 
 @dataclass

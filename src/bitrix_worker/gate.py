@@ -119,7 +119,7 @@ class PortalGate:
     ) -> PortalGate:
         breaker = Breaker(
             redis,
-            settings.keys.breaker(settings.webhook.portal),
+            settings.keys.breaker(settings.portal_name),
             cooldown_s=settings.breaker_cooldown_s,
             max_cooldown_s=settings.breaker_max_cooldown_s,
         )

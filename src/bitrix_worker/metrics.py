@@ -108,6 +108,12 @@ class PrometheusEvents(WorkerEvents):
         self.refresh_errors = Counter(
             "bitrix_worker_gauge_refresh_errors", "Failed reads of the queue gauges from Redis.", registry=r
         )
+        self.token_refreshes = Counter(
+            "bitrix_worker_token_refreshes",
+            "OAuth access-token renewals by result (invalid_grant/refused: a portal is auth_broken, alert).",
+            ["result"],
+            registry=r,
+        )
         self._refreshed_at = -1e9
 
     # ---- events -----------------------------------------------------------------------------------------
@@ -140,6 +146,10 @@ class PrometheusEvents(WorkerEvents):
             action if action in _ACTIONS else "other",
             _entity_label(entity),
         ).inc()
+
+    def token_refresh(self, portal: str, result: str) -> None:
+        known = ("refreshed", "reused", "failed", "invalid_grant", "refused")
+        self.token_refreshes.labels(result if result in known else "other").inc()
 
     # ---- gauges and exposition --------------------------------------------------------------------------
 

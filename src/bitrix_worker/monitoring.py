@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import uvicorn
@@ -78,7 +78,9 @@ async def _not_ready_reason(p: Probes) -> str | None:
     return p.stuck()
 
 
-def create_app(probes: Probes) -> Starlette:
+def create_app(probes: Probes, extra: Sequence[Route] = ()) -> Starlette:
+    """The endpoints; ``extra`` adds routes such as the install callback (``portals/install.py``)."""
+
     async def metrics(_: Request) -> Response:
         if probes.metrics is None:
             return Response("metrics disabled\n", status_code=404, media_type="text/plain")
@@ -104,6 +106,7 @@ def create_app(probes: Probes) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *extra,
         ]
     )
 

@@ -28,7 +28,7 @@ class Portal:
     def from_settings(
         cls, redis: RedisClient, settings: Settings, client: BitrixClient, events: WorkerEvents
     ) -> Portal:
-        name = settings.webhook.portal
+        name = settings.portal_name
         keys = settings.keys
         limiter = Limiter(
             redis,
@@ -62,16 +62,15 @@ class Portal:
         naming the setting, instead of being found after a cool-down. A portal that is merely unwell
         (5xx, limits) is the gate's business, not a reason not to start."""
         await self.limiter.acquire()
+        setting = "BITRIX_WEBHOOK_URL" if self.client.webhook is not None else "BITRIX_WORKER_PORTAL"
         try:
             await self.client.fields("deal")
         except BitrixError as exc:
             c = exc.classification
             if c.error_class is ErrorClass.AUTH:
-                raise ConfigError("BITRIX_WEBHOOK_URL", _refused(c)) from None
+                raise ConfigError(setting, _refused(c)) from None
             if c.error_class is ErrorClass.NETWORK and c.execution is Execution.NOT_EXECUTED:
-                raise ConfigError(
-                    "BITRIX_WEBHOOK_URL", f"cannot reach {self.name}: {c.description}"
-                ) from None
+                raise ConfigError(setting, f"cannot reach {self.name}: {c.description}") from None
 
 
 def _refused(c: Classification) -> str:

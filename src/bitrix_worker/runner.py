@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 import structlog
@@ -13,6 +14,7 @@ from .events import EventFanout, RunSummary, WorkerEvents
 from .logs import configure_logging
 from .metrics import PrometheusEvents
 from .monitoring import HttpServer, Probes, create_app
+from .portals.install import install_route_for
 from .worker import Worker
 
 
@@ -20,12 +22,17 @@ async def run_worker(
     settings: Settings, *, until_idle: bool = False, events: WorkerEvents | None = None, check: bool = True
 ) -> RunSummary:
     """Run until stopped (or idle), with /metrics, /healthz and /readyz on ``http_port`` unless it is 0."""
-    configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=[settings.webhook.secret])
+    secrets = [settings.webhook.secret] if settings.webhook_url else []
+    configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=secrets)
     metrics = PrometheusEvents()
     subscribers = EventFanout(metrics, events) if events is not None else metrics
-    async with Worker.open(settings, events=subscribers) as worker:
+    async with contextlib.AsyncExitStack() as stack:
+        worker = await stack.enter_async_context(Worker.open(settings, events=subscribers))
         if check:
             await worker.portal.check()
+        extra = []
+        if settings.install_enabled:  # POST /install on the HTTP port (portals/install.py)
+            extra.append(await stack.enter_async_context(install_route_for(settings, worker.portal.gate)))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
@@ -41,7 +48,7 @@ async def run_worker(
                 metrics,
                 stuck=worker.stuck,
             )
-            http = HttpServer(create_app(probes), settings.http_host, settings.http_port)
+            http = HttpServer(create_app(probes, extra), settings.http_host, settings.http_port)
             try:
                 await http.start()
             except OSError as exc:

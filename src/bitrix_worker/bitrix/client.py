@@ -1,9 +1,13 @@
 """The only module that speaks HTTP to Bitrix24: one attempt per call, every failure classified.
 
-``BitrixClient`` POSTs JSON to ``<webhook>/<method>`` over one pooled ``httpx.AsyncClient`` (HTTP/1.1, no
-redirects, explicit timeouts). It never retries and never sleeps: the worker decides what a
-``Classification`` means. Any failure raises ``BitrixError.for_classification(...)``; per-command errors of
-a ``batch`` are returned in ``BatchResult.errors``, never raised.
+``BitrixClient`` POSTs JSON to ``<webhook>/<method>`` (or, for an OAuth application, to
+``<client_endpoint><method>`` with ``auth`` in the body: ``bitrix/auth.py``) over one pooled
+``httpx.AsyncClient`` (HTTP/1.1, no redirects, explicit timeouts). It never retries and never sleeps: the
+worker decides what a ``Classification`` means. The one exception is a stale OAuth access token
+(``expired_token``): that request ran nothing, so once the token manager has a fresh token the same request
+is sent again at once (at most ``MAX_RENEWALS`` times), spending no retry budget. Any failure raises
+``BitrixError.for_classification(...)``; per-command errors of a ``batch`` are returned in
+``BatchResult.errors``, never raised.
 
 Every request has two bounds beyond httpx's per-phase timeouts (which restart with each byte read, so an
 answer trickling in one byte every few seconds never times out): an overall deadline (``request_deadline_s``,
@@ -40,6 +44,7 @@ from ..errors import BitrixError
 from ..redaction import WebhookUrl, redact
 from ..taxonomy import Classification, ErrorClass, Execution, TimeInfo
 from . import methods as m
+from .auth import STALE_CODES, Credentials, RequestAuth, WebhookAuth
 from .methods import BatchResult, Command, ListPage
 
 __all__ = ["BitrixClient", "CallResult"]
@@ -61,6 +66,9 @@ _NOT_SENT: Final = (
 )
 
 _T = TypeVar("_T")
+MAX_RENEWALS: Final = 2
+"""Fresh-token resends of one call: a token can go stale again while the resend is in flight (another
+process refreshed), but a portal that keeps refusing new tokens is an auth failure, not a loop."""
 
 
 class _TooLarge(Exception):
@@ -79,6 +87,17 @@ def _too_large(big: _TooLarge, cap: int, secrets: tuple[str, ...]) -> Classifica
     if like is None:  # pragma: no cover - an empty body is never a success
         like = Classification(ErrorClass.SERVER_ERROR, Execution.AMBIGUOUS, big.status)
     return dataclasses.replace(like, description=description)
+
+
+def _not_renewed(c: Classification, note: str, transient: bool) -> Classification:
+    """The stale-token refusal, explained; a refresh that could not be attempted (token endpoint or registry
+    unreachable) is a not-executed network failure: nothing ran, try again later."""
+    description = f"{c.description}; {note}" if note else c.description
+    if transient:
+        return Classification(
+            ErrorClass.NETWORK, Execution.NOT_EXECUTED, c.http_status, c.bitrix_code, description
+        )
+    return dataclasses.replace(c, description=description[:DESCRIPTION_MAX_CHARS])
 
 
 def _deadline_passed(deadline_s: float) -> Classification:
@@ -124,11 +143,12 @@ class CallResult:
 
 
 class BitrixClient:
-    """One webhook's HTTP client. Use as ``async with BitrixClient(...) as client`` or call ``aclose()``."""
+    """One portal's HTTP client (a webhook, or any ``RequestAuth``). Use as ``async with BitrixClient(...) as
+    client`` or call ``aclose()``."""
 
     def __init__(
         self,
-        webhook: WebhookUrl,
+        webhook: WebhookUrl | RequestAuth,
         *,
         connect_timeout_s: float,
         read_timeout_s: float,
@@ -138,8 +158,7 @@ class BitrixClient:
         request_deadline_s: float = REQUEST_DEADLINE_S,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
-        self._webhook = webhook
-        self._secrets = (webhook.secret,)
+        self._auth: RequestAuth = WebhookAuth(webhook) if isinstance(webhook, WebhookUrl) else webhook
         self._deadline_s = request_deadline_s
         self._max_bytes = max_response_bytes
         self._http = httpx.AsyncClient(
@@ -159,15 +178,23 @@ class BitrixClient:
         )
 
     @property
-    def webhook(self) -> WebhookUrl:
-        return self._webhook
+    def webhook(self) -> WebhookUrl | None:
+        return self._auth.webhook if isinstance(self._auth, WebhookAuth) else None
+
+    @property
+    def auth(self) -> RequestAuth:
+        return self._auth
 
     @property
     def portal(self) -> str:
-        return self._webhook.portal
+        return self._auth.portal
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        return self._auth.secrets()
 
     def __repr__(self) -> str:
-        return f"BitrixClient({self._webhook})"
+        return f"BitrixClient({self._auth!r})"
 
     async def __aenter__(self) -> BitrixClient:
         return self
@@ -201,9 +228,43 @@ class BitrixClient:
         )
 
     async def call(self, method: str, params: Mapping[str, Any] | None = None) -> CallResult:
-        """One POST; raises ``BitrixError`` (never an httpx exception) on any failure."""
+        """One POST; raises ``BitrixError`` (never an httpx exception) on any failure.
+
+        A stale OAuth token is renewed and the request sent again (see the module docstring)."""
+        plain = dict(params or {})
+        renewals = 0
+        while True:
+            creds = await self._auth.credentials()
+            status, headers, body, elapsed = await self._attempt(method, plain, creds)
+            classification = classify_response(status, body, headers=headers, secrets=self._secrets)
+            if classification is None:
+                break
+            code = (classification.bitrix_code or "").upper()
+            if code not in STALE_CODES or classification.error_class is not ErrorClass.AUTH:
+                raise self._error(classification, method)
+            if renewals >= MAX_RENEWALS:
+                raise self._error(classification, method)
+            renewal = await self._auth.renew(creds, code)
+            if not renewal.resend:
+                raise self._error(_not_renewed(classification, renewal.note, renewal.transient), method)
+            renewals += 1
+        data = json.loads(body)  # classify_response guarantees a JSON object here
+        return CallResult(
+            result=data.get("result"),
+            time=parse_time(data.get("time")),
+            total=m.int_or_none(data.get("total")),
+            next=m.int_or_none(data.get("next")),
+            http_status=status,
+            elapsed_s=elapsed,
+        )
+
+    async def _attempt(
+        self, method: str, params: dict[str, Any], creds: Credentials
+    ) -> tuple[int, httpx.Headers, bytes, float]:
+        """Send once; transport failures raise ``BitrixError``, any answer is returned to classify."""
         try:
-            content = json.dumps(dict(params or {}), ensure_ascii=False, allow_nan=False).encode()
+            payload = {**params, **creds.params} if creds.params else params
+            content = json.dumps(payload, ensure_ascii=False, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             problem = f"params are not JSON-serialisable: {type(exc).__name__}: {exc}"
             raise self._error(
@@ -219,7 +280,7 @@ class BitrixClient:
         failure: Classification | None = None
         try:
             async with asyncio.timeout(self._deadline_s):
-                status, headers, body = await self._exchange(self._webhook.method_url(method), content)
+                status, headers, body = await self._exchange(self._auth.method_url(method), content)
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             failure = classify_transport(exc, sent=not isinstance(exc, _NOT_SENT), secrets=self._secrets)
         except TimeoutError:
@@ -229,20 +290,7 @@ class BitrixClient:
         if failure is not None:
             # Raised outside the except block: no __cause__/__context__ carrying the URL.
             raise self._error(failure, method)
-        elapsed = time.monotonic() - started
-
-        classification = classify_response(status, body, headers=headers, secrets=self._secrets)
-        if classification is not None:
-            raise self._error(classification, method)
-        data = json.loads(body)  # classify_response guarantees a JSON object here
-        return CallResult(
-            result=data.get("result"),
-            time=parse_time(data.get("time")),
-            total=m.int_or_none(data.get("total")),
-            next=m.int_or_none(data.get("next")),
-            http_status=status,
-            elapsed_s=elapsed,
-        )
+        return status, headers, body, time.monotonic() - started
 
     async def _exchange(self, url: str, content: bytes) -> tuple[int, httpx.Headers, bytes]:
         """POST and read the answer, streamed: at most ``max_response_bytes`` are ever held.

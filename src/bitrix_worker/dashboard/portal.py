@@ -23,7 +23,7 @@ MAX_REASON_CHARS = 200
 def _gate(request: Request) -> PortalGate | Response:
     settings = web.settings_of(request)
     try:
-        settings.webhook  # noqa: B018 - raises ConfigError when no portal is configured
+        settings.portal_name  # noqa: B018 - raises ConfigError when no portal is configured
     except ConfigError:
         return web.problem(request, 400, "No portal", "Set BITRIX_WEBHOOK_URL for the dashboard to name it.")
     return PortalGate.from_settings(web.redis_of(request), settings)
@@ -59,7 +59,7 @@ async def resume(request: Request) -> Response:
     message = "Resumed: the portal is open again and its breaker is reset; workers consume at once."
     if action == "reset":
         settings = web.settings_of(request)
-        portal_name = settings.webhook.portal
+        portal_name = settings.portal_name
         await Limiter(
             web.redis_of(request), settings.keys.limiter(portal_name), rate_per_s=1, burst=1
         ).reset()

@@ -120,13 +120,20 @@ async def _admit(
     path = request.path_params
     if not method:
         raise method_not_found()  # e.g. the secret without ``<user_id>/``: the path no longer parses
-    if (
+    if "secret" not in path:  # /rest/<method>: an OAuth application's call (``auth=<access token>``)
+        params = await _params(request)
+        if portal.oauth is None or portal.faults.auth_down(start):
+            raise ApiError(401, "NO_AUTH_FOUND", "Wrong authorization data")
+        portal.oauth.check(params)
+        params.pop("auth", None)
+    elif (
         path["user_id"] != portal.user_id
         or path["secret"] != portal.initial.secret
         or portal.faults.auth_down(start)
     ):
         raise invalid_credentials()
-    params = await _params(request)
+    else:
+        params = await _params(request)
     fault = portal.faults.pick(method, command=False)
     delay = portal.faults.latency(method)
     if delay > 0:
@@ -215,7 +222,37 @@ async def _transport_fault(request: Request, portal: Portal, method: str, fault:
     return _gateway(fault)
 
 
+async def oauth_token(request: Request) -> Response:
+    """The OAuth server's ``/oauth/token/`` (Bitrix24 runs it at oauth.bitrix.info; here on the portal)."""
+    portal = _portal(request)
+    if portal.oauth is None:
+        return JSONResponse({"error": "not_found", "error_description": "no OAuth app"}, status_code=404)
+    base = str(request.base_url).rstrip("/")
+    try:
+        answer = portal.oauth.token(await _params(request), f"{base}/rest/", f"{base}/oauth/rest/")
+    except ApiError as exc:
+        return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(answer)
+
+
 # -- admin ------------------------------------------------------------------------------------------
+
+
+async def oauth_admin(request: Request) -> Response:
+    """``GET``: refresh counters; ``POST {"expire_now": true}``: every live access token expires at once."""
+    portal = _portal(request)
+    if portal.oauth is None:
+        return JSONResponse({"error": "no OAuth app configured"}, status_code=404)
+    if request.method == "POST":
+        try:
+            body = await _json_body(request)
+        except ValueError as exc:
+            return _bad(exc)
+        if body.get("expire_now"):
+            portal.oauth.expire_now()
+        if "access_lifetime_s" in body:
+            portal.oauth.config.access_lifetime_s = float(body["access_lifetime_s"])
+    return JSONResponse(portal.oauth.snapshot())
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -336,7 +373,11 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
     """A fresh emulated portal behind a Starlette app (the portal is ``app.portal``)."""
     routes = [
         Route("/rest/{user_id}/{secret}/{method:path}", rest, methods=["GET", "POST"]),
+        Route("/rest/{method}", rest, methods=["GET", "POST"]),
         Route("/rest/{rest:path}", no_auth, methods=["GET", "POST"]),
+        Route("/oauth/token/", oauth_token, methods=["GET", "POST"]),
+        Route("/oauth/token", oauth_token, methods=["GET", "POST"]),
+        Route("/_emulator/oauth", oauth_admin, methods=["GET", "POST"]),
         Route("/_emulator/stats", stats, methods=["GET"]),
         Route("/_emulator/entities/{entity}", entities, methods=["GET"]),
         Route("/_emulator/items/{etid:int}", items, methods=["GET"]),

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .faults import FaultConfig
+from .oauth import OAuthConfig
 from .schema import CURRENCIES
 
 FieldType = Literal[
@@ -84,7 +85,8 @@ class EmulatorConfig(BaseModel):
     ``processing_s`` maps a method name (or a glob such as ``crm.deal.*``) to the simulated seconds each
     call of it takes; that time feeds the per-method operating budget and ``time.processing``, without
     actually sleeping (use ``faults.latency`` for real delay). ``smart_process_types`` are the smart
-    processes the portal starts with (``crm.type.add`` adds more).
+    processes the portal starts with (``crm.type.add`` adds more). With ``oauth`` the portal also answers
+    calls of an OAuth application (``emulator/oauth.py``); the webhook keeps working beside it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -101,6 +103,7 @@ class EmulatorConfig(BaseModel):
     limits_enabled: bool = True
     crm_schema: SchemaConfig = Field(default_factory=SchemaConfig)
     smart_process_types: list[SmartProcessType] = Field(default_factory=_default_types)
+    oauth: OAuthConfig | None = None  # also serve an OAuth application: /rest/<method>?auth=, /oauth/token/
 
 
 class LimitsUpdate(BaseModel):

@@ -31,6 +31,7 @@ from .errors import (
 from .faults import COMMIT_THEN_ANSWER, TRANSPORT_KINDS, FaultEngine, fault_error
 from .items import ItemStore
 from .limits import LeakyBucket, OperatingBudget
+from .oauth import OAuthServer
 from .rows import ProductRows
 from .store import ENTITIES, CrmStore, Result, portal_time
 from .substitution import substitute
@@ -105,6 +106,8 @@ class Portal:
         self.processing_s: dict[str, float] = {}
         self._processing_cache: dict[str, float] = {}
         self.faults = FaultEngine(config.faults, config.seed, clock())
+        # tokens survive ``reset``: clients holding them would otherwise all fail at once
+        self.oauth = OAuthServer(config.oauth, clock) if config.oauth is not None else None
         self.reset(keep_faults=True, keep_limits=False)
 
     def stopping(self) -> asyncio.Event:
