@@ -48,10 +48,16 @@ def _query_db(parts: SplitResult, url: str) -> None:
 
 
 def check_redis_url(url: str) -> str:
-    """``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` or ``unix:///path[?db=N]``."""
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    """``redis://[[user]:password@]host[:port][/db]``, ``rediss://…``, ``unix:///path[?db=N]``, or a Redis
+    Cluster's seed node ``redis+cluster://[[user]:password@]host[:port]`` (``rediss+cluster://``): a
+    Cluster has only database 0, so any other number is refused rather than silently ignored."""
+    if not url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
+        raise ValueError(
+            "must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
+        )
     parts, _port = _split(url)
+    if parts.scheme.endswith("+cluster") and (parts.path.strip("/") not in ("", "0") or "db=" in parts.query):
+        raise ValueError(f"a Redis Cluster has only database 0: drop the path in {redact_url(url)}")
     _query_db(parts, url)
     if parts.scheme == "unix":
         if not parts.path:

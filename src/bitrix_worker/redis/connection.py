@@ -2,6 +2,11 @@
 
 ``RedisClient`` is the type the rest of the package names in signatures, so that only ``redis/`` imports
 redis-py. Connection failures become ``StoreError`` with the URL's password hidden.
+
+A ``redis+cluster://`` (or ``rediss+cluster://``) URL opens redis-py's ``RedisCluster`` instead of a
+single-server client: the URL names one seed node, the client learns the others (and follows failovers)
+from the Cluster itself. Every key of a stream shares the stream's hash slot (``defaults.StreamKeys``), so
+each script and MULTI runs on one node; ``check_cluster_layout`` refuses a dead-letter stream outside it.
 """
 
 from __future__ import annotations
@@ -9,14 +14,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio import Redis, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
 
-from ..errors import StoreError
+from ..defaults import StreamKeys
+from ..errors import ConfigError, StoreError
 from ..redaction import redact_url
 
-RedisClient = Redis
-"""The asyncio client every Redis-backed class takes (redis-py's ``redis.asyncio.Redis``)."""
+RedisClient = Redis | RedisCluster
+"""The asyncio client every Redis-backed class takes: redis-py's ``redis.asyncio.Redis``, or its
+``RedisCluster`` for a ``redis+cluster://`` URL (both speak every command the package uses)."""
+
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+CLUSTER_READ_TIMEOUT_S = 75.0
+"""A Cluster client's per-command read timeout: above the longest blocking read (``block_ms`` <= 60 s), so
+a worker waiting for work is never cut, yet a primary that vanished without a reset (a partition) is
+given up on and the client re-reads the Cluster's topology instead of waiting forever."""
 
 
 def safe_redis_url(url: str) -> str:
@@ -24,9 +38,30 @@ def safe_redis_url(url: str) -> str:
     return redact_url(url)
 
 
-def client_for(url: str, *, name: str | None = None, timeout_s: float | None = None) -> Redis:
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def _plain(url: str) -> str:
+    """``redis+cluster://h:p`` -> ``redis://h:p``: what redis-py's ``RedisCluster.from_url`` reads."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme.removesuffix('+cluster')}://{rest}"
+
+
+def client_for(url: str, *, name: str | None = None, timeout_s: float | None = None) -> RedisClient:
     """A client that has not connected yet. ``name`` shows in CLIENT LIST; ``timeout_s`` bounds connect
-    and each command (the CLI's short checks), None leaves them unbounded (the worker's blocking reads)."""
+    and each command (the CLI's short checks), None leaves them unbounded (the worker's blocking reads;
+    on a Cluster bounded by ``CLUSTER_READ_TIMEOUT_S``)."""
+    if is_cluster_url(url):
+        read_s = CLUSTER_READ_TIMEOUT_S if timeout_s is None else timeout_s * 2
+        return RedisCluster.from_url(
+            _plain(url),
+            client_name=name,
+            socket_connect_timeout=timeout_s or 5.0,
+            socket_timeout=read_s,
+            socket_keepalive=True,
+            health_check_interval=30 if timeout_s is None else 0,
+        )
     if timeout_s is None:
         return Redis.from_url(url, health_check_interval=30, socket_keepalive=True, client_name=name)
     return Redis.from_url(
@@ -34,11 +69,32 @@ def client_for(url: str, *, name: str | None = None, timeout_s: float | None = N
     )
 
 
-async def ping_or_fail(client: Redis, url: str) -> None:
+def check_cluster_layout(url: str, keys: StreamKeys) -> None:
+    """On a Cluster, the dead-letter stream must hash to the stream's slot: ``settle.lua`` and
+    ``replay.lua`` move entries between the two atomically, which Redis Cluster allows only within one
+    slot. ConfigError naming BITRIX_WORKER_DEAD_STREAM otherwise (a single server has no slots: no check)."""
+    if not is_cluster_url(url):
+        return
+    slot = key_slot(keys.stream.encode())
+    if key_slot(keys.schedule.encode()) != slot:
+        raise ConfigError(
+            "BITRIX_WORKER_STREAM",
+            f"{keys.stream!r} puts its keys ({keys.schedule!r}) in another Redis Cluster slot than the "
+            "stream itself: use a stream name without braces",
+        )
+    if key_slot(keys.dead.encode()) != slot:
+        raise ConfigError(
+            "BITRIX_WORKER_DEAD_STREAM",
+            f"on a Redis Cluster the dead-letter stream must share the stream's hash slot: set it to "
+            f"{{{keys.stream}}}:dead",
+        )
+
+
+async def ping_or_fail(client: RedisClient, url: str) -> None:
     """PING; on failure close the client and raise StoreError (one readable line)."""
     try:
         await client.ping()
-    except (RedisError, OSError) as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:
         await client.aclose()
         raise StoreError(f"cannot connect to Redis at REDIS_URL ({safe_redis_url(url)}): {exc}") from None
 
@@ -48,7 +104,7 @@ async def answers(url: str, *, timeout_s: float = 1.0) -> bool:
     client = client_for(url, timeout_s=timeout_s)
     try:
         await client.ping()
-    except (RedisError, OSError):
+    except (RedisError, RedisClusterException, OSError):
         return False
     finally:
         await client.aclose()
@@ -58,7 +114,7 @@ async def answers(url: str, *, timeout_s: float = 1.0) -> bool:
 @asynccontextmanager
 async def redis_connection(
     url: str, *, timeout_s: float = 3.0, name: str | None = None
-) -> AsyncIterator[Redis]:
+) -> AsyncIterator[RedisClient]:
     """A client that has answered PING, closed on exit; StoreError when Redis is not there."""
     client = client_for(url, name=name, timeout_s=timeout_s)
     await ping_or_fail(client, url)

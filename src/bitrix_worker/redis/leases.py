@@ -67,11 +67,8 @@ class Leases:
         if not idents:
             return set()
         with translated("lease check"):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for ident in idents:
-                    key = self._keys.lease(ident)
-                    await self._script(keys=[key], args=[token, "renew", self._ttl_ms], client=pipe)
-                renewed = await pipe.execute()
+            keys = [self._keys.lease(i) for i in idents]
+            renewed = await self._script(keys=keys, args=[token, "confirm", self._ttl_ms])
         lost = {ident for ident, n in zip(idents, renewed, strict=True) if not int(n)}
         for ident in lost:
             if self._held.get(ident) == token:

@@ -6,17 +6,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from redis import Redis
+from redis import Redis, RedisCluster
 
 from ..values import PAYLOAD_FIELD, as_text
 from .errors import translated
 from .scripts import load_source
 
-SyncRedisClient = Redis
-"""The sync client the sync producer takes (redis-py's ``redis.Redis``)."""
+SyncRedisClient = Redis | RedisCluster
+"""The sync client the sync producer takes (redis-py's ``redis.Redis``, or ``redis.RedisCluster``)."""
 
 
-def append_payloads_sync(client: Redis, stream: str, payloads: Iterable[str]) -> list[str]:
+def append_payloads_sync(client: SyncRedisClient, stream: str, payloads: Iterable[str]) -> list[str]:
     with translated("enqueue"), client.pipeline(transaction=False) as pipe:
         for payload in payloads:
             pipe.xadd(stream, {PAYLOAD_FIELD: payload})
@@ -24,7 +24,7 @@ def append_payloads_sync(client: Redis, stream: str, payloads: Iterable[str]) ->
     return [as_text(i) for i in ids]
 
 
-def append_once_sync(client: Redis, keys: list[str], args: list[Any]) -> str:
+def append_once_sync(client: SyncRedisClient, keys: list[str], args: list[Any]) -> str:
     with translated("enqueue"):
         _, stream_id = client.register_script(load_source("enqueue"))(keys=keys, args=args)
     return as_text(stream_id)

@@ -1,0 +1,104 @@
+"""Fixtures for the Redis Cluster tests: a real 6-node Cluster on loopback (``local_cluster``) and the worker
+bench of ``tests/integration/harness.py`` wired to it (a stream whose every key shares one slot).
+
+Skipped, with the reason, only when ``redis-server``/``redis-cli`` are not installed.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import RedisCluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import FAST, Bench
+from local_cluster import LocalCluster, missing_binaries
+
+from bitrix_worker.config import load_settings
+from bitrix_worker.emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer
+
+
+def _started(root: Path) -> Iterator[LocalCluster]:
+    why = missing_binaries()
+    if why:
+        pytest.skip(f"no local Redis Cluster: {why}")
+    cluster = LocalCluster(root)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One Cluster for the tests that do not break it (3 primaries, 3 replicas)."""
+    yield from _started(tmp_path_factory.mktemp("cluster"))
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A Cluster of this test's own, for a test that kills a node."""
+    yield from _started(tmp_path / "cluster")
+
+
+def cluster_settings(url: str, prefix: str, tmp: Path, webhook_url: str, **overrides: Any) -> Any:
+    """Worker settings on a Cluster: the stream ``<prefix>:ops`` and its dead letters in the same slot."""
+    stream = f"{prefix}:ops"
+    return load_settings(
+        webhook_url=webhook_url,
+        redis_url=url,
+        database_url=f"sqlite+aiosqlite:///{tmp / 'mapping.sqlite3'}",
+        stream=stream,
+        dead_stream=f"{{{stream}}}:dead",
+        group="g",
+        consumer=f"{prefix}-w",
+        rate_burst=1000,
+        rate_per_s=1000,
+        **{**FAST, **overrides},
+    )
+
+
+async def open_cluster_bench(cluster: LocalCluster, prefix: str, tmp: Path) -> tuple[Bench, EmulatorServer]:
+    emulator = EmulatorServer(EmulatorConfig(seed=7, burst=1000, drain_per_s=1000))
+    await emulator.__aenter__()
+    settings = cluster_settings(cluster.url, prefix, tmp, emulator.webhook_url)
+    host, port = cluster.seed
+    client = RedisCluster(host=host, port=port)
+    return Bench(settings, client, emulator, EmulatorAdmin(emulator.base_url), tmp), emulator  # type: ignore[arg-type]
+
+
+async def close_cluster_bench(
+    bench: Bench, emulator: EmulatorServer, prefix: str, *, clean: bool = True
+) -> None:
+    """Close the bench; ``clean`` deletes its keys (not worth it on a Cluster the test throws away)."""
+    await bench.admin.aclose()
+    try:
+        if clean:
+            keys = [k async for k in bench.redis.scan_iter(match=f"*{prefix}*", count=500)]
+            for key in keys:
+                await bench.redis.delete(key)
+    finally:
+        await bench.redis.aclose()
+        await emulator.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"ct:{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def cluster_bench(local_cluster: LocalCluster, prefix: str, tmp_path: Path) -> AsyncIterator[Bench]:
+    bench, emulator = await open_cluster_bench(local_cluster, prefix, tmp_path)
+    try:
+        yield bench
+    finally:
+        await close_cluster_bench(bench, emulator, prefix)
