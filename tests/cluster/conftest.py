@@ -16,10 +16,9 @@ import pytest
 from redis.asyncio import RedisCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import FAST, Bench
-from local_cluster import LocalCluster, missing_binaries
+from scripts.local_cluster import LocalCluster, missing_binaries
 
 from bitrix_worker.config import load_settings
 from bitrix_worker.emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer

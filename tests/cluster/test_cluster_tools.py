@@ -8,7 +8,7 @@ import json
 import httpx
 import redis
 from harness import Bench
-from local_cluster import LocalCluster
+from scripts.local_cluster import LocalCluster
 
 from bitrix_worker.dashboard import create_app
 from bitrix_worker.keylookup import lookup

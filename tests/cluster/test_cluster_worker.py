@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from harness import WORKER_CMD, Bench, settings_env
-from local_cluster import LocalCluster
+from scripts.local_cluster import LocalCluster
 
 from bitrix_worker.worker import Worker
 from conftest import close_cluster_bench, open_cluster_bench

@@ -1,6 +1,6 @@
-"""A real Redis Cluster on loopback for the tests: 3 primaries and 3 replicas, each a ``redis-server
---cluster-enabled yes`` process in its own directory under a temp dir, joined by ``redis-cli --cluster
-create``. The fixture starts it, waits for ``cluster_state:ok`` on every node, and stops exactly the
+"""A real Redis Cluster on loopback for the tests and the benchmarks: 3 primaries and 3 replicas, each a
+``redis-server --cluster-enabled yes`` process in its own directory under a temp dir, joined by ``redis-cli
+--cluster create``. The fixture starts it, waits for ``cluster_state:ok`` on every node, and stops exactly the
 processes it started (by pid). A primary can be killed (SIGKILL) to make its replica take over."""
 
 from __future__ import annotations
@@ -52,9 +52,16 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+def _binary(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not on PATH")
+    return found
+
+
 def _cli(port: int, *args: str, timeout: float = 5.0) -> str:
-    done = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+    done = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        [_binary("redis-cli"), "-h", "127.0.0.1", "-p", str(port), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -82,9 +89,9 @@ class LocalCluster:
         node_dir = self.root / str(port)
         node_dir.mkdir(parents=True, exist_ok=True)
         log = open(node_dir / "redis.log", "ab")  # noqa: SIM115 - the process keeps it
-        self.procs[port] = subprocess.Popen(
+        self.procs[port] = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [
-                "redis-server",
+                _binary("redis-server"),
                 "--port",
                 str(port),
                 "--bind",
@@ -117,9 +124,9 @@ class LocalCluster:
             self._spawn(port)
         for port in self.ports:
             self._wait(lambda p=port: _cli(p, "PING").strip() == "PONG", f"node {port} to answer")
-        created = subprocess.run(
+        created = subprocess.run(  # noqa: S603 - fixed argv, no shell
             [
-                "redis-cli",
+                _binary("redis-cli"),
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{p}" for p in self.ports),
