@@ -9,7 +9,8 @@
     │   ├── LimitError                 rate_limited, method_limited, blocked: wait, never spend budget
     │   └── TransientBitrixError       server_error, network: retry with backoff
     ├── StoreError                     Redis or the mapping store failed (translated once, in
-    │                                  redis/errors.py and mapping.py; the loop retries)
+    │   │                              redis/errors.py and mapping.py; the loop retries)
+    │   └── NotReplicated              a producer's entry is on the primary, not yet on the replicas asked
     ├── EmulatorError                  misuse of the Bitrix24 emulator's admin API
     └── MissingExtra                   a feature needs an optional extra that is not installed
 
@@ -78,6 +79,10 @@ class TransientBitrixError(BitrixError):
 
 class StoreError(BitrixWorkerError):
     pass
+
+
+class NotReplicated(StoreError):
+    """``enqueue(..., replicas=n)``: the primary has the entry, fewer than n replicas confirmed it in time."""
 
 
 class EmulatorError(BitrixWorkerError):
