@@ -147,6 +147,14 @@ async def test_status_and_dead_letter_commands_read_the_cluster(cluster_bench: B
     assert json.loads(status.stdout)["queue"]["dead_letter_size"] == 1
     listed = cli(env, "dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
+    for command in (
+        ["portal", "status"],
+        ["store", "vouch"],
+        ["enqueue", "create", "deal", "cli-1", "-f", "{}"],
+    ):
+        done = cli(env, *command)
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    assert len(await bench.redis.xrange(bench.settings.stream)) == 1  # the CLI's enqueue
     assert json.loads(listed.stdout)[0]["class"] == "poison"
 
 
