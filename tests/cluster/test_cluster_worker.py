@@ -13,11 +13,11 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from cluster_harness import close_cluster_bench, open_cluster_bench
 from harness import WORKER_CMD, Bench, settings_env
 from scripts.local_cluster import LocalCluster
 
 from bitrix_worker.worker import Worker
-from conftest import close_cluster_bench, open_cluster_bench
 
 
 async def wait_for(predicate: object, timeout_s: float = 30.0) -> None:

@@ -90,6 +90,17 @@ def check_cluster_layout(url: str, keys: StreamKeys) -> None:
         )
 
 
+async def server_ms(client: RedisClient, key: str) -> int:
+    """The Redis server's clock (TIME) in ms, read on the node that holds ``key``: the clock that stamps that
+    stream's ids and its retry schedule (on a Cluster each node has its own). Raises redis-py's errors."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        seconds, micros = await client.time(target_nodes=client.get_node_from_key(key))
+    else:
+        seconds, micros = await client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 async def ping_or_fail(client: RedisClient, url: str) -> None:
     """PING; on failure close the client and raise StoreError (one readable line)."""
     try:
