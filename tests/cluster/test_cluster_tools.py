@@ -4,6 +4,7 @@ deduplication), dead-letter replay, key lookup and the dashboard's pages."""
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import redis
@@ -14,6 +15,7 @@ from bitrix_worker.dashboard import create_app
 from bitrix_worker.keylookup import lookup
 from bitrix_worker.operations import Entity, OpKind
 from bitrix_worker.producer import build_operation, enqueue
+from bitrix_worker.redis.connection import redis_connection
 from bitrix_worker.redis.deadletter import DeadLetters
 from bitrix_worker.sync_producer import enqueue_many_sync, enqueue_sync
 
@@ -78,3 +80,14 @@ async def test_dashboard_pages_read_the_cluster(cluster_bench: Bench) -> None:
     assert (
         json.loads((await bench.redis.xrange(bench.settings.dead_stream))[0][1][b"payload"] or b"null") == []
     )
+
+
+async def test_a_down_seed_node_is_skipped_for_the_next_one(local_cluster: LocalCluster) -> None:
+    with socket.socket() as s:  # a port nobody listens on: the first seed is "down"
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    host, port = local_cluster.seed
+    url = f"redis+cluster://127.0.0.1:{dead},{host}:{port}"
+    async with redis_connection(url) as client:
+        assert await client.set("{seed-test}:k", "1")
+        assert await client.delete("{seed-test}:k") == 1

@@ -9,6 +9,7 @@ from bitrix_worker.config import load_settings
 from bitrix_worker.errors import ConfigError
 from bitrix_worker.redaction import redact_url
 from bitrix_worker.redis.connection import check_cluster_layout, client_for, is_cluster_url
+from bitrix_worker.urls import split_cluster_url
 
 
 @pytest.mark.parametrize(
@@ -18,6 +19,8 @@ from bitrix_worker.redis.connection import check_cluster_layout, client_for, is_
         "redis+cluster://user:pw@redis-1.internal:6379",
         "rediss+cluster://redis-1.internal:6380/",
         "redis+cluster://h:7000/0",
+        "redis+cluster://10.0.0.1:7000,10.0.0.2:7000,redis-3.internal",
+        "rediss+cluster://app:pw@[::1]:7000,[::2]:7000/?ssl_cert_reqs=none",
     ],
 )
 def test_cluster_urls_accepted(url: str) -> None:
@@ -31,6 +34,9 @@ def test_cluster_urls_accepted(url: str) -> None:
         ("redis+cluster://h:7000/3", "only database 0"),
         ("redis+cluster://h:7000/?db=2", "only database 0"),
         ("redis+cluster://h:0", "bad port"),
+        ("redis+cluster://h:7000,h2:99999", "bad port"),
+        ("redis+cluster://h:7000,", "no host"),
+        ("redis+cluster://h:7000,h 2:7000", "bad host"),
         ("redis+clusters://h:7000", "must start with"),
         ("cluster://h:7000", "must start with"),
     ],
@@ -79,3 +85,19 @@ async def test_a_cluster_url_opens_a_cluster_client() -> None:
         assert type(client).__name__ == "RedisCluster"
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "first", "nodes"),
+    [
+        ("redis+cluster://h:1", "redis://h:1", ["h:1"]),
+        (
+            "redis+cluster://u:p@w@h:1,g:2/0?x=1",
+            "redis://u:p@w@h:1/0?x=1",
+            ["h:1", "g:2"],
+        ),  # '@' in a password
+        ("rediss+cluster://[::1]:7000,h2", "rediss://[::1]:7000", ["[::1]:7000", "h2"]),
+    ],
+)
+def test_a_cluster_url_splits_into_its_seeds(url: str, first: str, nodes: list[str]) -> None:
+    assert split_cluster_url(url) == (first, nodes)

@@ -4,23 +4,28 @@
 redis-py. Connection failures become ``StoreError`` with the URL's password hidden.
 
 A ``redis+cluster://`` (or ``rediss+cluster://``) URL opens redis-py's ``RedisCluster`` instead of a
-single-server client: the URL names one seed node, the client learns the others (and follows failovers)
-from the Cluster itself. Every key of a stream shares the stream's hash slot (``defaults.StreamKeys``), so
-each script and MULTI runs on one node; ``check_cluster_layout`` refuses a dead-letter stream outside it.
+single-server client: the URL names one or more seed nodes (``h1:p1,h2:p2``), the client learns the others
+(and follows failovers) from the Cluster itself. Every key of a stream shares the stream's hash slot
+(``defaults.StreamKeys``), so each script and MULTI runs on one node; ``check_cluster_layout`` refuses a
+dead-letter stream outside it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..defaults import StreamKeys
 from ..errors import ConfigError, StoreError
 from ..redaction import redact_url
+from ..urls import split_cluster_url
 
 RedisClient = Redis | RedisCluster
 """The asyncio client every Redis-backed class takes: redis-py's ``redis.asyncio.Redis``, or its
@@ -42,10 +47,13 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEMES)
 
 
-def _plain(url: str) -> str:
-    """``redis+cluster://h:p`` -> ``redis://h:p``: what redis-py's ``RedisCluster.from_url`` reads."""
-    scheme, rest = url.split("://", 1)
-    return f"{scheme.removesuffix('+cluster')}://{rest}"
+def _cluster(url: str, **options: Any) -> RedisCluster:
+    """redis-py's ``RedisCluster`` from the first seed's URL, the other seeds as extra startup nodes."""
+    first, nodes = split_cluster_url(url)
+    others = [
+        ClusterNode(p.hostname or "", p.port or 6379) for p in (urlsplit(f"redis://{n}") for n in nodes[1:])
+    ]
+    return RedisCluster.from_url(first, startup_nodes=others or None, **options)
 
 
 def client_for(url: str, *, name: str | None = None, timeout_s: float | None = None) -> RedisClient:
@@ -54,8 +62,8 @@ def client_for(url: str, *, name: str | None = None, timeout_s: float | None = N
     on a Cluster bounded by ``CLUSTER_READ_TIMEOUT_S``)."""
     if is_cluster_url(url):
         read_s = CLUSTER_READ_TIMEOUT_S if timeout_s is None else timeout_s * 2
-        return RedisCluster.from_url(
-            _plain(url),
+        return _cluster(
+            url,
             client_name=name,
             socket_connect_timeout=timeout_s or 5.0,
             socket_timeout=read_s,
