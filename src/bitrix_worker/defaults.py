@@ -70,6 +70,7 @@ DASHBOARD_PORT = 9410
 DASHBOARD_REFRESH_S = 3.0
 DASHBOARD_SCAN_CAP = 3_000  # entries one dashboard page scans per stream at most (keeps pages < 300 ms)
 DEDUPE_WINDOW_S = 3600.0  # a producer's op_id is remembered this long (producer.enqueue(op_id=...))
+REPLICA_TIMEOUT_S = 1.0  # how long enqueue(replicas=n) waits for the replicas (WAIT)
 DESCRIPTION_MAX_CHARS = 200
 SCHEMA_TTL_S = 3600.0  # a portal's field schema is refetched at most this often (plus on a surprise)
 HISTORY_MAX_ENTRIES = 50

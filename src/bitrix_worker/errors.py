@@ -9,7 +9,8 @@
     │   ├── LimitError                 rate_limited, method_limited, blocked: wait, never spend budget
     │   └── TransientBitrixError       server_error, network: retry with backoff
     ├── StoreError                     Redis or the mapping store failed (translated once, in
-    │                                  redis/errors.py and mapping.py; the loop retries)
+    │   │                              redis/errors.py and mapping.py; the loop retries)
+    │   └── NotReplicated              a producer's entry is on the primary, not yet on the replicas asked
     ├── EmulatorError                  misuse of the Bitrix24 emulator's admin API
     ├── RegistryError                  a portal registry request that cannot be done (unknown or
     │                                  duplicate portal, a secret no configured key decrypts)
@@ -86,6 +87,10 @@ class StoreError(BitrixWorkerError):
 
 class RegistryError(BitrixWorkerError):
     """The portal registry refused a request; the message is one line for an operator, without secrets."""
+
+
+class NotReplicated(StoreError):
+    """``enqueue(..., replicas=n)``: the primary has the entry, fewer than n replicas confirmed it in time."""
 
 
 class EmulatorError(BitrixWorkerError):

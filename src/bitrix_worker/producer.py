@@ -6,6 +6,11 @@ and a second enqueue with the same ``op_id`` within ``dedupe_window_s`` adds not
 entry's stream id. One Lua script checks and appends, so two concurrent producers cannot both add it. It is
 for a producer that retries after a timeout without knowing whether its XADD landed; the worker stays safe
 without it (a repeated create acts as an update, an older ``version`` is skipped), it only saves calls.
+
+Surviving a failover: Redis replicates asynchronously, so an XADD the primary acknowledged can be lost if the
+primary dies before a replica has it (Redis Cluster, or a replicated single server). ``replicas=1`` waits
+(``WAIT``, at most ``replica_timeout_s``) until a replica has it too, and raises ``NotReplicated`` otherwise:
+enqueue again with the same ``op_id`` (docs/scaling.md, "Redis Cluster").
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .defaults import DEAD_STREAM, DEDUPE_WINDOW_S, STREAM, StreamKeys
+from .defaults import DEAD_STREAM, DEDUPE_WINDOW_S, REPLICA_TIMEOUT_S, STREAM, StreamKeys
 from .operations import MAX_KEY_LENGTH, Entity, Operation, OpKind, encode_operation
 from .redis.connection import RedisClient
 from .redis.producing import append_once, append_payloads
@@ -49,6 +54,16 @@ def check_op_id(op_id: str) -> None:
         raise ValueError(f"op_id must be 1-{MAX_KEY_LENGTH} printable characters")
 
 
+def replica_timeout_ms(replicas: int, timeout_s: float) -> int:
+    """WAIT's timeout in ms; ValueError for a negative count or a timeout that is not > 0 (WAIT 0 would
+    block forever)."""
+    if replicas < 0:
+        raise ValueError("replicas must be >= 0")
+    if not timeout_s > 0:
+        raise ValueError("replica_timeout_s must be > 0")
+    return max(1, int(timeout_s * 1000))
+
+
 def dedupe_args(
     stream: str, operation: Operation, op_id: str, window_s: float
 ) -> tuple[list[str], list[Any]]:
@@ -67,17 +82,32 @@ async def enqueue(
     stream: str = STREAM,
     op_id: str | None = None,
     dedupe_window_s: float = DEDUPE_WINDOW_S,
+    replicas: int = 0,
+    replica_timeout_s: float = REPLICA_TIMEOUT_S,
 ) -> str:
-    """Append one operation; returns its stream id (with ``op_id``: the first one's, for a duplicate)."""
+    """Append one operation; returns its stream id (with ``op_id``: the first one's, for a duplicate).
+    ``replicas``: also wait until that many replicas have it (``NotReplicated`` if not in time)."""
+    wait = {"replicas": replicas, "timeout_ms": replica_timeout_ms(replicas, replica_timeout_s)}
     if op_id is None:
-        (stream_id,) = await append_payloads(client, stream, [encode_operation(operation)])
+        (stream_id,) = await append_payloads(client, stream, [encode_operation(operation)], **wait)
         return stream_id
     keys, args = dedupe_args(stream, operation, op_id, dedupe_window_s)
-    return await append_once(client, keys, args)
+    return await append_once(client, keys, args, **wait)
 
 
 async def enqueue_many(
-    client: RedisClient, operations: Iterable[Operation], *, stream: str = STREAM
+    client: RedisClient,
+    operations: Iterable[Operation],
+    *,
+    stream: str = STREAM,
+    replicas: int = 0,
+    replica_timeout_s: float = REPLICA_TIMEOUT_S,
 ) -> list[str]:
-    """Append many operations in one round trip (order preserved)."""
-    return await append_payloads(client, stream, (encode_operation(o) for o in operations))
+    """Append many operations in one round trip (order preserved); ``replicas`` as for ``enqueue``."""
+    return await append_payloads(
+        client,
+        stream,
+        (encode_operation(o) for o in operations),
+        replicas=replicas,
+        timeout_ms=replica_timeout_ms(replicas, replica_timeout_s),
+    )

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .defaults import DEDUPE_WINDOW_S, STREAM
+from .defaults import DEDUPE_WINDOW_S, REPLICA_TIMEOUT_S, STREAM
 from .operations import Operation, encode_operation
-from .producer import dedupe_args
+from .producer import dedupe_args, replica_timeout_ms
 from .redis.sync_producing import SyncRedisClient, append_once_sync, append_payloads_sync
 
 
@@ -26,17 +26,32 @@ def enqueue_sync(
     stream: str = STREAM,
     op_id: str | None = None,
     dedupe_window_s: float = DEDUPE_WINDOW_S,
+    replicas: int = 0,
+    replica_timeout_s: float = REPLICA_TIMEOUT_S,
 ) -> str:
-    """Append one operation; returns its stream id (with ``op_id``: the first one's, for a duplicate)."""
+    """Append one operation; returns its stream id (with ``op_id``: the first one's, for a duplicate).
+    ``replicas``: also wait until that many replicas have it (``NotReplicated`` if not in time)."""
+    wait = {"replicas": replicas, "timeout_ms": replica_timeout_ms(replicas, replica_timeout_s)}
     if op_id is None:
-        (stream_id,) = append_payloads_sync(client, stream, [encode_operation(operation)])
+        (stream_id,) = append_payloads_sync(client, stream, [encode_operation(operation)], **wait)
         return stream_id
     keys, args = dedupe_args(stream, operation, op_id, dedupe_window_s)
-    return append_once_sync(client, keys, args)
+    return append_once_sync(client, keys, args, **wait)
 
 
 def enqueue_many_sync(
-    client: SyncRedisClient, operations: Iterable[Operation], *, stream: str = STREAM
+    client: SyncRedisClient,
+    operations: Iterable[Operation],
+    *,
+    stream: str = STREAM,
+    replicas: int = 0,
+    replica_timeout_s: float = REPLICA_TIMEOUT_S,
 ) -> list[str]:
-    """Append many operations in one round trip (order preserved)."""
-    return append_payloads_sync(client, stream, (encode_operation(o) for o in operations))
+    """Append many operations in one round trip (order preserved); ``replicas`` as for ``enqueue_sync``."""
+    return append_payloads_sync(
+        client,
+        stream,
+        (encode_operation(o) for o in operations),
+        replicas=replicas,
+        timeout_ms=replica_timeout_ms(replicas, replica_timeout_s),
+    )

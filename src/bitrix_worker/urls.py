@@ -15,7 +15,7 @@ from urllib.parse import SplitResult, parse_qs, urlsplit
 from .redaction import HOST_PATTERN as _HOST
 from .redaction import redact_url
 
-__all__ = ["check_database_url", "check_host", "check_redis_url"]
+__all__ = ["check_database_url", "check_host", "check_redis_url", "split_cluster_url"]
 
 _DB_PATH = re.compile(r"/?|/\d{1,5}")
 
@@ -47,10 +47,46 @@ def _query_db(parts: SplitResult, url: str) -> None:
             raise ValueError(f"db={value!r} is not a database number in {redact_url(url)}")
 
 
+def split_cluster_url(url: str) -> tuple[str, list[str]]:
+    """``redis+cluster://[auth@]h1[:p1][,h2[:p2]...][/0][?query]`` -> (the first node's URL with the plain
+    scheme and everything else kept, every node as written). Several seed nodes let a client start while
+    one of them is down (after a failover, say)."""
+    scheme, rest = url.split("://", 1)
+    auth, at, tail = rest.rpartition("@")
+    end = len(tail)
+    for mark in "/?#":
+        if mark in tail:
+            end = min(end, tail.index(mark))
+    nodes = tail[:end].split(",")
+    return f"{scheme.removesuffix('+cluster')}://{auth}{at}{nodes[0]}{tail[end:]}", nodes
+
+
+def _check_cluster_url(url: str) -> str:
+    first, nodes = split_cluster_url(url)
+    parts, _port = _split(first)
+    if not all(nodes) or not parts.hostname:
+        raise ValueError(
+            f"no host in {redact_url(url)} (a Cluster URL lists host:port seeds, comma-separated)"
+        )
+    for node in nodes[1:]:
+        if not _split(f"redis://{node}")[0].hostname:
+            raise ValueError(f"no host in {redact_url(url)}")
+    if parts.path.strip("/") not in ("", "0") or "db=" in parts.query:
+        raise ValueError(f"a Redis Cluster has only database 0: drop the path in {redact_url(url)}")
+    return url
+
+
 def check_redis_url(url: str) -> str:
-    """``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` or ``unix:///path[?db=N]``."""
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    """``redis://[[user]:password@]host[:port][/db]``, ``rediss://…``, ``unix:///path[?db=N]``, or a Redis
+    Cluster's seed nodes ``redis+cluster://[[user]:password@]host[:port][,host[:port]...]``
+    (``rediss+cluster://``): a Cluster has only database 0, so any other number is refused rather than
+    silently ignored."""
+    if not url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
+        raise ValueError(
+            "must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
+        )
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        return _check_cluster_url(url)
     parts, _port = _split(url)
     _query_db(parts, url)
     if parts.scheme == "unix":

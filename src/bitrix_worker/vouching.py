@@ -9,11 +9,15 @@ which costs one request per batch that has such creates and never a duplicate. T
 operator, knowing the store is complete again, says ``bitrix-worker store vouch``.
 
 Several hosts with separate SQLite files on one stream would each be a different store at once: that is
-refused at start (use one PostgreSQL store for more than one host).
+refused at start (use one PostgreSQL store for more than one host). So is a SQLite store with the *same* id on
+two hosts (a file copied into each host's image, or one file on a network share): two copies that will
+drift apart, or one file whose locks a network file system does not keep. Each worker records, beside its
+store's id, its host and whether the store is SQLite (``StoreUse``).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 
@@ -32,6 +36,46 @@ class Verdict:
     record: StoreRecord | None = None  # what to record in Redis (None: leave it)
     refuse: str | None = None  # why this worker must not start
     note: str = ""  # what to log
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUse:
+    """Which store a worker uses, from which host (``host`` is None for a worker of an older version, which
+    recorded the store's id only)."""
+
+    store_id: str
+    host: str | None = None
+    sqlite: bool = False
+
+    def encode(self) -> str:
+        return json.dumps({"store": self.store_id, "host": self.host, "sqlite": self.sqlite})
+
+    @classmethod
+    def decode(cls, raw: str) -> StoreUse:
+        try:
+            data = json.loads(raw) if raw.startswith("{") else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return cls(raw)  # an older worker's line: the store's id alone
+        host = data.get("host")
+        return cls(
+            str(data.get("store", "")), host if isinstance(host, str) else None, data.get("sqlite") is True
+        )
+
+
+def sqlite_on_several_hosts(me: StoreUse, live_others: dict[str, StoreUse]) -> str | None:
+    """Why this worker must not start: it or a live worker on another host uses SQLite for this stream."""
+    for consumer, other in sorted(live_others.items()):
+        if other.host is None or me.host is None or other.host == me.host:
+            continue
+        if me.sqlite or other.sqlite:
+            return (
+                f"worker {consumer} on host {other.host} shares this stream, and a SQLite mapping store is "
+                f"one host's file (this is host {me.host}): several hosts need one shared store, use "
+                "PostgreSQL (DATABASE_URL=postgresql://...)"
+            )
+    return None
 
 
 def store_verdict(

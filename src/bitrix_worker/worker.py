@@ -29,7 +29,7 @@ from .portal import Portal
 from .portals.clients import open_default_client
 from .reasons import Reason
 from .reclaiming import Reclaimer
-from .redis.connection import RedisClient, client_for, ping_or_fail
+from .redis.connection import RedisClient, check_cluster_layout, client_for, ping_or_fail
 from .redis.gauges import QueueReader
 from .redis.leases import Leases, lease_ttl_ms
 from .redis.stores import StoreRegistry
@@ -106,6 +106,7 @@ class Worker:
     @asynccontextmanager
     async def open(cls, settings: Settings, *, events: WorkerEvents | None = None) -> AsyncIterator[Worker]:
         """Connect to Redis, the mapping store and Bitrix24; close them all on exit."""
+        check_cluster_layout(settings.redis_url, settings.keys)
         redis = client_for(settings.redis_url, name=f"bitrix-worker:{settings.consumer}")  # in CLIENT LIST
         await ping_or_fail(redis, settings.redis_url)
         store = await MappingStore.connect(settings.database_url)

@@ -64,3 +64,27 @@ async def test_two_live_workers_with_separate_sqlite_files_are_refused(bench: Be
         assert refused.value.setting == "DATABASE_URL"
         w1.stop()
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_copy_of_one_sqlite_file_on_two_hosts_is_refused(bench: Bench) -> None:
+    """The same store id (a SQLite file baked into each host's image) on two hosts at once: two copies that
+    drift apart, each vouching for keys only the other knows. Refused, naming DATABASE_URL."""
+    await bench.run(database_url=_store(bench, "a.sqlite3"))  # the file now has its store id
+    shutil.copy(bench.tmp / "a.sqlite3", bench.tmp / "b.sqlite3")
+    first = bench.settings.model_copy(update={"database_url": _store(bench, "a.sqlite3"), "consumer": "w1"})
+    second = bench.settings.model_copy(update={"database_url": _store(bench, "b.sqlite3"), "consumer": "w2"})
+    async with Worker.open(first) as w1:
+        w1.stores.host = "host-a"
+        task = asyncio.create_task(w1.run())
+        await asyncio.sleep(0.5)  # registered and beating
+        async with Worker.open(second) as w2:
+            w2.stores.host = "host-b"
+            with pytest.raises(ConfigError, match=r"host host-a .* use PostgreSQL") as refused:
+                await asyncio.wait_for(w2.run(), 10)
+        assert refused.value.setting == "DATABASE_URL"
+        async with Worker.open(first.model_copy(update={"consumer": "w3"})) as w3:  # same host, same file
+            w3.stores.host = "host-a"
+            w3.stop()
+            await asyncio.wait_for(w3.run(), 10)  # starts (and stops): one file on one host is fine
+        w1.stop()
+        await asyncio.wait_for(task, 10)

@@ -34,8 +34,9 @@ def test_public_api_is_pinned() -> None:
     assert sorted(bitrix_worker.__all__) == sorted(
         [
             "AuthError", "BitrixError", "BitrixWorkerError", "Classification", "ConfigError", "Entity",
-            "ErrorClass", "Execution", "LimitError", "OpKind", "Operation", "PermanentBitrixError",
-            "PoisonMessage", "Settings", "StoreError", "TimeInfo", "TransientBitrixError", "__version__",
+            "ErrorClass", "Execution", "LimitError", "NotReplicated", "OpKind", "Operation",
+            "PermanentBitrixError", "PoisonMessage", "Settings", "StoreError", "TimeInfo",
+            "TransientBitrixError", "__version__",
             "build_operation", "decode_payload", "encode_operation", "enqueue", "enqueue_many",
             "enqueue_many_sync", "enqueue_sync", "load_settings", "lookup", "lookup_sync",
         ]

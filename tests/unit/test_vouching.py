@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bitrix_worker.vouching import StoreRecord, store_verdict
+from bitrix_worker.vouching import StoreRecord, StoreUse, sqlite_on_several_hosts, store_verdict
 
 MINE = "store-a"
 
@@ -39,3 +39,38 @@ def test_store_verdict(  # noqa: PLR0917 - one parameter per column
     if v.record is not None:
         assert v.record.store_id == MINE
         assert v.record.fence >= fence
+
+
+SQLITE_A = StoreUse(MINE, "host-a", sqlite=True)
+
+
+@pytest.mark.parametrize(
+    ("me", "others", "refused"),
+    [
+        (SQLITE_A, {}, False),  # alone
+        (SQLITE_A, {"w2": StoreUse(MINE, "host-a", sqlite=True)}, False),  # one file, one host (WAL)
+        (SQLITE_A, {"w2": StoreUse(MINE, "host-b", sqlite=True)}, True),  # a copied file on another host
+        (SQLITE_A, {"w2": StoreUse("store-b", "host-b", sqlite=True)}, True),  # separate files
+        (SQLITE_A, {"w2": StoreUse("pg", "host-b", sqlite=False)}, True),  # SQLite here, PostgreSQL there
+        (StoreUse("pg", "host-a"), {"w2": StoreUse("pg", "host-b")}, False),  # one PostgreSQL, many hosts
+        (SQLITE_A, {"w2": StoreUse(MINE)}, False),  # an older worker: its host is unknown
+    ],
+)
+def test_sqlite_on_several_hosts(me: StoreUse, others: dict[str, StoreUse], refused: bool) -> None:
+    why = sqlite_on_several_hosts(me, others)
+    assert (why is not None) == refused
+    if why is not None:
+        assert "host-b" in why
+        assert "PostgreSQL" in why
+
+
+@pytest.mark.parametrize(
+    "use", [SQLITE_A, StoreUse("pg", "host-b"), StoreUse("id with {brace", "h", sqlite=True)]
+)
+def test_store_use_round_trips(use: StoreUse) -> None:
+    assert StoreUse.decode(use.encode()) == use
+
+
+@pytest.mark.parametrize("raw", ["3f2a9c", "{not json", '{"store": 5}', "[]"])
+def test_an_older_or_odd_store_line_reads_as_a_store_of_unknown_host(raw: str) -> None:
+    assert StoreUse.decode(raw).host is None

@@ -165,7 +165,7 @@ async def gather_overview(
         client, settings.dead_stream, settings.dashboard_scan_cap
     )
     status.dead_letter_scan_cap = settings.dashboard_scan_cap
-    now = await StreamSearch(client).server_ms()
+    now = await StreamSearch(client).server_ms(settings.stream)
     pauses: dict[str, float] = {}
     if status.portal is not None:
         try:

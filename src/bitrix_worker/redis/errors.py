@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..errors import StoreError
 
@@ -14,8 +14,10 @@ from ..errors import StoreError
 @contextmanager
 def translated(what: str) -> Iterator[None]:
     """``with translated("claim"):`` turns a RedisError (or a dropped socket) into ``StoreError("claim
-    failed: ...")`` chained to the original, so callers handle one exception type."""
+    failed: ...")`` chained to the original, so callers handle one exception type. A Cluster client's own
+    errors (no node reachable, a slot not covered while a replica is being promoted) are not RedisErrors in
+    redis-py: they are translated too, so a failover reads like any other Redis outage."""
     try:
         yield
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         raise StoreError(f"{what} failed: {exc}") from exc

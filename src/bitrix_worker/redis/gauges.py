@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 from ..defaults import StreamKeys
 from ..errors import StoreError
 from ..values import as_text
-from .connection import RedisClient
+from .connection import RedisClient, server_ms
 from .errors import translated
 
 
@@ -52,8 +52,7 @@ class QueueReader:
 
     async def server_ms(self) -> int:
         with translated("status read"):
-            seconds, micros = await self._client.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+            return await server_ms(self._client, self._keys.stream)
 
     async def counters(self) -> dict[str, int]:
         """The lifetime counters every worker adds to (``outcome:<kind>``, ``<outcome>:<reason>``)."""

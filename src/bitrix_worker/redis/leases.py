@@ -34,11 +34,22 @@ class Leases:
         self._ttl_ms = ttl_ms
         self._script = register(client, "leases")
         self._held: dict[str, int] = {}
+        self._highest = 0
 
     async def token(self) -> int:
-        """A fencing token greater than every token handed out before, across all workers."""
+        """A fencing token greater than every token handed out before, across all workers.
+
+        Never one this process already took, even if Redis lost increments: a Redis Cluster failover can lose
+        the last writes a primary acknowledged but had not yet replicated, the counter then restarts below
+        tokens that were handed out (and written to the mapping store, which would refuse the lower ones).
+        The counter is moved past what this process knows of instead.
+        """
         with translated("fencing token"):
-            return int(await self._client.incr(self._keys.fence))
+            token = int(await self._client.incr(self._keys.fence))
+            if token <= self._highest:
+                token = int(await self._client.incrby(self._keys.fence, self._highest - token + 1))
+        self._highest = max(self._highest, token)
+        return token
 
     async def acquire(self, idents: Sequence[str], token: int) -> dict[str, int]:
         """Try to lease each key; returns the idents that are busy, with the ms until their lease ends."""
@@ -67,11 +78,8 @@ class Leases:
         if not idents:
             return set()
         with translated("lease check"):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for ident in idents:
-                    key = self._keys.lease(ident)
-                    await self._script(keys=[key], args=[token, "renew", self._ttl_ms], client=pipe)
-                renewed = await pipe.execute()
+            keys = [self._keys.lease(i) for i in idents]
+            renewed = await self._script(keys=keys, args=[token, "confirm", self._ttl_ms])
         lost = {ident for ident, n in zip(idents, renewed, strict=True) if not int(n)}
         for ident in lost:
             if self._held.get(ident) == token:

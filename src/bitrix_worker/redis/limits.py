@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from ..values import Clock
+from .connection import RedisClient
 from .errors import translated
 from .scripts import register
 
@@ -35,7 +34,7 @@ class Limiter:
 
     def __init__(
         self,
-        client: Redis,
+        client: RedisClient,
         key: str,
         *,
         rate_per_s: float,
@@ -106,7 +105,7 @@ class MethodPauses:
     """Per-method pauses (OPERATION_TIME_LIMIT) and the operating time each method has used."""
 
     def __init__(
-        self, client: Redis, key: str, *, budget_s: float, safety: float, clock: Clock = time.time
+        self, client: RedisClient, key: str, *, budget_s: float, safety: float, clock: Clock = time.time
     ) -> None:
         self._client = client
         self._key = key

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from importlib import resources
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from .connection import RedisClient
 
 SCRIPT_NAMES = (
     "claim",
@@ -37,5 +38,5 @@ def load_source(name: str) -> str:
     return _read("turns") + "\n" + source if name in _USES_TURNS else source
 
 
-def register(client: Redis, name: str) -> AsyncScript:
+def register(client: RedisClient, name: str) -> AsyncScript:
     return client.register_script(load_source(name))

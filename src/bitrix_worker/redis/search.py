@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from ..defaults import StreamKeys
 from ..values import as_text
-from .connection import RedisClient
+from .connection import RedisClient, server_ms
 from .errors import translated
 from .scripts import register
 
@@ -45,10 +45,10 @@ class StreamSearch:
         self.client = client
         self._scan = register(client, "scan")
 
-    async def server_ms(self) -> int:
+    async def server_ms(self, key: str) -> int:
+        """The clock of the node holding ``key`` (``connection.server_ms``)."""
         with translated("time read"):
-            seconds, micros = await self.client.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+            return await server_ms(self.client, key)
 
     async def rows(self, key: str, *, newest: bool, low: str = "-", high: str = "+", count: int) -> list[Row]:
         """One page between ``low`` and ``high`` (ids or ``(id`` for exclusive), newest or oldest first."""

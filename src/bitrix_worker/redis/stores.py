@@ -1,19 +1,24 @@
 """What Redis remembers about the stream's mapping store (``vouching``): its id, the highest fencing token
-written to it, whether it vouches for keys it does not know, and which store each live worker uses."""
+written to it, whether it vouches for keys it does not know, and which store each live worker uses (and from
+which host, whether SQLite: ``vouching.StoreUse``)."""
 
 from __future__ import annotations
 
+import socket
+
 from ..defaults import StreamKeys
 from ..values import as_text
-from ..vouching import StoreRecord
+from ..vouching import StoreRecord, StoreUse
 from .connection import RedisClient
 from .errors import translated
 
 
 class StoreRegistry:
-    def __init__(self, client: RedisClient, keys: StreamKeys) -> None:
+    def __init__(self, client: RedisClient, keys: StreamKeys, *, host: str | None = None) -> None:
         self._client = client
         self._keys = keys
+        self.host = host or socket.gethostname()
+        """The machine this worker runs on, recorded beside its store (SQLite is one host's file)."""
 
     async def read(self) -> StoreRecord | None:
         with translated("store record"):
@@ -46,14 +51,14 @@ class StoreRegistry:
         with translated("store record"):
             return bool(await self._client.exists(self._keys.fence))
 
-    async def worker_stores(self) -> dict[str, str]:
+    async def worker_stores(self) -> dict[str, StoreUse]:
         with translated("store record"):
             raw = await self._client.hgetall(self._keys.worker_stores)
-        return {as_text(k): as_text(v) for k, v in raw.items()}
+        return {as_text(k): StoreUse.decode(as_text(v)) for k, v in raw.items()}
 
-    async def register(self, consumer: str, store_id: str) -> None:
+    async def register(self, consumer: str, use: StoreUse) -> None:
         with translated("store record"):
-            await self._client.hset(self._keys.worker_stores, consumer, store_id)
+            await self._client.hset(self._keys.worker_stores, consumer, use.encode())
 
     async def leave(self, consumer: str) -> None:
         with translated("store record"):
