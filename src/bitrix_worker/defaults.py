@@ -71,6 +71,7 @@ DASHBOARD_REFRESH_S = 3.0
 DASHBOARD_SCAN_CAP = 3_000  # entries one dashboard page scans per stream at most (keeps pages < 300 ms)
 DEDUPE_WINDOW_S = 3600.0  # a producer's op_id is remembered this long (producer.enqueue(op_id=...))
 DESCRIPTION_MAX_CHARS = 200
+SCHEMA_REFRESH_MIN_S = 60.0  # an early refresh (after a surprise) at most this often per entity
 SCHEMA_TTL_S = 3600.0  # a portal's field schema is refetched at most this often (plus on a surprise)
 HISTORY_MAX_ENTRIES = 50
 HISTORY_MAX_BYTES = 1 << 20  # a history read back from a stream field or unit; larger ones are ignored

@@ -34,6 +34,7 @@ from .redis.limits import Limiter, MethodPauses
 from .redis.streams import OperationQueue
 from .reporting import report
 from .retrying import until_written
+from .screening import Screening
 from .sending import NOT_RUN, Answered, Failed, Sender
 from .taxonomy import ErrorClass
 from .units import WorkUnit
@@ -52,6 +53,7 @@ class Pending:
     unit: WorkUnit
     plan: Plan
     command: Command | None = None
+    note: str = ""  # what screening changed (dropped fields), for the outcome record
 
 
 @dataclass(slots=True)
@@ -78,6 +80,7 @@ class Delivery:
         leases: Leases,
         events: WorkerEvents,
         gate: PortalGate,
+        screening: Screening,
         rng: random.Random | None = None,
         clock: Clock = time.time,
     ) -> None:
@@ -87,7 +90,7 @@ class Delivery:
         self.pauses = pauses
         self.leases = leases
         self.events = events
-        self.gate = gate
+        self.gate, self.screening = gate, screening
         self.clock = clock
         self.vouched = True  # the store can say "never created" (``vouching``); set at start
         self.fence_written = 0  # the highest fencing token this process wrote to it
@@ -121,6 +124,7 @@ class Delivery:
             else:
                 reason = plan.done or Reason.NOTHING_TO_DELETE
                 delivered.results.append(Result(u, Outcome.APPLIED, reason, stale=plan.stale))
+        pending = await self.screening.screen(pending, delivered.results)  # field validation, 0 calls
         creates = [p.unit.ident for p in pending if p.plan.call is Call.CREATE]
         busy = await self.leases.acquire(creates, delivered.token)
         delivered.leased = [i for i in creates if i not in busy]
@@ -263,7 +267,7 @@ class Delivery:
         bitrix_id = parse_id(result) if call is Call.CREATE else p.plan.bitrix_id
         return Result(
             p.unit, Outcome.APPLIED, reason, call=call, bitrix_id=bitrix_id, mapping_state=state,
-            stale=p.plan.stale,
+            stale=p.plan.stale, detail=p.note,
         )  # fmt: skip
 
     async def _failure(

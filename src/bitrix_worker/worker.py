@@ -35,6 +35,7 @@ from .redis.stores import StoreRegistry
 from .redis.streams import OperationQueue
 from .redis.workers import WorkerRegistry
 from .rescue import look_up_crash_looping_creates, merge
+from .screening import Screening
 from .stall import Progress, stuck_reason
 from .store_check import check_store
 from .taxonomy import ErrorClass
@@ -89,6 +90,7 @@ class Worker:
             leases=self.leases,
             events=self.events,
             gate=self.portal.gate,
+            screening=Screening.build(redis, settings, client, self.portal.limiter, self.events),
             rng=rng,
             clock=clock,
         )
