@@ -205,7 +205,7 @@ class Screening:
             now = self.clock()
             failing = self.failing.get(entity)
             if failing is not None and failing.retry_at > now:
-                return self._without_schema(failing, now)
+                return self.without_schema(failing, now)
             try:
                 schema = await self.cache.load(
                     entity,
@@ -220,7 +220,7 @@ class Screening:
                     transient=not isinstance(exc, PermanentBitrixError),
                 )
                 self.failing[entity] = failing
-                verdict = self._without_schema(failing, now)
+                verdict = self.without_schema(failing, now)
                 self.log.warning(
                     "field schema unavailable",
                     entity=entity,
@@ -232,7 +232,8 @@ class Screening:
             self.failing.pop(entity, None)
             return schema
 
-    def _without_schema(self, failing: Failing, now: float) -> Unavailable:
+    @staticmethod
+    def without_schema(failing: Failing, now: float) -> Unavailable:
         """Hold while the failure may pass (the send would most likely fail the same way), up to
         ``HOLD_MAX_S``; a permanent failure, or one that lasts longer, lets units go out unchecked."""
         if failing.transient and now - failing.since < HOLD_MAX_S:
