@@ -164,6 +164,16 @@ async def test_a_schema_the_portal_refuses_lets_operations_go_out_unvalidated(be
     assert findings.seen == {("schema_unavailable", "warn", "deal"): 1}
 
 
+async def test_the_updates_of_a_refused_create_wait_with_it(bench: Bench) -> None:
+    await bench.enqueue("create", "o-1", {"TITLE": "x", "CURRENCY_ID": "XXX"})
+    await bench.run()
+    await bench.enqueue("update", "o-1", {"TITLE": "y"}, version=2)
+    summary = await bench.run()
+    assert summary.outcomes == {"dead_lettered": 1}
+    assert await bench.total_calls("crm.deal.update") + await _adds(bench) == 0
+    assert (await bench.outcomes())[-1]["code"] == "create_failed"  # replay the create first, then this
+
+
 async def test_validation_off_sends_everything(bench: Bench) -> None:
     await bench.enqueue("create", "o-1", {"TITLE": "x", "UF_CRM_NOPE": "y"})
     summary = await bench.run(validate_fields=False)
