@@ -29,7 +29,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -84,13 +84,22 @@ class Planned(Protocol):
     note: str
 
 
+P = TypeVar("P", bound=Planned)
+
+
 def portal_refused(unit: WorkUnit) -> bool:
     """Its last attempt was refused by the portal as invalid data: maybe the schema changed since."""
     last = unit.history[-1] if unit.history else None
     return last is not None and last.get("kind") == ATTEMPT and last.get("class") == ErrorClass.INVALID_DATA
 
 
-def rejection(unit: WorkUnit, call: Call, findings: tuple[Finding, ...], secrets: tuple[str, ...]) -> Result:
+def rejection(
+    unit: WorkUnit,
+    call: Call,
+    findings: tuple[Finding, ...],
+    secrets: tuple[str, ...],
+    stale: tuple[int, ...] = (),
+) -> Result:
     """The dead-letter result: ``detail`` (outcome record, counters) names kind, field and expectation but
     never the value (producer data, unbounded); the dead letter's description adds the values."""
     first = findings[0]
@@ -102,7 +111,7 @@ def rejection(unit: WorkUnit, call: Call, findings: tuple[Finding, ...], secrets
     description = redact(shown, secrets)[:DESCRIPTION_MAX_CHARS]
     c = Classification(ErrorClass.INVALID_DATA, Execution.NOT_EXECUTED, description=description)
     return Result(unit, Outcome.DEAD, Reason.INVALID_DATA, detail=detail[:DESCRIPTION_MAX_CHARS],
-                  classification=c, call=call)  # fmt: skip
+                  classification=c, call=call, stale=stale)  # fmt: skip
 
 
 def _described(f: Finding) -> str:
@@ -156,11 +165,11 @@ class Screening:
 
         return cls(settings, cache, fetch, events=events)
 
-    async def screen(self, pending: list[Any], out: list[Result]) -> list[Any]:
+    async def screen(self, pending: list[P], out: list[Result]) -> list[P]:
         """The units to send (dropped fields removed); rejected ones are appended to ``out`` as dead."""
         if not self.enabled:
             return pending
-        kept = []
+        kept: list[P] = []
         for p in pending:
             rejected = await self._screen_one(p)
             if rejected is None:
@@ -187,7 +196,7 @@ class Screening:
                 decision = decide(validate(call.value, fields, fresher), self.actions)
         self._report(p.unit, entity, decision)
         if decision.reject:
-            return rejection(p.unit, call, decision.reject, self.secrets)
+            return rejection(p.unit, call, decision.reject, self.secrets, p.plan.stale)
         if decision.drop:
             p.plan = replace(p.plan, fields=decision.apply(p.plan.fields))
             p.note = drop_note(call, decision.drop)

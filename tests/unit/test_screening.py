@@ -128,3 +128,15 @@ def test_without_a_schema_units_are_held_while_the_failure_may_pass(
     failing = Failing(since=now - since, retry_at=now + 5, transient=transient)
     verdict = Screening.without_schema(failing, now)
     assert (verdict.hold_s > 0) is held
+
+
+def test_a_refused_unit_keeps_its_stale_members_skipped_as_stale() -> None:
+    from bitrix_worker.outcomes import member_outcomes
+
+    u = unit({"UF_CRM_NOPE": 1})
+    u.members.append(u.members[0])
+    r = rejection(u, Call.UPDATE, tuple(validate("update", {"UF_CRM_NOPE": 1}, DEAL)), (), stale=(0,))
+    assert [(m.outcome, m.reason) for m in member_outcomes(r)] == [
+        (Outcome.SKIPPED, Reason.STALE),
+        (Outcome.DEAD, Reason.INVALID_DATA),
+    ]
