@@ -142,6 +142,23 @@ async def test_a_field_added_on_the_portal_mid_run_is_accepted_after_one_refresh
     assert stored["UF_CRM_COUPON"] == "X2"
 
 
+async def test_a_refusal_the_schema_did_not_predict_refreshes_it_before_the_retry(bench: Bench) -> None:
+    """A field made required on the portal after the schema was cached: the portal refuses the create;
+    the retry is checked against a refreshed schema and refused before its second call."""
+    bench.with_settings(schema_refresh_min_s=0.3, on_required_missing="reject")
+    await bench.enqueue("create", "o-0", {"TITLE": "caches the schema"})
+    await bench.run()
+    await bench.admin.add_field("deal", name="UF_CRM_ORDER_NO", label="Order number", required=True)
+    await asyncio.sleep(0.4)
+    await bench.enqueue("create", "o-1", {"TITLE": "no order number"})
+    summary = await bench.run()
+    assert summary.outcomes == {"dead_lettered": 1}
+    assert await _adds(bench) == 2  # o-0, and o-1's one refused attempt: no second call
+    ((_, error),) = await bench.dead()
+    assert (error["class"], error["attempts"]) == ("invalid_data", 1)
+    assert "UF_CRM_ORDER_NO ('Order number') is required but missing" in error["description"]
+
+
 async def test_a_schema_failing_for_a_while_holds_the_operation_then_validates_it(bench: Bench) -> None:
     rule = {"method": "crm.currency.list", "kind": "500", "max_hits": 1}
     await bench.admin.set_faults(rules=[rule])

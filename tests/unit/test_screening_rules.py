@@ -1,7 +1,7 @@
 """Screening's decisions that need no I/O: what a refusal records, what a drop says, when a unit is held.
 
 The I/O around them (the shared cache, the portal, delivery) is tested end to end in
-tests/integration/test_screening.py (this file: the pure rules).
+tests/integration/test_screening.py.
 """
 
 from __future__ import annotations
