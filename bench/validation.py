@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,7 @@ del MISSPELT["UF_CRM_PAYMENT_METHOD"]
 class Pending:
     unit: WorkUnit
     plan: Plan
-    note: str = ""
+    screened: dict[str, Any] = field(default_factory=dict)
 
 
 def screening_case(schema: EntitySchema, fields: dict[str, Any]) -> Callable[[], object]:

@@ -34,7 +34,7 @@ from .redis.limits import Limiter, MethodPauses
 from .redis.streams import OperationQueue
 from .reporting import report
 from .retrying import until_written
-from .screening import Screening
+from .screening import Screened, Screening
 from .sending import NOT_RUN, Answered, Failed, Sender
 from .taxonomy import ErrorClass
 from .units import WorkUnit
@@ -53,7 +53,7 @@ class Pending:
     unit: WorkUnit
     plan: Plan
     command: Command | None = None
-    note: str = ""  # what screening changed (dropped fields), for the outcome record
+    screened: Screened = field(default_factory=dict)  # Result fields screening set (detail, refused)
 
 
 @dataclass(slots=True)
@@ -267,7 +267,7 @@ class Delivery:
         bitrix_id = parse_id(result) if call is Call.CREATE else p.plan.bitrix_id
         return Result(
             p.unit, Outcome.APPLIED, reason, call=call, bitrix_id=bitrix_id, mapping_state=state,
-            stale=p.plan.stale, detail=p.note,
+            stale=p.plan.stale, **p.screened,
         )  # fmt: skip
 
     async def _failure(

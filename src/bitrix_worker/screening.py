@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -39,13 +39,14 @@ from .config import Settings
 from .defaults import DESCRIPTION_MAX_CHARS
 from .errors import BitrixError, PermanentBitrixError
 from .events import WorkerEvents
-from .outcomes import Outcome, Result
+from .gate import PortalGate, portal_suspect
+from .outcomes import Outcome, Refusal, Result
 from .plan import Call, Plan
+from .portal import Portal
 from .reasons import Reason
 from .records import ATTEMPT
 from .redaction import redact
 from .redis.connection import RedisClient
-from .redis.limits import Limiter
 from .redis.schemas import SchemaCache
 from .schema import EntitySchema
 from .taxonomy import Classification, ErrorClass, Execution
@@ -56,12 +57,13 @@ from .values import Clock
 SCREENED_ENTITIES = frozenset(ENTITY_TYPE_IDS)  # the entities whose schema ``fetch_schema`` can read
 WORKER_FIELDS = frozenset({"ORIGINATOR_ID", "ORIGIN_ID"})  # the worker's own on create: not the producer's
 SURPRISES = frozenset({FindingKind.UNKNOWN_FIELD, FindingKind.NOT_IN_LIST})  # a newer schema may clear them
-FETCH_BACKOFF_S = 5.0  # a failed schema fetch is tried again (by this process) after this
+FETCH_BACKOFF_S = 1.0  # a failed schema fetch is tried again (by this process) after this
 HOLD_MAX_S = 600.0  # how long units are held for a schema that keeps failing transiently
 MIN_HOLD_S = 0.5
 SHOWN_FINDINGS = 3
 
 Fetch = Callable[[str], Awaitable[EntitySchema]]
+Screened = dict[str, Any]  # keyword arguments for the Result of a unit screening let through
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,7 @@ class Planned(Protocol):
 
     unit: WorkUnit
     plan: Plan
-    note: str
+    screened: Screened  # Result fields for the unit's success: ``detail``, ``refused``
 
 
 P = TypeVar("P", bound=Planned)
@@ -93,6 +95,19 @@ def portal_refused(unit: WorkUnit) -> bool:
     return last is not None and last.get("kind") == ATTEMPT and last.get("class") == ErrorClass.INVALID_DATA
 
 
+def refusal(findings: Sequence[Finding], secrets: tuple[str, ...]) -> Refusal:
+    """What a refusal records: the text (outcome record, counters) names kind, field and expectation but
+    never the value (producer data, unbounded); the classification's description (the dead letter) adds
+    the values."""
+    first = findings[0]
+    more = f" (+{len(findings) - 1} more)" if len(findings) > 1 else ""
+    text = redact(f"invalid data: {first.kind.value} {first.field}: expected {first.expected}{more}", secrets)
+    shown = "; ".join(_described(f) for f in findings[:SHOWN_FINDINGS]) + more
+    description = redact(shown, secrets)[:DESCRIPTION_MAX_CHARS]
+    c = Classification(ErrorClass.INVALID_DATA, Execution.NOT_EXECUTED, description=description)
+    return Refusal(text[:DESCRIPTION_MAX_CHARS], c)
+
+
 def rejection(
     unit: WorkUnit,
     call: Call,
@@ -100,18 +115,20 @@ def rejection(
     secrets: tuple[str, ...],
     stale: tuple[int, ...] = (),
 ) -> Result:
-    """The dead-letter result: ``detail`` (outcome record, counters) names kind, field and expectation but
-    never the value (producer data, unbounded); the dead letter's description adds the values."""
-    first = findings[0]
-    more = f" (+{len(findings) - 1} more)" if len(findings) > 1 else ""
-    detail = redact(
-        f"invalid data: {first.kind.value} {first.field}: expected {first.expected}{more}", secrets
-    )
-    shown = "; ".join(_described(f) for f in findings[:SHOWN_FINDINGS]) + more
-    description = redact(shown, secrets)[:DESCRIPTION_MAX_CHARS]
-    c = Classification(ErrorClass.INVALID_DATA, Execution.NOT_EXECUTED, description=description)
-    return Result(unit, Outcome.DEAD, Reason.INVALID_DATA, detail=detail[:DESCRIPTION_MAX_CHARS],
-                  classification=c, call=call, stale=stale)  # fmt: skip
+    """The whole unit dead-lettered as ``invalid_data``, after 0 calls."""
+    r = refusal(findings, secrets)
+    return Result(unit, Outcome.DEAD, Reason.INVALID_DATA, detail=r.text, classification=r.classification,
+                  call=call, stale=stale)  # fmt: skip
+
+
+def culprits(unit: WorkUnit, live: Sequence[int], findings: Sequence[Finding]) -> dict[int, list[Finding]]:
+    """Which live member each refused finding belongs to: the last one that sets the field (its value is
+    the merged one); a field no member sets (a required one missing) is the first member's."""
+    out: dict[int, list[Finding]] = {}
+    for f in findings:
+        setters = [i for i in live if f.field in unit.members[i].operation.fields]
+        out.setdefault(setters[-1] if setters else live[0], []).append(f)
+    return out
 
 
 def _described(f: Finding) -> str:
@@ -135,6 +152,7 @@ class Screening:
         fetch: Fetch,
         *,
         events: WorkerEvents,
+        gate: PortalGate | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.enabled = settings.validate_fields
@@ -144,6 +162,7 @@ class Screening:
         self.cache = cache
         self.fetch = fetch
         self.events = events
+        self.gate = gate
         self.clock = clock
         self.failing: dict[str, Failing] = {}  # entity -> its schema fetch failing since when
         self.fetching: dict[str, asyncio.Lock] = {}  # one load per entity at a time in this process
@@ -155,15 +174,15 @@ class Screening:
         redis: RedisClient,
         settings: Settings,
         client: BitrixClient,
-        limiter: Limiter,
+        portal: Portal,
         events: WorkerEvents,
     ) -> Screening:
         cache = SchemaCache(redis, settings.keys, settings.webhook.portal, ttl_s=settings.schema_ttl_s)
 
         async def fetch(entity: str) -> EntitySchema:
-            return await fetch_schema(client, entity, acquire=limiter.acquire)
+            return await fetch_schema(client, entity, acquire=portal.limiter.acquire)
 
-        return cls(settings, cache, fetch, events=events)
+        return cls(settings, cache, fetch, events=events, gate=portal.gate)
 
     async def screen(self, pending: list[P], out: list[Result]) -> list[P]:
         """The units to send (dropped fields removed); rejected ones are appended to ``out`` as dead."""
@@ -196,11 +215,38 @@ class Screening:
                 decision = decide(validate(call.value, fields, fresher), self.actions)
         self._report(p.unit, entity, decision)
         if decision.reject:
-            return rejection(p.unit, call, decision.reject, self.secrets, p.plan.stale)
+            kept = self._without_culprits(p, call, schema, decision)
+            if kept is None:
+                return rejection(p.unit, call, decision.reject, self.secrets, p.plan.stale)
+            decision = kept
         if decision.drop:
             p.plan = replace(p.plan, fields=decision.apply(p.plan.fields))
-            p.note = drop_note(call, decision.drop)
+            p.screened["detail"] = drop_note(call, decision.drop)
         return None
+
+    def _without_culprits(
+        self, p: Planned, call: Call, schema: EntitySchema, decision: Decision
+    ) -> Decision | None:
+        """Coalesced operations are one command, but one bad operation must not take its key's other
+        operations down with it: the members the refused findings belong to are refused alone (dead-lettered
+        with their own reason) and the rest go ahead, merged without them. None: refuse the whole unit (a
+        single operation, or the first one, which decides create or update, is at fault)."""
+        live = [i for i in range(len(p.unit.members)) if i not in p.plan.stale]
+        blamed = culprits(p.unit, live, decision.reject)
+        if len(live) < 2 or live[0] in blamed:
+            return None
+        fields: dict[str, Any] = {}
+        for i in live:
+            if i not in blamed:
+                fields.update(p.unit.members[i].operation.fields)
+        checked = {k: v for k, v in fields.items() if call is Call.UPDATE or k not in WORKER_FIELDS}
+        again = decide(validate(call.value, checked, schema), self.actions)
+        if again.reject:
+            return None
+        own = {k: v for k, v in p.plan.fields.items() if k in WORKER_FIELDS and call is Call.CREATE}
+        p.plan = replace(p.plan, fields={**fields, **own})
+        p.screened["refused"] = {i: refusal(found, self.secrets) for i, found in blamed.items()}
+        return again
 
     def _surprised(self, decision: Decision, schema: EntitySchema) -> bool:
         """A finding that stops or changes the operation and that a newer schema might not have."""
@@ -223,6 +269,8 @@ class Screening:
                     refresh_older_than=self.refresh_min_s if refresh else None,
                 )
             except BitrixError as exc:
+                if self.gate is not None and portal_suspect(exc.classification):
+                    await self.gate.note_portal_failure(exc.classification)  # a down portal pauses
                 failing = Failing(
                     since=failing.since if failing else now,
                     retry_at=now + FETCH_BACKOFF_S,

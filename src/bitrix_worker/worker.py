@@ -90,7 +90,7 @@ class Worker:
             leases=self.leases,
             events=self.events,
             gate=self.portal.gate,
-            screening=Screening.build(redis, settings, client, self.portal.limiter, self.events),
+            screening=Screening.build(redis, settings, client, self.portal, self.events),
             rng=rng,
             clock=clock,
         )

@@ -476,10 +476,16 @@ def _audit_entities(r: Report, finals: dict[str, list[dict[str, str]]]) -> list[
         if not rows:
             problems.append(f"{key}: created and not deleted, but no deal exists")
             continue
-        _, version, fields = max((op for _, op in live), key=lambda op: op[1])
+        # what the entity must hold: the newest *applied* operation (a skipped one writes nothing; with
+        # invalid data, an old version can be skipped as stale behind a newer one that was dead-lettered)
+        applied = [op for i, op in enumerate(plan.ops) if outcome(key, i) == "applied"]
+        if not applied:
+            problems.append(f"{key}: exists but none of its operations was applied")
+            continue
+        _, version, fields = max(applied, key=lambda op: op[1])
         got = {name: rows[0].get(name) for name in fields}
         if got != fields:  # every field of the last applied operation is stored, as sent
-            problems.append(f"{key}: fields {got} != highest version v{version} {fields}")
+            problems.append(f"{key}: fields {got} != newest applied version v{version} {fields}")
         for i in plan.invalid:
             got_i = finals.get(ids.get((key, i), ""), [{}])[0]
             if got_i.get("outcome") == "applied":

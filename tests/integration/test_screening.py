@@ -51,6 +51,32 @@ async def test_misspelt_and_unknown_fields_are_refused_after_zero_calls_naming_t
     assert stored["UF_CRM_PAYMENT_METHOD"] == "1001"
 
 
+async def test_one_bad_operation_does_not_take_its_keys_other_operations_down(bench: Bench) -> None:
+    """Operations of one key coalesce into one command; the bad one is refused alone, the rest go ahead."""
+    await bench.enqueue("create", "o-1", {"TITLE": "v1"}, version=1)
+    await bench.run()
+    await bench.enqueue("update", "o-1", {"TITLE": "v2", "COMMENTS": "two"}, version=2)
+    await bench.enqueue("update", "o-1", {"TITLE": "v3", "UF_CRM_NOPE": "x"}, version=3)
+    await bench.enqueue("update", "o-1", {"TITLE": "v4"}, version=4)
+    await bench.enqueue("update", "o-1", {"TITLE": "v5", "CURRENCY_ID": "XXX"}, version=5)
+    summary = await bench.run(batch_size=10)
+    assert summary.outcomes == {"applied": 2, "dead_lettered": 2}
+    assert await bench.total_calls("crm.deal.update") == 1  # v2 and v4, merged: one command
+    outcomes = {o["stream_id"]: o for o in await bench.outcomes()}
+    dead = {p["version"]: (e["class"], e["description"]) for p, e in await bench.dead()}
+    assert sorted(dead) == [3, 5]
+    assert dead[3][0] == "invalid_data"
+    assert "UF_CRM_NOPE" in dead[3][1]
+    assert "CURRENCY_ID = 'XXX'" in dead[5][1]
+    assert {o["outcome"] for o in outcomes.values()} == {"applied", "dead_lettered"}
+    (stored,) = await bench.entities()
+    assert (stored["TITLE"], stored["COMMENTS"]) == ("v4", "two")
+    await bench.enqueue("update", "o-1", {"TITLE": "v4.5"}, version=5)  # v5 was refused: 5 is not stale
+    await bench.run()
+    (stored,) = await bench.entities()
+    assert stored["TITLE"] == "v4.5"
+
+
 async def test_drop_sends_without_the_field_and_the_outcome_says_so(bench: Bench) -> None:
     bench.with_settings(on_unknown_field="drop")
     await bench.enqueue("create", "o-1", {"TITLE": "kept", "UF_CRM_NOPE": "lost", "OPPORTUNITY": "10.5"})

@@ -165,11 +165,13 @@ async def test_an_auth_outage_pauses_the_portal_and_dead_letters_nothing(bench: 
         state = await worker.portal.gate.state()
         assert state.open
         assert state.reason.startswith("auth")
-        assert await bench.total_calls("crm.deal.add") == 1
+        # the first request was the deal schema's fetch (field validation, nothing cached yet): it met the
+        # revoked webhook, so the operation was held before its own call
+        assert await bench.total_calls("crm.deal.add") == 0
         for i in range(5):
             await bench.enqueue("create", f"backlog-{i}", {"TITLE": "waiting"})
         await asyncio.sleep(1.0)  # more than one cool-down: probes happen, the backlog is not touched
-        assert await bench.total_calls("crm.deal.add") == 1
+        assert await bench.total_calls("crm.deal.add") == 0
         assert await bench.total_calls("crm.deal.fields") >= 1  # probes spend no operation
         assert await bench.dead() == []
         await bench.admin.set_faults(auth_outage=None)  # the webhook is fixed

@@ -23,6 +23,7 @@ from bitrix_worker.screening import (
     HOLD_MAX_S,
     Failing,
     Screening,
+    culprits,
     drop_note,
     portal_refused,
     rejection,
@@ -140,3 +141,19 @@ def test_a_refused_unit_keeps_its_stale_members_skipped_as_stale() -> None:
         (Outcome.SKIPPED, Reason.STALE),
         (Outcome.DEAD, Reason.INVALID_DATA),
     ]
+
+
+def test_each_refused_finding_belongs_to_the_last_member_setting_its_field() -> None:
+    ops = [
+        Operation(op=OpKind.CREATE, entity=Entity.DEAL, key="k", fields={"TITLE": "a"}),
+        Operation(op=OpKind.UPDATE, entity=Entity.DEAL, key="k", fields={"UF_CRM_NOPE": 1, "TITLE": "b"}),
+        Operation(op=OpKind.UPDATE, entity=Entity.DEAL, key="k", fields={"UF_CRM_NOPE": 2}),
+    ]
+    u = WorkUnit("deal:k", [Member(f"1-{i}", encode_operation(o), o) for i, o in enumerate(ops)], [])
+    merged = {"TITLE": "b", "UF_CRM_NOPE": 2}
+    findings = validate("create", merged, DEAL)
+    blamed = culprits(u, [0, 1, 2], findings)
+    assert {i: [f.field for f in fs] for i, fs in blamed.items()} == {
+        2: ["UF_CRM_NOPE"],  # the merged value is member 2's
+        0: ["UF_CRM_ORDER_NO"],  # a required field nobody sets: the create's
+    }
