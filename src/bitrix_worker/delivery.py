@@ -219,9 +219,8 @@ class Delivery:
                 if len(found) > 1:
                     self.log.warning("duplicates already in Bitrix24", ident=p.unit.ident, n=len(found))
                 if p.unit.ambiguous_before:  # its own earlier attempt made it, with these very fields
-                    adopted = Result(
-                        p.unit, Outcome.APPLIED, Reason.ADOPTED, call=Call.CREATE, stale=p.plan.stale
-                    )
+                    adopted = Result(p.unit, Outcome.APPLIED, Reason.ADOPTED, call=Call.CREATE,
+                                     stale=p.plan.stale, refused=p.screened.get("refused", {}))  # fmt: skip
                     adopted.bitrix_id, adopted.mapping_state = int(found[0]["ID"]), "active"
                     out.append(adopted)
                 else:  # made by someone else's create of this key: this operation's fields still apply
