@@ -229,11 +229,11 @@ class Screening:
     ) -> Decision | None:
         """Coalesced operations are one command, but one bad operation must not take its key's other
         operations down with it: the members the refused findings belong to are refused alone (dead-lettered
-        with their own reason) and the rest go ahead, merged without them. None: refuse the whole unit (a
-        single operation, or the first one, which decides create or update, is at fault)."""
+        with their own reason) and the rest go ahead, merged without them. None: refuse the whole unit (every
+        operation is at fault, or the create that the others would update)."""
         live = [i for i in range(len(p.unit.members)) if i not in p.plan.stale]
         blamed = culprits(p.unit, live, decision.reject)
-        if len(live) < 2 or live[0] in blamed:
+        if len(blamed) == len(live) or (call is Call.CREATE and live[0] in blamed):
             return None
         fields: dict[str, Any] = {}
         for i in live:

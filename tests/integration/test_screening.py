@@ -77,6 +77,27 @@ async def test_one_bad_operation_does_not_take_its_keys_other_operations_down(be
     assert stored["TITLE"] == "v4.5"
 
 
+async def test_the_first_of_a_keys_updates_refused_alone_too(bench: Bench) -> None:
+    await bench.enqueue("create", "o-1", {"TITLE": "v1"}, version=1)
+    await bench.run()
+    await bench.enqueue("update", "o-1", {"TITLE": "v2", "CLOSED": "maybe"}, version=2)
+    await bench.enqueue("update", "o-1", {"TITLE": "v3"}, version=3)
+    summary = await bench.run(batch_size=10)
+    assert summary.outcomes == {"applied": 1, "dead_lettered": 1}
+    ((payload, _),) = await bench.dead()
+    assert payload["version"] == 2
+    (stored,) = await bench.entities()
+    assert stored["TITLE"] == "v3"
+
+
+async def test_a_create_refused_takes_the_updates_merged_into_it_along(bench: Bench) -> None:
+    await bench.enqueue("create", "o-1", {"TITLE": "v1", "CURRENCY_ID": "XXX"}, version=1)
+    await bench.enqueue("update", "o-1", {"TITLE": "v2"}, version=2)
+    summary = await bench.run(batch_size=10)
+    assert summary.outcomes == {"dead_lettered": 2}  # nothing to update without the create
+    assert await _adds(bench) == 0
+
+
 async def test_drop_sends_without_the_field_and_the_outcome_says_so(bench: Bench) -> None:
     bench.with_settings(on_unknown_field="drop")
     await bench.enqueue("create", "o-1", {"TITLE": "kept", "UF_CRM_NOPE": "lost", "OPPORTUNITY": "10.5"})
