@@ -232,21 +232,24 @@ class Screening:
         with their own reason) and the rest go ahead, merged without them. None: refuse the whole unit (every
         operation is at fault, or the create that the others would update)."""
         live = [i for i in range(len(p.unit.members)) if i not in p.plan.stale]
-        blamed = culprits(p.unit, live, decision.reject)
-        if len(blamed) == len(live) or (call is Call.CREATE and live[0] in blamed):
-            return None
-        fields: dict[str, Any] = {}
-        for i in live:
-            if i not in blamed:
-                fields.update(p.unit.members[i].operation.fields)
-        checked = {k: v for k, v in fields.items() if call is Call.UPDATE or k not in WORKER_FIELDS}
-        again = decide(validate(call.value, checked, schema), self.actions)
-        if again.reject:
-            return None
+        blamed: dict[int, list[Finding]] = {}
+        findings: Sequence[Finding] = decision.reject
+        while findings:  # each round blames at least one more member: at most len(live) rounds
+            for i, found in culprits(p.unit, [i for i in live if i not in blamed], findings).items():
+                blamed.setdefault(i, []).extend(found)
+            if len(blamed) == len(live) or (call is Call.CREATE and live[0] in blamed):
+                return None
+            fields: dict[str, Any] = {}
+            for i in live:
+                if i not in blamed:
+                    fields.update(p.unit.members[i].operation.fields)
+            checked = {k: v for k, v in fields.items() if call is Call.UPDATE or k not in WORKER_FIELDS}
+            decision = decide(validate(call.value, checked, schema), self.actions)
+            findings = decision.reject  # an earlier member's value that the blamed one had hidden
         own = {k: v for k, v in p.plan.fields.items() if k in WORKER_FIELDS and call is Call.CREATE}
         p.plan = replace(p.plan, fields={**fields, **own})
         p.screened["refused"] = {i: refusal(found, self.secrets) for i, found in blamed.items()}
-        return again
+        return decision
 
     def _surprised(self, decision: Decision, schema: EntitySchema) -> bool:
         """A finding that stops or changes the operation and that a newer schema might not have."""

@@ -90,6 +90,19 @@ async def test_the_first_of_a_keys_updates_refused_alone_too(bench: Bench) -> No
     assert stored["TITLE"] == "v3"
 
 
+async def test_two_bad_operations_with_the_same_bad_field_are_both_refused_alone(bench: Bench) -> None:
+    await bench.enqueue("create", "o-1", {"TITLE": "v1"}, version=1)
+    await bench.run()
+    await bench.enqueue("update", "o-1", {"TITLE": "v2", "UF_CRM_NOPE": "a"}, version=2)
+    await bench.enqueue("update", "o-1", {"TITLE": "v3"}, version=3)
+    await bench.enqueue("update", "o-1", {"TITLE": "v4", "UF_CRM_NOPE": "b"}, version=4)
+    summary = await bench.run(batch_size=10)
+    assert summary.outcomes == {"applied": 1, "dead_lettered": 2}
+    assert sorted(p["version"] for p, _ in await bench.dead()) == [2, 4]
+    (stored,) = await bench.entities()
+    assert stored["TITLE"] == "v3"
+
+
 async def test_a_create_refused_takes_the_updates_merged_into_it_along(bench: Bench) -> None:
     await bench.enqueue("create", "o-1", {"TITLE": "v1", "CURRENCY_ID": "XXX"}, version=1)
     await bench.enqueue("update", "o-1", {"TITLE": "v2"}, version=2)
