@@ -3,7 +3,8 @@
 The mix (portal at its default limits, burst 50 / drain 2/s):
 
 * 3% of the updates target deals that were deleted in Bitrix24 (deleted via the admin API before the run);
-* 2% carry invalid data (``CURRENCY_ID: "XXX"``, refused by the portal's field check);
+* 2% carry invalid data (``CURRENCY_ID: "XXX"``: refused by the worker's field validation before any call,
+  by the portal's field check with ``validate_fields`` off; ``bench.validation_calls`` compares the two);
 * 5% of ``crm.deal.update`` commands answer INTERNAL_SERVER_ERROR without running (random, seeded);
 * bursts of limit errors: every 50th..52nd HTTP request is refused with QUERY_LIMIT_EXCEEDED, 4 bursts;
 * one auth outage: every request answers INVALID_CREDENTIALS for 5 s, starting 15 s into the run.

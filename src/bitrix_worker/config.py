@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     outcomes_maxlen: int = Field(default=d.OUTCOMES_MAXLEN, ge=0)
     schema_ttl_s: float = Field(default=d.SCHEMA_TTL_S, gt=0)
+    schema_refresh_min_s: float = Field(default=d.SCHEMA_REFRESH_MIN_S, ge=0)
+    validate_fields: bool = True
     on_unknown_field: FindingAction = DEFAULT_ACTIONS[FindingKind.UNKNOWN_FIELD]
     on_read_only: FindingAction = DEFAULT_ACTIONS[FindingKind.READ_ONLY]
     on_immutable: FindingAction = DEFAULT_ACTIONS[FindingKind.IMMUTABLE]

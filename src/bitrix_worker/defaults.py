@@ -72,6 +72,7 @@ DASHBOARD_SCAN_CAP = 3_000  # entries one dashboard page scans per stream at mos
 DEDUPE_WINDOW_S = 3600.0  # a producer's op_id is remembered this long (producer.enqueue(op_id=...))
 REPLICA_TIMEOUT_S = 1.0  # how long enqueue(replicas=n) waits for the replicas (WAIT)
 DESCRIPTION_MAX_CHARS = 200
+SCHEMA_REFRESH_MIN_S = 60.0  # an early refresh (after a surprise) at most this often per entity
 SCHEMA_TTL_S = 3600.0  # a portal's field schema is refetched at most this often (plus on a surprise)
 HISTORY_MAX_ENTRIES = 50
 HISTORY_MAX_BYTES = 1 << 20  # a history read back from a stream field or unit; larger ones are ignored

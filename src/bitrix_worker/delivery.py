@@ -40,6 +40,7 @@ from .redis.streams import OperationQueue
 from .refs import targets_of
 from .reporting import report
 from .retrying import until_written
+from .screening import Screened, Screening, carry_screening
 from .sending import NOT_RUN, Answered, Failed, Sender
 from .taxonomy import ErrorClass
 from .units import WorkUnit
@@ -51,6 +52,7 @@ class Pending:
     unit: WorkUnit
     plan: Plan
     command: Command | None = None
+    screened: Screened = field(default_factory=dict)  # Result fields screening set (detail, refused)
 
 
 @dataclass(slots=True)
@@ -77,6 +79,7 @@ class Delivery:
         leases: Leases,
         events: WorkerEvents,
         gate: PortalGate,
+        screening: Screening,
         rng: random.Random | None = None,
         clock: Clock = time.time,
     ) -> None:
@@ -86,7 +89,7 @@ class Delivery:
         self.pauses = pauses
         self.leases = leases
         self.events = events
-        self.gate = gate
+        self.gate, self.screening = gate, screening
         self.clock = clock
         self.vouched = True  # the store can say "never created" (``vouching``); set at start
         self.fence_written = 0  # the highest fencing token this process wrote to it
@@ -126,6 +129,8 @@ class Delivery:
                 reason = plan.done or Reason.NOTHING_TO_DELETE
                 delivered.results.append(Result(u, Outcome.APPLIED, reason, stale=plan.stale))
         delivered.results += await unresolved_results(unresolved, self.queue.client, self.settings.keys.dead)
+        pending = await self.screening.screen(pending, delivered.results)  # field validation, 0 calls
+        screened = {id(p.unit): p.screened for p in pending if p.screened}
         creates = [p.unit.ident for p in pending if p.plan.call is Call.CREATE]
         busy = await self.leases.acquire(creates, delivered.token)
         delivered.leased = [i for i in creates if i not in busy]
@@ -134,6 +139,7 @@ class Delivery:
             pending = await self._reconcile(pending, delivered.results)
             pending = await self._confirm_leases(pending, delivered)
             delivered.results += await self._send(pending)
+            carry_screening(screened, delivered.results)
         except BaseException:
             await self.leases.release(delivered.leased, delivered.token)
             raise

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from .operations import Entity
 from .schema import EntitySchema, FieldSchema
 
 _INT = re.compile(r"^[+-]?\d+$")
@@ -27,7 +26,6 @@ _DATETIME = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
 )
 _CRM_BINDING = re.compile(r"^(L|C|CO|D|Q|SI|T[0-9a-fA-F]+)_[1-9]\d*$")
-REF_ENTITIES = frozenset(e.value for e in Entity)
 _LINKED_ENTITY = {"crm_company": "company", "crm_contact": "contact", "crm_lead": "lead", "crm_deal": "deal"}
 
 
@@ -50,17 +48,10 @@ Check = Callable[[Any, FieldSchema, Context], Problem | None]
 
 
 def is_ref(value: Any) -> bool:
-    """``{"$ref": "<entity>:<key>"}``: the id of an entity the worker creates, resolved before sending."""
-    return isinstance(value, Mapping) and len(value) == 1 and isinstance(value.get("$ref"), str)
-
-
-def _ref_problem(value: Mapping[str, Any], entity: str | None) -> Problem | None:
-    target, _, key = str(value["$ref"]).partition(":")
-    if target not in REF_ENTITIES or not key:
-        return Problem(f'{{"$ref": "<entity>:<key>"}} with entity one of {", ".join(sorted(REF_ENTITIES))}')
-    if entity is not None and target != entity:
-        return Problem(f'a {entity} id or {{"$ref": "{entity}:<key>"}}')
-    return None
+    """``{"$ref": ...}`` (exactly that one key): the id of an entity the worker itself creates, resolved
+    before sending. Accepted wherever a user or CRM link id is; what it points at is the resolver's
+    business (an unresolvable one fails there, still before any call), so it is not checked here."""
+    return isinstance(value, Mapping) and len(value) == 1 and "$ref" in value
 
 
 def _scalar(value: Any) -> bool:
@@ -178,23 +169,23 @@ def _positive_id(value: Any) -> bool:
 
 
 def check_user(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
-    return None if _positive_id(value) else Problem("a user id (positive integer)")
+    return (
+        None
+        if _positive_id(value) or is_ref(value)
+        else Problem('a user id (positive integer) or a {"$ref": ...}')
+    )
 
 
 def check_link(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
     entity = _LINKED_ENTITY.get(spec.type)
-    if is_ref(value):
-        return _ref_problem(value, entity)
-    if _positive_id(value):
+    if is_ref(value) or _positive_id(value):
         return None
     return Problem(f'a {entity or "CRM"} id (positive integer) or {{"$ref": "{entity or "<entity>"}:<key>"}}')
 
 
 def check_binding(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
     """UF type ``crm``: ``"C_2"``, ``"CO_3"``, ``"D_1"``, ``"L_4"``, ``"SI_7"``, ``"T80_6"``, or a bare id."""
-    if is_ref(value):
-        return _ref_problem(value, None)
-    if _positive_id(value) or (isinstance(value, str) and _CRM_BINDING.match(value)):
+    if is_ref(value) or _positive_id(value) or (isinstance(value, str) and _CRM_BINDING.match(value)):
         return None
     return Problem('a CRM binding such as "C_2", "CO_3", "D_1", "L_4", a positive id, or a {"$ref": ...}')
 

@@ -20,7 +20,7 @@ from .operations import ITEM_LABEL, Entity, EntityName
 from .reasons import Reason
 from .redis.gauges import QueueReader
 from .taxonomy import ErrorClass
-from .validation import FindingAction, FindingKind
+from .validation import SCHEMA_UNAVAILABLE, FindingAction, FindingKind
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _ENTITY_NAMES = "|".join(e.value for e in Entity)
@@ -29,7 +29,7 @@ _METHOD = re.compile(
 )
 _ENTITIES = frozenset({*(e.value for e in Entity), ITEM_LABEL})  # item:<entityTypeId> counts as "item"
 _RESULTS = frozenset({"ok", *(c.value for c in ErrorClass)})
-_KINDS = frozenset(k.value for k in FindingKind)
+_KINDS = frozenset(k.value for k in FindingKind) | {SCHEMA_UNAVAILABLE}
 _ACTIONS = frozenset(a.value for a in FindingAction)
 CALL_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 65)
 E2E_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)

@@ -7,7 +7,7 @@ will be tried again is ``retry`` (not final). No I/O and no clock: the time of s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .operations import OpKind
@@ -29,6 +29,14 @@ class Outcome(StrEnum):
     RETRY = "retry"
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A member refused on its own before sending (field validation) while the rest of its unit went on."""
+
+    text: str
+    classification: Classification
+
+
 @dataclass(slots=True)
 class Result:
     unit: WorkUnit
@@ -41,6 +49,11 @@ class Result:
     delay_s: float = 0.0
     mapping_state: State | None = None  # what to record in the mapping store
     stale: tuple[int, ...] = ()
+    refused: dict[int, Refusal] = field(default_factory=dict)  # member index -> why it was refused alone
+
+    def classification_of(self, index: int) -> Classification | None:
+        refusal = self.refused.get(index)
+        return refusal.classification if refusal is not None else self.classification
 
     @property
     def text(self) -> str:
@@ -78,7 +91,9 @@ def mapping_row(r: Result, token: int) -> Mapping | None:
     if state is None:
         return None
     op = r.unit.head
-    version = r.unit.max_version() if r.mapping_state == "active" else None
+    versions = [m.operation.version for i, m in enumerate(r.unit.members) if i not in r.refused]
+    applied = [v for v in versions if v is not None]  # a refused member's version was never applied
+    version = max(applied, default=None) if r.mapping_state == "active" else None
     return Mapping(op.entity.value, op.key, r.bitrix_id, version, state, token)
 
 
@@ -87,6 +102,8 @@ def member_outcomes(r: Result) -> list[MemberOutcome]:
     return [
         MemberOutcome(i, Outcome.SKIPPED, Reason.STALE, Reason.STALE.sentence)
         if i in r.stale
+        else MemberOutcome(i, Outcome.DEAD, Reason.INVALID_DATA, r.refused[i].text)
+        if i in r.refused
         else MemberOutcome(i, r.outcome, r.reason, r.text)
         for i in range(len(r.unit.members))
     ]
@@ -120,7 +137,7 @@ def settlement(r: Result, at_ms: int) -> Settlement:
                 history=u.history,
                 stream_id=u.members[f.index].origin,
                 at_ms=at_ms,
-                classification=r.classification,
+                classification=r.classification_of(f.index),
                 error_class=_dead_class(r.reason) or ErrorClass.POISON.value,
                 may_have_run=u.ambiguous_before and u.head.op in (OpKind.CREATE, OpKind.UPSERT),
             ),
@@ -128,7 +145,6 @@ def settlement(r: Result, at_ms: int) -> Settlement:
         for f in finals
         if f.outcome is Outcome.DEAD
     ]
-    c = r.classification
     records = [
         outcome_record(
             stream_id=u.members[f.index].origin,
@@ -139,7 +155,7 @@ def settlement(r: Result, at_ms: int) -> Settlement:
             code=f.reason.value,
             attempts=u.attempts,
             at_ms=at_ms,
-            error_class=c.error_class.value if c else _dead_class(f.reason),
+            error_class=c.error_class.value if (c := r.classification_of(f.index)) else _dead_class(f.reason),
             bitrix_id=r.bitrix_id,
         )
         for f in finals

@@ -32,6 +32,7 @@ class Reason(StrEnum):
     CREATE_FAILED = "create_failed"  # its key's create is in the dead-letter stream: it waits with it
     UNRECONCILABLE = "unreconcilable"  # an ambiguous create of an entity whose key cannot be looked up
     REF_UNRESOLVED = "ref_unresolved"  # a {"$ref": ...} names a key with no live Bitrix24 id
+    INVALID_DATA = "invalid_data"  # its fields fail the portal's schema (screening): refused before any call
     # waiting (not final)
     RETRYING = "retrying"  # a failure within its budget: another attempt after a backoff
     RECREATING = "recreating"  # deleted in Bitrix24 and to be created again (upsert, or the setting)
@@ -42,6 +43,7 @@ class Reason(StrEnum):
     LEASE_BUSY = "lease_busy"  # another worker holds the key's create lease
     LEASE_LOST = "lease_lost"  # this worker's create lease lapsed before sending
     PORTAL_DOWN = "portal_down"  # the portal as a whole is failing: held, no budget spent
+    SCHEMA_UNAVAILABLE = "schema_unavailable"  # its entity's field schema cannot be fetched yet: held
 
     @property
     def sentence(self) -> str:
@@ -59,6 +61,7 @@ _SENTENCES: dict[Reason, str] = {
     Reason.ALREADY_DELETED: "already deleted in Bitrix24",
     Reason.NOTHING_TO_DELETE: "no Bitrix24 id: nothing to delete",
     Reason.BUDGET_SPENT: "retry budget spent",
+    Reason.INVALID_DATA: "invalid data: refused before sending",
     Reason.CREATE_FAILED: "its key's create was dead-lettered: replay the create first",
     Reason.REFUSAL_CAP: "refused too often",
     Reason.RETRYING: "retrying after a failure",
@@ -70,4 +73,5 @@ _SENTENCES: dict[Reason, str] = {
     Reason.LEASE_BUSY: "lease held by another worker",
     Reason.LEASE_LOST: "lease lost before sending",
     Reason.PORTAL_DOWN: "the portal is failing: held until it recovers",
+    Reason.SCHEMA_UNAVAILABLE: "field schema unavailable: held until it can be fetched",
 }

@@ -33,7 +33,8 @@ def report(r: Result, now_ms: int, *, events: WorkerEvents, log: Any, successes:
         return
     for f in member_outcomes(r):
         m = r.unit.members[f.index]
-        events.outcome(f.outcome.value, f.reason, m.operation.entity.value, error_class)
+        c = r.classification_of(f.index)
+        events.outcome(f.outcome.value, f.reason, m.operation.entity.value, c.error_class if c else None)
         events.latency(max(0.0, (now_ms - stream_ms(m.origin)) / 1000))
         fields = {
             "op": m.operation.op.value,
@@ -41,7 +42,7 @@ def report(r: Result, now_ms: int, *, events: WorkerEvents, log: Any, successes:
             "key": m.operation.key,
             "stream_id": m.origin,
             "attempts": r.unit.attempts,
-            "error_class": cls,
+            "error_class": c.error_class.value if c else None,
         }
         if f.outcome is Outcome.DEAD:
             log.error("dead-lettered", reason=f.text, **fields)

@@ -48,6 +48,9 @@ class FindingKind(StrEnum):
     MULTIFIELD_DELETE = "multifield_delete"  # PHONE/EMAIL entry with ID but no VALUE: deletes that entry
 
 
+SCHEMA_UNAVAILABLE = "schema_unavailable"  # metric kind: no schema could be had, sent unvalidated
+
+
 class FindingAction(StrEnum):
     REJECT = "reject"  # dead-letter the operation as invalid_data, 0 calls
     WARN = "warn"  # send as is; log and count

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 import structlog
 
 from .bitrix.client import BitrixClient
-from .bitrix.marking import before_first_request, marking_transport
+from .bitrix.marking import before_first_request
 from .config import Settings
 from .delivery import Delivery
 from .errors import BitrixError, StoreError
@@ -26,7 +26,7 @@ from .inflight import InFlight
 from .intake import Poison, build_units, poison_error, poison_items, poison_outcome, poison_settlement
 from .mapping import MappingStore
 from .portal import Portal
-from .portals.clients import open_default_client
+from .portals.clients import client_options, open_default_client
 from .reasons import Reason
 from .reclaiming import Reclaimer
 from .redis.connection import RedisClient, check_cluster_layout, client_for, ping_or_fail
@@ -36,6 +36,7 @@ from .redis.stores import StoreRegistry
 from .redis.streams import OperationQueue
 from .redis.workers import WorkerRegistry
 from .rescue import look_up_crash_looping_creates, merge
+from .screening import Screening
 from .stall import Progress, stuck_reason
 from .store_check import check_store
 from .taxonomy import ErrorClass
@@ -90,6 +91,7 @@ class Worker:
             leases=self.leases,
             events=self.events,
             gate=self.portal.gate,
+            screening=Screening.build(redis, settings, client, self.portal, self.events),
             rng=rng,
             clock=clock,
         )
@@ -117,12 +119,7 @@ class Worker:
                 redis,
                 on_broken=lambda reason: opened[0].portal.gate.pause(reason),  # noqa: PLW0108 - late-bound
                 events=events,
-                connect_timeout_s=settings.connect_timeout_s,
-                read_timeout_s=settings.read_timeout_s,
-                max_connections=settings.concurrency * 2 + 4,
-                request_deadline_s=settings.request_deadline_s,
-                max_response_bytes=settings.max_response_bytes,
-                transport=marking_transport(settings.concurrency * 2 + 4),  # marks a batch sent (poison cap)
+                **client_options(settings),
             ) as client:
                 opened.append(cls(settings, redis=redis, client=client, store=store, events=events))
                 yield opened[0]

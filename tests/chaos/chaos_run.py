@@ -58,6 +58,7 @@ class KeyPlan:
     key: str
     ops: list[tuple[str, int, dict[str, Any]]]  # (op, version, fields) in producer order
     late: set[int] = field(default_factory=set)  # indexes of old versions sent after a newer one
+    invalid: set[int] = field(default_factory=set)  # indexes of updates with a misspelt field
     deleted: bool = False
 
 
@@ -123,6 +124,10 @@ def make_plans(scenario: Scenario, rng: random.Random) -> dict[str, KeyPlan]:
                 plan.ops.append(("update", old, _fields(key, old)))
                 continue
             version += 1
+            if rng.random() < INVALID_P:
+                plan.invalid.add(len(plan.ops))
+                plan.ops.append(("update", version, _invalid(_fields(key, version))))
+                continue
             plan.ops.append(("update", version, _fields(key, version)))
         if delete:
             plan.ops.append(("delete", version + 1, {}))
@@ -131,8 +136,31 @@ def make_plans(scenario: Scenario, rng: random.Random) -> dict[str, KeyPlan]:
     return plans
 
 
+INVALID_P = 0.02  # of updates: a misspelt user field, which field validation must refuse (never "applied")
+PAYMENT_FIELD = {
+    "name": "UF_CRM_PAYMENT_METHOD",
+    "type": "enumeration",
+    "label": "Payment method",
+    "items": ["Cash", "Card", "Invoice"],
+}  # added on the emulator's portal before the run; its items get the IDs 1000, 1001, 1002
+
+
 def _fields(key: str, version: int) -> dict[str, Any]:
-    return {"TITLE": f"{key} v{version}", "COMMENTS": f"version {version} of {key}"}
+    """Fields of several types, so the audit can check each one is stored as sent."""
+    return {
+        "TITLE": f"{key} v{version}",
+        "COMMENTS": f"version {version} of {key}",
+        "OPPORTUNITY": f"{version}.50",
+        "CURRENCY_ID": ("EUR", "USD", "RUB")[version % 3],
+        "BEGINDATE": f"2026-01-{version % 28 + 1:02d}",
+        "UF_CRM_PAYMENT_METHOD": str(1000 + version % 3),
+    }
+
+
+def _invalid(fields: dict[str, Any]) -> dict[str, Any]:
+    """The same update with the user field's name misspelt: Bitrix24 would drop it silently."""
+    out = {k: v for k, v in fields.items() if k != "UF_CRM_PAYMENT_METHOD"}
+    return out | {"UF_CRM_PAYMENT_METHD": fields["UF_CRM_PAYMENT_METHOD"]}
 
 
 def interleave(plans: dict[str, KeyPlan], rng: random.Random) -> list[tuple[str, int]]:
@@ -273,6 +301,8 @@ async def run_chaos(scenario: Scenario, *, redis_url: str, prefix: str, tmp: Pat
         procs.start_emulator(port, scenario.seed, scenario.drain_per_s)
         assert procs.emulator is not None
         await _wait_for_emulator(base_url, procs.emulator)
+        async with EmulatorAdmin(base_url) as admin:
+            await admin.add_field("deal", **PAYMENT_FIELD)
         for slot in range(scenario.workers):
             procs.start_worker(slot, settings)
 
@@ -446,10 +476,20 @@ def _audit_entities(r: Report, finals: dict[str, list[dict[str, str]]]) -> list[
         if not rows:
             problems.append(f"{key}: created and not deleted, but no deal exists")
             continue
-        _, version, fields = max((op for _, op in live), key=lambda op: op[1])
+        # what the entity must hold: the newest *applied* operation (a skipped one writes nothing; with
+        # invalid data, an old version can be skipped as stale behind a newer one that was dead-lettered)
+        applied = [op for i, op in enumerate(plan.ops) if outcome(key, i) == "applied"]
+        if not applied:
+            problems.append(f"{key}: exists but none of its operations was applied")
+            continue
+        _, version, fields = max(applied, key=lambda op: op[1])
         got = {name: rows[0].get(name) for name in fields}
-        if got != fields:
-            problems.append(f"{key}: fields {got} != highest version v{version} {fields}")
+        if got != fields:  # every field of the last applied operation is stored, as sent
+            problems.append(f"{key}: fields {got} != newest applied version v{version} {fields}")
+        for i in plan.invalid:
+            got_i = finals.get(ids.get((key, i), ""), [{}])[0]
+            if got_i.get("outcome") == "applied":
+                problems.append(f"{key} op #{i}: a misspelt field was reported applied (Bitrix24 drops it)")
         for i in plan.late:
             newer_dead = any(
                 op[1] > plan.ops[i][1] and outcome(key, j) == "dead_lettered" for j, op in enumerate(plan.ops)

@@ -1,7 +1,8 @@
 """Chaos: 3 worker processes, one SIGKILLed every 1-3 s and restarted, against an emulator that times
 out after committing (10% of requests) and answers 500 (5% of requests and of batch commands). Afterwards:
-every operation has exactly one final outcome, no duplicate deals, every deal carries its highest version,
-and nothing is left pending, scheduled, held or parked.
+every operation has exactly one final outcome, no duplicate deals, every deal carries its newest applied
+version with every field of it stored as sent (several field types, a user list field among them), no
+update with a misspelt field (2%) is reported applied, and nothing is left pending, scheduled, held or parked.
 
 ``CHAOS_SEED`` varies the run (default below); the seed drives the operations, their order, the kills and
 the emulator's faults (the interleaving of processes is not reproducible, the workload is). The bounded run

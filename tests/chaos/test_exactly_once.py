@@ -184,7 +184,9 @@ async def test_three_workers_keep_per_key_order_through_random_500s(bench: Bench
     (deal,) = await bench.entities()
     assert (deal["TITLE"], deal["COMMENTS"]) == ("ordered v20", "version 20")
     assert (await _mapping(bench, "ordered")).version == 20
-    assert await bench.total_calls("crm.deal.add") == 1
+    # one create ran (failed attempts answered 500 and did not run; how many depends on the seeded draws,
+    # which the schema fetch of field validation shares)
+    assert (await bench.calls("crm.deal.add"))["ok"] == 1
 
 
 async def test_an_old_version_enqueued_after_a_newer_one_is_skipped_without_a_call(bench: Bench) -> None:

@@ -202,7 +202,7 @@ async def test_the_same_key_in_escapes_and_in_utf8_is_one_key(bench: Bench) -> N
     """Lua (cjson) and Python read \\u escapes and surrogate pairs to the same UTF-8 bytes: one turn."""
     await bench.enqueue_raw({"payload": '{"op":"create","entity":"deal","key":"Zoë 😀"}'.encode()})
     await bench.enqueue_raw(
-        {"payload": b'{"op":"update","entity":"deal","key":"Zo\\u00eb \\ud83d\\ude00","fields":{"X":1}}'}
+        {"payload": b'{"op":"update","entity":"deal","key":"Zo\\u00eb \\ud83d\\ude00","fields":{"TITLE":1}}'}
     )
     summary = await bench.run()
     assert summary.outcomes == {"applied": 2}

@@ -75,9 +75,11 @@ async def test_metrics_follow_the_worker_and_gauges_are_read_from_redis(bench: B
     labels = [dict(k[1]) for k in ops]
     assert {(lab["outcome"], lab["reason"], lab["error_class"]) for lab in labels} >= {
         ("dead_lettered", "budget_spent", "server_error"),
-        ("dead_lettered", "budget_spent", "invalid_data"),
+        ("dead_lettered", "invalid_data", "invalid_data"),  # refused by field validation, 0 calls
         ("dead_lettered", "poison", "poison"),
     }
+    finding = (("action", "reject"), ("entity", "deal"), ("kind", "not_in_list"))
+    assert m["bitrix_worker_field_findings_total", finding] == 1
     assert m["bitrix_worker_dead_lettered_total", (("error_class", "server_error"),)] >= 1
     assert m["bitrix_worker_retries_scheduled_total", (("error_class", "server_error"),)] >= 1
     assert any(k[0] == "bitrix_worker_calls_total" and ("result", "server_error") in k[1] for k in m)

@@ -132,6 +132,22 @@ async def test_a_field_added_mid_run_is_accepted_after_one_refresh(parts: Any) -
     assert (await cache().load("deal", fetch("deal"))) == refreshed  # every worker sees it now
 
 
+async def test_an_early_refresh_waits_until_the_shared_copy_is_old_enough(parts: Any) -> None:
+    """Many workers surprised at once: the first refreshes, the others find a young copy and fetch nothing."""
+    admin, fetch, cache, clock, _, _ = parts
+    first, second = cache(), cache()
+    await first.load("deal", fetch("deal"))
+    assert await _calls(admin) == 2
+    clock.now += 30
+    await first.load("deal", fetch("deal"), refresh=True, refresh_older_than=60)
+    assert await _calls(admin) == 2  # 30 s old: too young for an early refresh
+    clock.now += 31
+    await first.load("deal", fetch("deal"), refresh=True, refresh_older_than=60)
+    assert await _calls(admin) == 4  # 61 s old: refreshed
+    await second.load("deal", fetch("deal"), refresh=True, refresh_older_than=60)
+    assert await _calls(admin) == 4  # the copy the first worker just shared is young
+
+
 async def test_unreadable_or_invalidated_entries_are_refetched(
     parts: Any, redis_client: aioredis.Redis
 ) -> None:

@@ -55,9 +55,26 @@ async def test_create_answered_not_found_is_dead_lettered_after_two_calls_and_lo
     assert any(line["level"] == "error" and line["event"] == "dead-lettered" for line in lines)
 
 
-async def test_invalid_data_is_dead_lettered_after_two_calls(bench: Bench) -> None:
+async def test_invalid_data_is_dead_lettered_after_zero_calls_with_the_field(bench: Bench) -> None:
+    """Field validation (on by default) refuses the unknown currency before any call, naming the field."""
     await bench.enqueue("create", "order-3", {"TITLE": "x", "CURRENCY_ID": "XXX"})
     await bench.run()
+    assert await bench.total_calls("crm.deal.add") == 0
+    ((payload, error),) = await bench.dead()
+    assert payload["fields"] == {"TITLE": "x", "CURRENCY_ID": "XXX"}  # original payload unchanged
+    assert (error["class"], error["attempts"], error["history"]) == ("invalid_data", 0, [])
+    assert "CURRENCY_ID = 'XXX' is not in the list" in error["description"]
+    assert "EUR" in error["description"]
+    (last,) = await bench.outcomes()
+    assert (last["outcome"], last["code"], last["class"]) == ("dead_lettered", "invalid_data", "invalid_data")
+    assert last["reason"].startswith("invalid data: not_in_list CURRENCY_ID: expected a currency")
+    assert "XXX" not in last["reason"]  # the value is the producer's data: only in the dead letter
+
+
+async def test_invalid_data_refused_by_the_portal_is_dead_lettered_after_two_calls(bench: Bench) -> None:
+    """The portal's own refusal (what happens without validation): validation is turned off on purpose."""
+    await bench.enqueue("create", "order-3", {"TITLE": "x", "CURRENCY_ID": "XXX"})
+    await bench.run(validate_fields=False)
     assert await bench.total_calls("crm.deal.add") == 2
     ((payload, error),) = await bench.dead()
     assert payload["fields"] == {"TITLE": "x", "CURRENCY_ID": "XXX"}  # original payload unchanged
@@ -148,11 +165,13 @@ async def test_an_auth_outage_pauses_the_portal_and_dead_letters_nothing(bench: 
         state = await worker.portal.gate.state()
         assert state.open
         assert state.reason.startswith("auth")
-        assert await bench.total_calls("crm.deal.add") == 1
+        # the first request was the deal schema's fetch (field validation, nothing cached yet): it met the
+        # revoked webhook, so the operation was held before its own call
+        assert await bench.total_calls("crm.deal.add") == 0
         for i in range(5):
             await bench.enqueue("create", f"backlog-{i}", {"TITLE": "waiting"})
         await asyncio.sleep(1.0)  # more than one cool-down: probes happen, the backlog is not touched
-        assert await bench.total_calls("crm.deal.add") == 1
+        assert await bench.total_calls("crm.deal.add") == 0
         assert await bench.total_calls("crm.deal.fields") >= 1  # probes spend no operation
         assert await bench.dead() == []
         await bench.admin.set_faults(auth_outage=None)  # the webhook is fixed
@@ -222,7 +241,8 @@ async def test_batches_in_flight_during_an_outage_open_the_breaker_once(bench: B
     for i in range(8):
         await bench.enqueue("create", f"o-{i}", {"TITLE": "x"})
     seen = Breakers()
-    settings = bench.settings.model_copy(update={"batch_size": 1, "concurrency": 4})
+    # about the breaker: field validation off, so no schema fetch meets the outage before the sends do
+    settings = bench.settings.model_copy(update={"batch_size": 1, "concurrency": 4, "validate_fields": False})
     async with Worker.open(settings, events=seen) as worker:
         summary = await asyncio.wait_for(worker.run(until_idle=True), 30)
     assert summary.outcomes == {"applied": 8}

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..bitrix.auth import OAuthAuth
 from ..bitrix.client import BitrixClient
+from ..bitrix.marking import marking_transport
 from ..bitrix.oauth import TokenEndpoint
 from ..config import Settings
 from ..defaults import oauth_refresh_key
@@ -38,6 +39,19 @@ class PortalClient:
     record: PortalRecord
     client: BitrixClient
     tokens: TokenManager | None  # None for a webhook portal
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """How a worker's Bitrix24 client talks HTTP: its timeouts, limits and pool (one per process)."""
+    pool = settings.concurrency * 2 + 4
+    return {
+        "connect_timeout_s": settings.connect_timeout_s,
+        "read_timeout_s": settings.read_timeout_s,
+        "max_connections": pool,
+        "request_deadline_s": settings.request_deadline_s,
+        "max_response_bytes": settings.max_response_bytes,
+        "transport": marking_transport(pool),  # marks a batch sent (poison cap)
+    }
 
 
 @asynccontextmanager

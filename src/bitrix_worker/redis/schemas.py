@@ -104,12 +104,16 @@ class SchemaCache:
         await self._release(entity)
         return schema
 
-    async def load(self, entity: str, fetch: Fetch, *, refresh: bool = False) -> EntitySchema:
+    async def load(
+        self, entity: str, fetch: Fetch, *, refresh: bool = False, refresh_older_than: float | None = None
+    ) -> EntitySchema:
         """The schema to validate with: cached if fresh (and not ``refresh``), else fetched by one worker.
 
         Without any cached copy every caller fetches (a cold start costs each worker one fetch once) and a
         failing portal raises its BitrixError. With a stale or distrusted copy only the claim holder
         fetches; the others, and the holder if the fetch fails, use the copy meanwhile.
+        ``refresh_older_than``: an early refresh only if the shared copy is at least that old (seconds), so
+        a surprise seen by many workers at once costs the fleet one fetch per that interval.
         """
         now = self._clock()
         memo = self._memo.get(entity)
@@ -121,6 +125,8 @@ class SchemaCache:
         ):
             return memo[0]
         cached = await self.get(entity)
+        if refresh and cached is not None and refresh_older_than is not None:
+            refresh = now - cached.schema.fetched_at >= refresh_older_than
         if cached is not None and cached.fresh and not refresh:
             schema = cached.schema
         elif cached is None:

@@ -1,0 +1,331 @@
+"""Screening: each planned create or update is checked against the portal's field schema before sending.
+
+Bitrix24 answers "success" for fields it then throws away, so a sync that trusts the answer loses data
+silently. Delivery calls ``Screening.screen`` right after planning (the plan says create or update, which
+decides the rules: required fields on create, immutable ones on update; an upsert is screened as what it
+resolved to). Per finding kind the configured action applies (``validation.decide``):
+
+- ``reject``: the unit is dead-lettered as ``invalid_data`` with the field, the value and what was expected,
+  after 0 calls;
+- ``warn``: it is sent as it is; the finding is logged and counted;
+- ``drop``: it is sent without the field; the outcome record says which fields were dropped.
+
+The schema comes from the shared cache (``redis.schemas.SchemaCache``), fetched through the shared limiter
+on a miss. Early refresh, at most once per ``schema_refresh_min_s`` per entity (the cached copy's age is
+the fleet-wide rate limit): when a finding a newer schema could clear would stop or change an operation (an
+unknown field, a value of no list: a field or list item added on the portal since), and when the portal
+itself refused the unit's previous attempt as invalid data.
+
+A schema that cannot be fetched (no cached copy) never dead-letters anything. While the failure may pass
+(network, 5xx, limits, auth: the send would most likely fail the same way) the unit is held and tried
+again, nothing spent, for up to ``HOLD_MAX_S``; a permanent failure (the portal refuses the schema methods)
+or a longer one lets units go out unvalidated, as before validation existed, logged and counted
+(docs/fields.md says why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from .bitrix.client import BitrixClient
+from .bitrix.schemas import ENTITY_TYPE_IDS, fetch_schema
+from .config import Settings
+from .defaults import DESCRIPTION_MAX_CHARS
+from .errors import BitrixError, PermanentBitrixError
+from .events import WorkerEvents
+from .gate import PortalGate, portal_suspect
+from .outcomes import Outcome, Refusal, Result
+from .plan import Call, Plan
+from .portal import Portal
+from .reasons import Reason
+from .records import ATTEMPT
+from .redaction import redact
+from .redis.connection import RedisClient
+from .redis.schemas import SchemaCache
+from .schema import EntitySchema
+from .taxonomy import Classification, ErrorClass, Execution
+from .units import WorkUnit
+from .validation import SCHEMA_UNAVAILABLE, Decision, Finding, FindingAction, FindingKind, decide, validate
+from .values import Clock
+
+SCREENED_ENTITIES = frozenset(ENTITY_TYPE_IDS)  # the entities whose schema ``fetch_schema`` can read
+WORKER_FIELDS = frozenset({"ORIGINATOR_ID", "ORIGIN_ID"})  # the worker's own on create: not the producer's
+SURPRISES = frozenset({FindingKind.UNKNOWN_FIELD, FindingKind.NOT_IN_LIST})  # a newer schema may clear them
+FETCH_BACKOFF_S = 1.0  # a failed schema fetch is tried again (by this process) after this
+HOLD_MAX_S = 600.0  # how long units are held for a schema that keeps failing transiently
+MIN_HOLD_S = 0.5
+SHOWN_FINDINGS = 3
+
+Fetch = Callable[[str], Awaitable[EntitySchema]]
+Screened = dict[str, Any]  # keyword arguments for the Result of a unit screening let through
+
+
+@dataclass(frozen=True, slots=True)
+class Failing:
+    since: float
+    retry_at: float
+    transient: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    hold_s: float  # > 0: hold the unit this long (nothing spent); 0: send it unvalidated
+
+
+class Planned(Protocol):
+    """A planned unit as delivery holds it (``delivery.Pending``)."""
+
+    unit: WorkUnit
+    plan: Plan
+    screened: Screened  # Result fields for the unit's success: ``detail``, ``refused``
+
+
+P = TypeVar("P", bound=Planned)
+
+
+def portal_refused(unit: WorkUnit) -> bool:
+    """Its last attempt was refused by the portal as invalid data: maybe the schema changed since."""
+    last = unit.history[-1] if unit.history else None
+    return last is not None and last.get("kind") == ATTEMPT and last.get("class") == ErrorClass.INVALID_DATA
+
+
+def refusal(findings: Sequence[Finding], secrets: tuple[str, ...]) -> Refusal:
+    """What a refusal records: the text (outcome record, counters) names kind, field and expectation but
+    never the value (producer data, unbounded); the classification's description (the dead letter) adds
+    the values."""
+    first = findings[0]
+    more = f" (+{len(findings) - 1} more)" if len(findings) > 1 else ""
+    text = redact(f"invalid data: {first.kind.value} {first.field}: expected {first.expected}{more}", secrets)
+    shown = "; ".join(_described(f) for f in findings[:SHOWN_FINDINGS]) + more
+    description = redact(shown, secrets)[:DESCRIPTION_MAX_CHARS]
+    c = Classification(ErrorClass.INVALID_DATA, Execution.NOT_EXECUTED, description=description)
+    return Refusal(text[:DESCRIPTION_MAX_CHARS], c)
+
+
+def rejection(
+    unit: WorkUnit,
+    call: Call,
+    findings: tuple[Finding, ...],
+    secrets: tuple[str, ...],
+    stale: tuple[int, ...] = (),
+) -> Result:
+    """The whole unit dead-lettered as ``invalid_data``, after 0 calls."""
+    r = refusal(findings, secrets)
+    return Result(unit, Outcome.DEAD, Reason.INVALID_DATA, detail=r.text, classification=r.classification,
+                  call=call, stale=stale)  # fmt: skip
+
+
+def culprits(unit: WorkUnit, live: Sequence[int], findings: Sequence[Finding]) -> dict[int, list[Finding]]:
+    """Which live member each refused finding belongs to: the last one that sets the field (its value is
+    the merged one); a field no member sets (a required one missing) is the first member's."""
+    out: dict[int, list[Finding]] = {}
+    for f in findings:
+        setters = [i for i in live if f.field in unit.members[i].operation.fields]
+        out.setdefault(setters[-1] if setters else live[0], []).append(f)
+    return out
+
+
+def _described(f: Finding) -> str:
+    return f.message if f.value in f.message else f"{f.message} (value {f.value})"
+
+
+def drop_note(call: Call, dropped: tuple[Finding, ...]) -> str:
+    """What the outcome record says of an applied unit sent without some of its fields."""
+    verb = {Call.CREATE: "created", Call.UPDATE: "updated"}.get(call, call.value)
+    names = ", ".join(sorted({f"{f.field} ({f.kind.value})" for f in dropped}))
+    return f"{verb} without dropped fields: {names}"[:DESCRIPTION_MAX_CHARS]
+
+
+class Screening:
+    """One per worker process; holds the cache handle and, per entity, when a failed fetch may be retried."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        cache: SchemaCache,
+        fetch: Fetch,
+        *,
+        events: WorkerEvents,
+        gate: PortalGate | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.enabled = settings.validate_fields
+        self.actions = settings.finding_actions()
+        self.refresh_min_s = settings.schema_refresh_min_s
+        self.secrets = (settings.webhook.secret,)
+        self.cache = cache
+        self.fetch = fetch
+        self.events = events
+        self.gate = gate
+        self.clock = clock
+        self.failing: dict[str, Failing] = {}  # entity -> its schema fetch failing since when
+        self.fetching: dict[str, asyncio.Lock] = {}  # one load per entity at a time in this process
+        self.log = structlog.get_logger("bitrix_worker.screening")
+
+    @classmethod
+    def build(
+        cls,
+        redis: RedisClient,
+        settings: Settings,
+        client: BitrixClient,
+        portal: Portal,
+        events: WorkerEvents,
+    ) -> Screening:
+        cache = SchemaCache(redis, settings.keys, settings.webhook.portal, ttl_s=settings.schema_ttl_s)
+
+        async def fetch(entity: str) -> EntitySchema:
+            return await fetch_schema(client, entity, acquire=portal.limiter.acquire)
+
+        return cls(settings, cache, fetch, events=events, gate=portal.gate)
+
+    async def screen(self, pending: list[P], out: list[Result]) -> list[P]:
+        """The units to send (dropped fields removed); rejected ones are appended to ``out`` as dead."""
+        if not self.enabled:
+            return pending
+        kept: list[P] = []
+        for p in pending:
+            rejected = await self._screen_one(p)
+            if rejected is None:
+                kept.append(p)
+            else:
+                out.append(rejected)
+        return kept
+
+    async def _screen_one(self, p: Planned) -> Result | None:
+        call, entity = p.plan.call, p.unit.head.entity.value
+        if call not in (Call.CREATE, Call.UPDATE) or entity not in SCREENED_ENTITIES:
+            return None
+        schema = await self.schema(entity, refresh=portal_refused(p.unit))
+        if isinstance(schema, Unavailable):
+            if schema.hold_s:
+                return Result(p.unit, Outcome.RETRY, Reason.SCHEMA_UNAVAILABLE, delay_s=schema.hold_s)
+            self.events.field_finding(SCHEMA_UNAVAILABLE, FindingAction.WARN.value, entity)
+            return None
+        fields = {k: v for k, v in p.plan.fields.items() if call is Call.UPDATE or k not in WORKER_FIELDS}
+        decision = decide(validate(call.value, fields, schema), self.actions)
+        if self._surprised(decision, schema):
+            fresher = await self.schema(entity, refresh=True)
+            if isinstance(fresher, EntitySchema) and fresher.fetched_at != schema.fetched_at:
+                decision = decide(validate(call.value, fields, fresher), self.actions)
+        self._report(p.unit, entity, decision)
+        if decision.reject:
+            kept = self._without_culprits(p, call, schema, decision)
+            if kept is None:
+                return rejection(p.unit, call, decision.reject, self.secrets, p.plan.stale)
+            decision = kept
+        if decision.drop:
+            p.plan = replace(p.plan, fields=decision.apply(p.plan.fields))
+            p.screened["detail"] = drop_note(call, decision.drop)
+        return None
+
+    def _without_culprits(
+        self, p: Planned, call: Call, schema: EntitySchema, decision: Decision
+    ) -> Decision | None:
+        """Coalesced operations are one command, but one bad operation must not take its key's other
+        operations down with it: the members the refused findings belong to are refused alone (dead-lettered
+        with their own reason) and the rest go ahead, merged without them. None: refuse the whole unit (every
+        operation is at fault, or the create that the others would update)."""
+        live = [i for i in range(len(p.unit.members)) if i not in p.plan.stale]
+        blamed: dict[int, list[Finding]] = {}
+        findings: Sequence[Finding] = decision.reject
+        while findings:  # each round blames at least one more member: at most len(live) rounds
+            for i, found in culprits(p.unit, [i for i in live if i not in blamed], findings).items():
+                blamed.setdefault(i, []).extend(found)
+            if len(blamed) == len(live) or (call is Call.CREATE and live[0] in blamed):
+                return None
+            fields: dict[str, Any] = {}
+            for i in live:
+                if i not in blamed:
+                    fields.update(p.unit.members[i].operation.fields)
+            checked = {k: v for k, v in fields.items() if call is Call.UPDATE or k not in WORKER_FIELDS}
+            decision = decide(validate(call.value, checked, schema), self.actions)
+            findings = decision.reject  # an earlier member's value that the blamed one had hidden
+        own = {k: v for k, v in p.plan.fields.items() if k in WORKER_FIELDS and call is Call.CREATE}
+        p.plan = replace(p.plan, fields={**fields, **own})
+        p.screened["refused"] = {i: refusal(found, self.secrets) for i, found in blamed.items()}
+        return decision
+
+    def _surprised(self, decision: Decision, schema: EntitySchema) -> bool:
+        """A finding that stops or changes the operation and that a newer schema might not have."""
+        stopping = decision.reject + decision.drop
+        old_enough = self.clock() - schema.fetched_at >= self.refresh_min_s
+        return old_enough and any(f.kind in SURPRISES for f in stopping)
+
+    async def schema(self, entity: str, *, refresh: bool = False) -> EntitySchema | Unavailable:
+        """The schema to validate with, or what to do without one (hold the unit, or send it unchecked)."""
+        async with self.fetching.setdefault(entity, asyncio.Lock()):  # concurrent batches: one cold fetch
+            now = self.clock()
+            failing = self.failing.get(entity)
+            if failing is not None and failing.retry_at > now:
+                return self.without_schema(failing, now)
+            try:
+                schema = await self.cache.load(
+                    entity,
+                    lambda: self.fetch(entity),
+                    refresh=refresh,
+                    refresh_older_than=self.refresh_min_s if refresh else None,
+                )
+            except BitrixError as exc:
+                if self.gate is not None and portal_suspect(exc.classification):
+                    await self.gate.note_portal_failure(exc.classification)  # a down portal pauses
+                failing = Failing(
+                    since=failing.since if failing else now,
+                    retry_at=now + FETCH_BACKOFF_S,
+                    transient=not isinstance(exc, PermanentBitrixError),
+                )
+                self.failing[entity] = failing
+                verdict = self.without_schema(failing, now)
+                self.log.warning(
+                    "field schema unavailable",
+                    entity=entity,
+                    error=redact(str(exc), self.secrets)[:DESCRIPTION_MAX_CHARS],
+                    then="hold" if verdict.hold_s else "send unvalidated",
+                    retry_in_s=FETCH_BACKOFF_S,
+                )
+                return verdict
+            self.failing.pop(entity, None)
+            return schema
+
+    @staticmethod
+    def without_schema(failing: Failing, now: float) -> Unavailable:
+        """Hold while the failure may pass (the send would most likely fail the same way), up to
+        ``HOLD_MAX_S``; a permanent failure, or one that lasts longer, lets units go out unchecked."""
+        if failing.transient and now - failing.since < HOLD_MAX_S:
+            return Unavailable(max(failing.retry_at - now, MIN_HOLD_S))
+        return Unavailable(0.0)
+
+    def _report(self, unit: WorkUnit, entity: str, decision: Decision) -> None:
+        for action, findings in (
+            (FindingAction.REJECT, decision.reject),
+            (FindingAction.WARN, decision.warn),
+            (FindingAction.DROP, decision.drop),
+        ):
+            for f in findings:
+                self.events.field_finding(f.kind.value, action.value, entity)
+        if decision.warn or decision.drop:
+            self.log.warning(
+                "field findings: sending anyway",
+                entity=entity,
+                key=unit.head.key,
+                stream_id=unit.origin,
+                warned=[redact(f.message, self.secrets) for f in decision.warn],
+                dropped=[f"{f.field} ({f.kind.value})" for f in decision.drop],
+            )
+
+
+def carry_screening(screened: dict[int, Screened], results: list[Result]) -> None:
+    """Members screening refused stay refused whatever became of the rest of their unit; what it dropped is
+    said in the outcome of a unit that was applied."""
+    for r in results:
+        found = screened.get(id(r.unit))
+        if found is None or r.outcome is Outcome.RETRY:
+            continue
+        r.refused = found.get("refused", r.refused)
+        if r.outcome is Outcome.APPLIED and found.get("detail"):
+            r.detail = "; ".join(d for d in (r.detail, found["detail"]) if d)
