@@ -153,12 +153,13 @@ class Screening:
         *,
         events: WorkerEvents,
         gate: PortalGate | None = None,
+        secrets: Callable[[], tuple[str, ...]] = tuple,
         clock: Clock = time.time,
     ) -> None:
         self.enabled = settings.validate_fields
         self.actions = settings.finding_actions()
         self.refresh_min_s = settings.schema_refresh_min_s
-        self.secrets = (settings.webhook.secret,)
+        self.known_secrets = secrets  # asked each time: an OAuth access token changes when refreshed
         self.cache = cache
         self.fetch = fetch
         self.events = events
@@ -177,12 +178,12 @@ class Screening:
         portal: Portal,
         events: WorkerEvents,
     ) -> Screening:
-        cache = SchemaCache(redis, settings.keys, settings.webhook.portal, ttl_s=settings.schema_ttl_s)
+        cache = SchemaCache(redis, settings.keys, portal.name, ttl_s=settings.schema_ttl_s)
 
         async def fetch(entity: str) -> EntitySchema:
             return await fetch_schema(client, entity, acquire=portal.limiter.acquire)
 
-        return cls(settings, cache, fetch, events=events, gate=portal.gate)
+        return cls(settings, cache, fetch, events=events, gate=portal.gate, secrets=client.auth.secrets)
 
     async def screen(self, pending: list[P], out: list[Result]) -> list[P]:
         """The units to send (dropped fields removed); rejected ones are appended to ``out`` as dead."""
@@ -217,7 +218,7 @@ class Screening:
         if decision.reject:
             kept = self._without_culprits(p, call, schema, decision)
             if kept is None:
-                return rejection(p.unit, call, decision.reject, self.secrets, p.plan.stale)
+                return rejection(p.unit, call, decision.reject, self.known_secrets(), p.plan.stale)
             decision = kept
         if decision.drop:
             p.plan = replace(p.plan, fields=decision.apply(p.plan.fields))
@@ -248,7 +249,7 @@ class Screening:
             findings = decision.reject  # an earlier member's value that the blamed one had hidden
         own = {k: v for k, v in p.plan.fields.items() if k in WORKER_FIELDS and call is Call.CREATE}
         p.plan = replace(p.plan, fields={**fields, **own})
-        p.screened["refused"] = {i: refusal(found, self.secrets) for i, found in blamed.items()}
+        p.screened["refused"] = {i: refusal(found, self.known_secrets()) for i, found in blamed.items()}
         return decision
 
     def _surprised(self, decision: Decision, schema: EntitySchema) -> bool:
@@ -284,7 +285,7 @@ class Screening:
                 self.log.warning(
                     "field schema unavailable",
                     entity=entity,
-                    error=redact(str(exc), self.secrets)[:DESCRIPTION_MAX_CHARS],
+                    error=redact(str(exc), self.known_secrets())[:DESCRIPTION_MAX_CHARS],
                     then="hold" if verdict.hold_s else "send unvalidated",
                     retry_in_s=FETCH_BACKOFF_S,
                 )
@@ -314,7 +315,7 @@ class Screening:
                 entity=entity,
                 key=unit.head.key,
                 stream_id=unit.origin,
-                warned=[redact(f.message, self.secrets) for f in decision.warn],
+                warned=[redact(f.message, self.known_secrets()) for f in decision.warn],
                 dropped=[f"{f.field} ({f.kind.value})" for f in decision.drop],
             )
 

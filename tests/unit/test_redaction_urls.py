@@ -159,6 +159,7 @@ def test_a_token_parameter_never_survives(secret: str, sch: str, netloc: str, na
 @given(secret=st.text(min_size=1, max_size=40), text=st.text(max_size=200))
 def test_a_known_secret_never_survives_free_text(secret: str, text: str) -> None:
     """Long secrets vanish entirely; short ones never remain standing alone as a token."""
+    assume(secret not in "***")  # a "secret" made of the mask itself is still there after masking
     embedded = f"{text} {secret} {text}"
     out = redact(embedded, [secret])
     if len(secret) >= 8:
