@@ -25,6 +25,7 @@ lines stay greppable; the worker binds ``consumer`` and ``portal`` to its own li
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -86,6 +87,34 @@ def _redact_rendered(renderer: Processor, redactor: _Redactor) -> Processor:
     return render
 
 
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """``ProcessorFormatter`` without its per-line overhead for our own lines, which are written once per
+    operation: the record is not copied and not passed through ``logging.Formatter.format``.
+
+    For a structlog record that base path ends where this one does: the processors' string, since the copy's
+    ``exc_info`` and ``stack_info`` are cleared first and ``%(message)s`` is the line itself. The record
+    is not changed, as the copy was there to ensure. Foreign records (uvicorn, sqlalchemy) take the base path.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        logger = getattr(record, "_logger", None)
+        name = getattr(record, "_name", None)
+        if logger is None or name is None or self.logger is not None or not isinstance(record.msg, dict):
+            return super().format(record)
+        ed: Any = {**record.msg, "_record": record, "_from_structlog": True}
+        for processor in self.processors:
+            ed = processor(logger, name, ed)
+        if not isinstance(ed, str):  # pragma: no cover - the last processor is _redact_rendered's
+            return super().format(record)
+        return ed
+
+
+def _json_fallback(value: Any) -> Any:
+    """What structlog's JSONRenderer does with an object JSON cannot hold (the redactor leaves none)."""
+    structlog_form = getattr(value, "__structlog__", None)
+    return structlog_form() if callable(structlog_form) else repr(value)
+
+
 def _level(level: str) -> int:
     try:
         return _LEVELS[level.strip().lower()]
@@ -121,14 +150,16 @@ def configure_logging(
     if console:
         renderer = structlog.dev.ConsoleRenderer(colors=is_tty)
     else:
-        renderer = structlog.processors.JSONRenderer()
+        # one encoder for every line: json.dumps(..., default=...) would build a new one per call
+        encoder = json.JSONEncoder(default=_json_fallback)
+        renderer = structlog.processors.JSONRenderer(serializer=lambda obj, **_: encoder.encode(obj))
     final: list[Processor] = [
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
         structlog.processors.format_exc_info,  # the traceback becomes a string, so it is redacted below
         redactor,
         _redact_rendered(renderer, redactor),
     ]
-    formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
+    formatter = _Formatter(foreign_pre_chain=shared, processors=final)
 
     handler = _RedactingHandler(out)
     handler.setFormatter(formatter)
