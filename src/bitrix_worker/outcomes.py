@@ -81,10 +81,13 @@ def mapping_row(r: Result, token: int) -> Mapping | None:
 
 def member_outcomes(r: Result) -> list[MemberOutcome]:
     """The outcome of every operation of a final result (members older than the stored version are stale)."""
+    same = MemberOutcome(0, r.outcome, r.reason, r.text)
+    if not r.stale and len(r.unit.members) == 1:  # the common case, built once
+        return [same]
     return [
         MemberOutcome(i, Outcome.SKIPPED, Reason.STALE, Reason.STALE.sentence)
         if i in r.stale
-        else MemberOutcome(i, r.outcome, r.reason, r.text)
+        else MemberOutcome(i, r.outcome, r.reason, same.text)
         for i in range(len(r.unit.members))
     ]
 
@@ -126,6 +129,9 @@ def settlement(r: Result, at_ms: int) -> Settlement:
         if f.outcome is Outcome.DEAD
     ]
     c = r.classification
+    attempts = u.attempts
+    error_class = c.error_class.value if c else None
+    bitrix_id = r.bitrix_id
     records = [
         outcome_record(
             stream_id=u.members[f.index].origin,
@@ -134,12 +140,10 @@ def settlement(r: Result, at_ms: int) -> Settlement:
             outcome=f.outcome.value,
             reason=f.text,
             code=f.reason.value,
-            attempts=u.attempts,
+            attempts=attempts,
             at_ms=at_ms,
-            error_class=c.error_class.value
-            if c
-            else (DEPENDENCY if f.reason is Reason.CREATE_FAILED else None),
-            bitrix_id=r.bitrix_id,
+            error_class=error_class if c else (DEPENDENCY if f.reason is Reason.CREATE_FAILED else None),
+            bitrix_id=bitrix_id,
         )
         for f in finals
     ]

@@ -34,7 +34,7 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
-from ..classify import classify_response, classify_transport, parse_time
+from ..classify import classify_response, classify_transport, decode_answer, parse_time
 from ..defaults import DESCRIPTION_MAX_CHARS, MAX_RESPONSE_BYTES, REQUEST_DEADLINE_S
 from ..errors import BitrixError
 from ..redaction import WebhookUrl, redact
@@ -231,10 +231,13 @@ class BitrixClient:
             raise self._error(failure, method)
         elapsed = time.monotonic() - started
 
-        classification = classify_response(status, body, headers=headers, secrets=self._secrets)
+        decoded = decode_answer(body)
+        classification = classify_response(
+            status, body, headers=headers, secrets=self._secrets, decoded=decoded
+        )
         if classification is not None:
             raise self._error(classification, method)
-        data = json.loads(body)  # classify_response guarantees a JSON object here
+        data = decoded[1]  # classify_response guarantees a JSON object here
         return CallResult(
             result=data.get("result"),
             time=parse_time(data.get("time")),
