@@ -51,34 +51,43 @@ def loads(raw: str | bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH, what:
         raise UnreadableJson(f"{what} is not UTF-8: {exc.reason} at byte {exc.start}") from None
     if text.count("[") + text.count("{") > max_depth and _depth(text) > max_depth:
         raise UnreadableJson(f"{what} is nested more than {max_depth} levels deep")
-    infinite: list[float] = []
+    walk = surrogates or "\\u" in text
     try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_float_into(infinite))
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        try:
+            value = _DECODER.decode(text)
+        except _Infinite:  # read again keeping the infinity, for the walk to say where it is
+            value, walk = json.loads(text, parse_constant=_no_constant), True
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise UnreadableJson(f"{what} is not JSON: {exc.msg} at {where}") from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer beyond Python's digit limit
         raise UnreadableJson(f"{what} is not JSON: {str(exc)[:120]}") from None
-    problem = _invalid(value) if surrogates or infinite or "\\u" in text else None
+    problem = _invalid(value) if walk else None
     if problem:
         raise UnreadableJson(f"{what}: {problem}")
     return value
 
 
-def _float_into(infinite: list[float]) -> Any:
-    """``float`` for the decoder, noting any number too large to be finite (``1e400``)."""
+class _Infinite(Exception):  # a signal inside loads, never raised out of it
+    """A number too large to be finite (``1e400``) was read."""
 
-    def parse(literal: str) -> float:
-        number = float(literal)
-        if not math.isfinite(number):
-            infinite.append(number)
-        return number
 
-    return parse
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise _Infinite
+    return number
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+"""One decoder for every call (configured once, never changed): ``json.loads`` with these arguments
+builds a new one per payload."""
 
 
 def _depth(text: str) -> int:
