@@ -175,7 +175,8 @@ class MappingStore:
         if len(wanted) <= CHUNK_ROWS and all(pair[0] == entity for pair in wanted):  # a worker's batch
             stmt = self._sql.select(len(wanted))
             rows = await self._run("get_many", self._runner.fetch, stmt.sql, stmt.params(wanted), write=False)
-            return {(r[0], r[1]): Mapping(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+            found = [Mapping(*row) for row in rows]  # columns in Mapping's order (SELECT_COLUMNS)
+            return {(m.entity, m.key): m for m in found}
         return await self._run("get_many", self._runner.read, self._select, wanted)
 
     def _select(self, conn: Connection, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Mapping]:
