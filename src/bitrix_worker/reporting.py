@@ -31,16 +31,19 @@ def report(r: Result, now_ms: int, *, events: WorkerEvents, log: Any, successes:
             attempt=r.unit.attempts,
         )
         return
+    attempts = r.unit.attempts
     for f in member_outcomes(r):
         m = r.unit.members[f.index]
-        events.outcome(f.outcome.value, f.reason, m.operation.entity.value, error_class)
+        operation = m.operation
+        entity = operation.entity.value
+        events.outcome(f.outcome.value, f.reason, entity, error_class)
         events.latency(max(0.0, (now_ms - stream_ms(m.origin)) / 1000))
         fields = {
-            "op": m.operation.op.value,
-            "entity": m.operation.entity.value,
-            "key": m.operation.key,
+            "op": operation.op.value,
+            "entity": entity,
+            "key": operation.key,
             "stream_id": m.origin,
-            "attempts": r.unit.attempts,
+            "attempts": attempts,
             "error_class": cls,
         }
         if f.outcome is Outcome.DEAD:
