@@ -132,10 +132,14 @@ def _met(ok: bool) -> str:
 def _targets(c: dict[str, Any]) -> str:
     parts = []
     for backend, target in TARGETS.items():
-        cur = c["summary"].get(backend, {}).get("current")
+        per = c["summary"].get(backend, {})
+        cur = per.get("current")
         if cur:
             got = cur["updates_per_cpu_s"]["median"]
-            parts.append(f"{LABEL[backend]} ≥ {target:,}/CPU-s: {_n(got)} ({_met(got >= target)})")
+            part = f"{LABEL[backend]} ≥ {target:,}/CPU-s: {_n(got)} ({_met(got >= target)})"
+            if "previous" in per:  # how loaded the machine was: the same yardstick run in the same windows
+                part += f", previous code {_n(per['previous']['updates_per_cpu_s']['median'])} in this run"
+            parts.append(part)
     stores = [
         p["current"]["store_pct"]
         for p in c.get("profiles", {}).values()

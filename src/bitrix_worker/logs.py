@@ -201,8 +201,8 @@ def configure_logging(
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        # A logger made with ``structlog.get_logger`` otherwise builds itself anew at every call (3 us of
-        # the ~25 us a line costs, and the worker writes one per operation). Caching it is safe here: the
+        # A logger made with ``structlog.get_logger`` otherwise builds itself anew at every call (and the
+        # worker writes a line per operation). Caching it is safe here: the
         # processors above take no settings (the format, level and secrets live in the stdlib handler that
         # a later call replaces), and a logger used before this call was made is not cached.
         cache_logger_on_first_use=True,

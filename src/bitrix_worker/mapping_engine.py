@@ -18,9 +18,9 @@ A store operation (read many keys, write many rows, create the table) is a plain
 The worker's own batches need one statement each (one entity's keys, one round of rows): ``fetch`` runs such a
 statement, already rendered (``mapping_sql``), on the driver's connection itself, without SQLAlchemy's
 result machinery and, on PostgreSQL, without its asyncio bridge: asyncpg's ``fetch`` with its statement
-cache. That halves the worker's CPU for a 50-key read (0.67 to 0.38 ms on PostgreSQL, 0.22 to 0.16 ms on
-SQLite). The connection still comes from (and goes back to) SQLAlchemy's pool, and a driver error still
-becomes SQLAlchemy's ``DBAPIError``; one that cost the connection invalidates it, as SQLAlchemy would.
+cache (``python -m bench.cost_micro`` measures a read plus a write per batch). The connection still comes
+from (and goes back to) SQLAlchemy's pool, and a driver error still becomes SQLAlchemy's ``DBAPIError``;
+one that cost the connection invalidates it, as SQLAlchemy would.
 
 A caller cancelled while its operation runs in a thread does not stop it: the operation finishes (or rolls
 back on error) on its own, as a statement already sent to PostgreSQL would.

@@ -215,6 +215,15 @@ def test_previous_worker_runs_the_extracted_tree(tmp_path: Path) -> None:
     assert cost.rounds_order(("baseline", "current"), 1) == ("current", "baseline")
 
 
+def test_cost_micro_probe_measures_every_path() -> None:
+    """The in-process probe runs against a source tree and reports every path it times."""
+    from bench import cost_micro
+
+    got = cost_micro.probe(cost.ROOT / "src", None)
+    assert set(got) == set(cost_micro.LABELS) - {"store_postgresql"}
+    assert all(v > 0 for v in got.values())
+
+
 def test_thread_attribution_and_report_rendering(tmp_path: Path) -> None:
     raw = (
         "thread (100): MainThread;run (bitrix_worker/cli.py:10);process (bitrix_worker/delivery.py:80);"

@@ -43,7 +43,7 @@ def lua_json(value: Any) -> bytes:
     the raw bytes they were (``_ident``), and any other lone surrogate (from a portal's answer, say) becomes
     "?".
 
-    orjson writes the same JSON (compact, UTF-8, no escapes but the ones JSON requires) ten times faster;
+    orjson writes the same JSON (compact, UTF-8, no escapes but the ones JSON requires) several times faster;
     what it refuses (a lone surrogate, an integer beyond 64 bits) takes the ``json`` path described above.
     """
     try:
