@@ -6,10 +6,12 @@ One run, one machine state, both variants:
    updates cycling over them (every one a real ``crm.deal.update``), XADDed in pipelines before any worker
    starts and topped up to ``backlog`` before each window, so every window runs with that many waiting.
 2. For each backend (a SQLite file; PostgreSQL in a database created for the run, when one answers), the
-   store is seeded with the deals, then ``repeats`` rounds of one measured window per variant, in
-   alternating order (baseline first in even rounds) so drifting machine load hits both alike:
-   *current* is ``bitrix-worker run``; *baseline* is the same process with the mapping store of commit
-   37ab23b installed in place of today's (``bench/baseline``; nothing else differs).
+   store is seeded with the deals, then ``repeats`` rounds of one measured window per variant, the order
+   rotated every round (each variant goes first once in as many rounds as there are variants) so drifting
+   machine load hits all alike: *current* is ``bitrix-worker run`` from this checkout; *baseline* is the
+   same process with the mapping store of commit 37ab23b installed in place of today's (``bench/baseline``;
+   nothing else differs); *previous* (when asked for) is the whole of ``src/`` as of an earlier commit
+   (``git archive``), run the same way: the code a round of cost work started from.
 3. A window starts at the first update applied after the worker started (imports are not charged) and
    lasts ``window_s``. Operations are counted from the worker's counters hash; CPU per thread comes from
    ``/proc``; RSS is sampled every 0.1 s. ``updates per CPU-second`` = updates / the worker's CPU seconds:
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -53,7 +57,10 @@ from .common import (
     worker_env,
 )
 
-VARIANTS = ("baseline", "current")
+VARIANTS = ("baseline", "previous", "current")
+"""Every variant, in the order a round starts with; ``main`` runs ``baseline`` and ``current`` unless told."""
+PREVIOUS_COMMIT = "5a6b446"
+"""The commit the *previous* variant runs by default: the end of the first round of issue 14's cost work."""
 BASELINE_CLI = [
     "-c",
     f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.baseline import install; install(); "
@@ -73,10 +80,39 @@ def postgres_admin_url() -> str:
     )
 
 
-def _spawn(workdir: Path, env: dict[str, str], name: str, variant: str) -> subprocess.Popen[bytes]:
+def previous_cli(src: Path) -> list[str]:
+    """``python -c`` arguments that run the worker from ``src`` (an extracted tree), refusing to start if the
+    installed package would be imported instead."""
+    return [
+        "-c",
+        f"import sys; sys.path.insert(0, {str(src)!r}); import bitrix_worker; "
+        f"assert bitrix_worker.__file__.startswith({str(src)!r}), bitrix_worker.__file__; "
+        "from bitrix_worker.cli import main; main()",
+    ]
+
+
+def extract_previous(workdir: Path, commit: str) -> Path:
+    """``src/`` as of ``commit``, extracted under ``workdir``; returns the directory to put on sys.path."""
+    out = workdir / f"previous-{commit}"
+    if not (out / "src" / "bitrix_worker").is_dir():
+        tar = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "src"],
+            capture_output=True,
+            check=True,
+        )
+        with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+                archive.extractall(out, filter="data")
+            else:  # pragma: no cover - our own repository's archive
+                archive.extractall(out)
+    return out / "src"
+
+
+def _spawn(workdir: Path, env: dict[str, str], name: str, args: list[str]) -> subprocess.Popen[bytes]:
     log = workdir / f"{name}.log"
-    args = [sys.executable, *(BASELINE_CLI if variant == "baseline" else CLI), "run"]
-    return subprocess.Popen(args, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
+    return subprocess.Popen(
+        [sys.executable, *args, "run"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir
+    )
 
 
 async def _done(ns: Namespace) -> int:
@@ -195,8 +231,18 @@ async def postgres_available() -> str | None:
 class Run:
     """Everything one benchmark run shares: emulator, namespace, backlog."""
 
-    def __init__(self, workdir: Path, emu: Emulator, ns: Namespace, deals: int, backlog: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        emu: Emulator,
+        ns: Namespace,
+        deals: int,
+        backlog: int,
+        *,
+        clis: dict[str, list[str]] | None = None,
+    ) -> None:
         self.workdir, self.emu, self.ns, self.deals, self.backlog = workdir, emu, ns, deals, backlog
+        self.clis = clis or {"baseline": BASELINE_CLI, "current": CLI}
         self.next_i = 0
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -232,7 +278,7 @@ class Run:
         """One measured window of a fresh worker process."""
         waiting = await self.top_up()
         name = f"{backend.name}-{variant}-{len(self.procs)}"
-        proc = _spawn(self.workdir, self.env(backend, name), name, variant)
+        proc = _spawn(self.workdir, self.env(backend, name), name, self.clis[variant])
         self.procs.append(proc)
         stop, mem = asyncio.Event(), {"peak": 0}
         sampler = asyncio.create_task(_peak_rss(proc.pid, stop, mem))
@@ -278,7 +324,7 @@ class Run:
         """py-spy (GIL holders only, per thread) and /proc CPU per thread over the same seconds."""
         await self.top_up()
         name = f"{backend.name}-{variant}-profiled"
-        proc = _spawn(self.workdir, self.env(backend, name), name, variant)
+        proc = _spawn(self.workdir, self.env(backend, name), name, self.clis[variant])
         self.procs.append(proc)
         raw = self.workdir / f"{name}.txt"
         try:
@@ -303,8 +349,32 @@ class Run:
         return result
 
 
+def _ratio(mine: list[dict[str, Any]], against: str) -> dict[str, float] | None:
+    """current / ``against`` in updates per CPU-second, paired round by round; median and spread."""
+    pairs = zip(
+        [r for r in mine if r["variant"] == "current"],
+        [r for r in mine if r["variant"] == against],
+        strict=False,
+    )
+    ratios = [c["updates_per_cpu_s"] / b["updates_per_cpu_s"] for c, b in pairs]
+    if not ratios:
+        return None
+    return {
+        "median": round(statistics.median(ratios), 2),
+        "min": round(min(ratios), 2),
+        "max": round(max(ratios), 2),
+    }
+
+
+def rounds_order(variants: tuple[str, ...], rnd: int) -> tuple[str, ...]:
+    """The order of round ``rnd``: rotated by one each round, so each variant leads once per cycle."""
+    k = rnd % len(variants)
+    return variants[k:] + variants[:k]
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median and spread per backend and variant, and current / baseline per round (paired windows)."""
+    """Median and spread per backend and variant, and current / baseline (``speedup``) and current /
+    previous (``speedup_vs_previous``) per round (paired windows)."""
     out: dict[str, Any] = {}
     for backend in dict.fromkeys(r["backend"] for r in runs):
         mine = [r for r in runs if r["backend"] == backend and r["updates"]]
@@ -321,20 +391,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 }
                 for key in ("updates_per_cpu_s", "updates_per_s", "cpu_s_per_1000", "peak_rss_mb")
             }
-        pairs = list(
-            zip(
-                [r for r in mine if r["variant"] == "current"],
-                [r for r in mine if r["variant"] == "baseline"],
-                strict=False,
-            )
-        )
-        ratios = [c["updates_per_cpu_s"] / b["updates_per_cpu_s"] for c, b in pairs]
-        if ratios:
-            per["speedup"] = {
-                "median": round(statistics.median(ratios), 2),
-                "min": round(min(ratios), 2),
-                "max": round(max(ratios), 2),
-            }
+        for key, against in (("speedup", "baseline"), ("speedup_vs_previous", "previous")):
+            ratio = _ratio(mine, against)
+            if ratio is not None:
+                per[key] = ratio
         out[backend] = per
     return out
 
@@ -348,12 +408,20 @@ async def main(
     profile_s: float,
     repeats: int = 3,
     backends: tuple[str, ...] = ("sqlite", "postgresql"),
+    variants: tuple[str, ...] = ("baseline", "current"),
+    previous_commit: str = PREVIOUS_COMMIT,
 ) -> dict[str, Any]:
     ensure_dir(workdir)
+    variants = tuple(v for v in VARIANTS if v in variants)
+    clis = {"baseline": BASELINE_CLI, "current": CLI}
+    if "previous" in variants:
+        clis["previous"] = previous_cli(extract_previous(workdir, previous_commit))
     emu = await Emulator.start(workdir, no_limits=True)
     client = aioredis.Redis.from_url(redis_url())
-    run = Run(workdir, emu, Namespace(client), deals, backlog)
+    run = Run(workdir, emu, Namespace(client), deals, backlog, clis=clis)
     result: dict[str, Any] = {"deals": deals, "backlog": backlog, "repeats": repeats}
+    result |= {"variants": list(variants)}
+    result["previous_commit"] = previous_commit if "previous" in variants else None
     result |= {"runs": [], "profiles": {}}
     skipped = await postgres_available() if "postgresql" in backends else None
     if skipped:
@@ -373,11 +441,11 @@ async def main(
                 await seed_mapping(backend.url, ids)
                 await backend.analyze()
                 for rnd in range(repeats):
-                    for variant in VARIANTS if rnd % 2 == 0 else VARIANTS[::-1]:
+                    for variant in rounds_order(variants, rnd):
                         result["runs"].append(await run.window(backend, variant, window_s))
                 if profile_s > 0 and spy is not None:
                     result["profiles"][name] = {
-                        v: await run.profile(backend, v, profile_s, spy) for v in VARIANTS
+                        v: await run.profile(backend, v, profile_s, spy) for v in variants
                     }
             finally:
                 await backend.drop()

@@ -18,6 +18,7 @@ from typing import Any
 
 from .common import RESULTS_DIR
 
+VARIANTS = ("baseline", "previous", "current")
 FULL = {"deals": 20_000, "backlog": 1_000_000, "window_s": 15.0, "profile_s": 10.0, "repeats": 3}
 QUICK = {"deals": 2_000, "backlog": 100_000, "window_s": 5.0, "profile_s": 4.0, "repeats": 2}
 TARGETS = {"sqlite": 6_000, "postgresql": 5_000}
@@ -39,24 +40,41 @@ def _spread(s: dict[str, Any], bold: bool = False) -> str:
     return f"{mid} ({_n(s['min'])}–{_n(s['max'])})"
 
 
+def _what(variant: str, c: dict[str, Any]) -> str:
+    if variant == "baseline":
+        return "before (37ab23b)"
+    if variant == "previous":
+        return f"previous ({c.get('previous_commit') or '?'})"
+    return "current"
+
+
+def _ratio_cell(per: dict[str, Any], key: str, variant: str) -> str:
+    speedup = per.get(key) if variant == "current" else None
+    return _spread(speedup, bold=True) + "x" if speedup else ""
+
+
 def _runs_table(c: dict[str, Any]) -> list[str]:
+    ratios = [
+        (key, title)
+        for key, title in (("speedup", "current ÷ baseline"), ("speedup_vs_previous", "current ÷ previous"))
+        if any(key in per for per in c["summary"].values())
+    ]
     out = [
-        "| store | mapping store code | updates per CPU-second | CPU s / 1,000 updates | updates/s on this "
-        "machine | peak RSS | current ÷ baseline |",
-        "|---|---|---|---|---|---|---|",
+        "| store | code | updates per CPU-second | CPU s / 1,000 updates | updates/s on this machine "
+        "| peak RSS |" + "".join(f" {title} |" for _, title in ratios),
+        "|---|---|---|---|---|---|" + "---|" * len(ratios),
     ]
     for backend, per in c["summary"].items():
-        for variant in ("baseline", "current"):
+        for variant in VARIANTS:
             if variant not in per:
                 continue
             s = per[variant]
-            what = "before (37ab23b)" if variant == "baseline" else "current"
-            speedup = per.get("speedup") if variant == "current" else None
-            ratio = _spread(speedup, bold=True) + "x" if speedup else ""
             out.append(
-                f"| {LABEL.get(backend, backend)} | {what} | {_spread(s['updates_per_cpu_s'], bold=True)} | "
+                f"| {LABEL.get(backend, backend)} | {_what(variant, c)} | "
+                f"{_spread(s['updates_per_cpu_s'], bold=True)} | "
                 f"{_spread(s['cpu_s_per_1000'])} | {_spread(s['updates_per_s'])} | "
-                f"{_n(s['peak_rss_mb']['max'])} MB | {ratio} |"
+                f"{_n(s['peak_rss_mb']['max'])} MB |"
+                + "".join(f" {_ratio_cell(per, key, variant)} |" for key, _ in ratios)
             )
     return out
 
@@ -67,7 +85,7 @@ def _threads_table(c: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for backend in c["summary"]:
-        for variant in ("baseline", "current"):
+        for variant in VARIANTS:
             rows = [r for r in c["runs"] if (r["backend"], r["variant"]) == (backend, variant)]
             rows = [r for r in rows if r["updates"]]
             if not rows:
@@ -114,10 +132,14 @@ def _met(ok: bool) -> str:
 def _targets(c: dict[str, Any]) -> str:
     parts = []
     for backend, target in TARGETS.items():
-        cur = c["summary"].get(backend, {}).get("current")
+        per = c["summary"].get(backend, {})
+        cur = per.get("current")
         if cur:
             got = cur["updates_per_cpu_s"]["median"]
-            parts.append(f"{LABEL[backend]} ≥ {target:,}/CPU-s: {_n(got)} ({_met(got >= target)})")
+            part = f"{LABEL[backend]} ≥ {target:,}/CPU-s: {_n(got)} ({_met(got >= target)})"
+            if "previous" in per:  # how loaded the machine was: the same yardstick run in the same windows
+                part += f", previous code {_n(per['previous']['updates_per_cpu_s']['median'])} in this run"
+            parts.append(part)
     stores = [
         p["current"]["store_pct"]
         for p in c.get("profiles", {}).values()
@@ -138,9 +160,10 @@ def render_cost(c: dict[str, Any], header: str = "") -> list[str]:
     out = ["### 4. Worker cost (one process, emulator with no limits and no latency)", ""]
     if header:
         out += [header, ""]
+    names = ", ".join(_what(v, c) for v in c.get("variants", ("baseline", "current")))
     out += [
-        f"Baseline and current code side by side in one run: {c['repeats']} rounds of one "
-        f"{_n(c['runs'][0]['window_s'] if c['runs'] else 0)} s window each, alternating which goes first; "
+        f"Variants side by side in one run ({names}): {c['repeats']} rounds of one "
+        f"{_n(c['runs'][0]['window_s'] if c['runs'] else 0)} s window each, rotating which goes first; "
         f"median (min–max). At least {_n(waiting)} updates were waiting at the start of every window "
         f"(stream {_n(c.get('stream_memory_mb'))} MB in Redis). *Updates per CPU-second* is what one "
         "process does with a core to itself; *updates/s on this machine* is what it did while sharing two "
@@ -195,14 +218,20 @@ def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cost_report", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts; docs untouched")
     parser.add_argument("--no-docs", action="store_true", help="never touch docs/benchmarks.md")
+    parser.add_argument(
+        "--previous", default=cost.PREVIOUS_COMMIT, help="commit the 'previous' variant runs (%(default)s)"
+    )
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma list of %(default)s")
     args = parser.parse_args(argv)
-    cfg = QUICK if args.quick else FULL
+    cfg: dict[str, Any] = dict(QUICK if args.quick else FULL)
+    cfg["variants"] = tuple(v for v in args.variants.split(",") if v)
+    cfg["previous_commit"] = args.previous
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bitrix-cost-") as tmp:
-        result = asyncio.run(cost.main(Path(tmp), **cfg))  # type: ignore[arg-type]
+        result = asyncio.run(cost.main(Path(tmp), **cfg))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
-    record = {
-        "command": "python -m bench.cost_report" + (" --quick" if args.quick else ""),
+    record: dict[str, Any] = {
+        "command": "python -m bench.cost_report" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
         "mode": "quick" if args.quick else "full",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),

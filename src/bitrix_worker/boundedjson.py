@@ -28,31 +28,66 @@ class UnreadableJson(ValueError):
 
 
 def loads(raw: str | bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH, what: str = "payload") -> Any:
-    """Parse ``raw`` within ``max_bytes`` (UTF-8) and ``max_depth``; every failure is ``UnreadableJson``."""
-    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", errors="surrogatepass"))
+    """Parse ``raw`` within ``max_bytes`` (UTF-8) and ``max_depth``; every failure is ``UnreadableJson``.
+
+    Every payload passes here, so the checks that walk the text or the value run only when they can find
+    something: the depth scan when there are more brackets than levels allowed, the walk for lone
+    surrogates and non-finite numbers when the text has a ``\\u`` escape or a surrogate of its own, or a
+    number was read as infinite.
+    """
+    surrogates = False
+    if isinstance(raw, bytes):
+        size = len(raw)
+    else:
+        try:
+            size = len(raw.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate in the text itself
+            size, surrogates = len(raw.encode("utf-8", errors="surrogatepass")), True
     if size > max_bytes:
         raise UnreadableJson(f"{what} is {size} bytes, more than the {max_bytes} allowed")
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw  # strict: no surrogate comes from bytes
     except UnicodeDecodeError as exc:
         raise UnreadableJson(f"{what} is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    if _depth(text) > max_depth:
+    if text.count("[") + text.count("{") > max_depth and _depth(text) > max_depth:
         raise UnreadableJson(f"{what} is nested more than {max_depth} levels deep")
+    walk = surrogates or "\\u" in text
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        try:
+            value = _DECODER.decode(text)
+        except _Infinite:  # read again keeping the infinity, for the walk to say where it is
+            value, walk = json.loads(text, parse_constant=_no_constant), True
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise UnreadableJson(f"{what} is not JSON: {exc.msg} at {where}") from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer beyond Python's digit limit
         raise UnreadableJson(f"{what} is not JSON: {str(exc)[:120]}") from None
-    problem = _invalid(value)
+    problem = _invalid(value) if walk else None
     if problem:
         raise UnreadableJson(f"{what}: {problem}")
     return value
 
 
+class _Infinite(Exception):  # a signal inside loads, never raised out of it
+    """A number too large to be finite (``1e400``) was read."""
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise _Infinite
+    return number
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+"""One decoder for every call (configured once, never changed): ``json.loads`` with these arguments
+builds a new one per payload."""
 
 
 def _depth(text: str) -> int:

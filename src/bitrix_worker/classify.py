@@ -40,6 +40,7 @@ __all__ = [
     "classify_command_error",
     "classify_response",
     "classify_transport",
+    "decode_answer",
     "parse_time",
 ]
 
@@ -229,7 +230,9 @@ def _non_json_description(body: bytes, secrets: Iterable[str]) -> str:
     return _clean(f"non-JSON body ({len(body)} bytes): {text}", secrets)
 
 
-def _decode(body: bytes) -> tuple[bool, Any]:
+def decode_answer(body: bytes) -> tuple[bool, Any]:
+    """(True, the JSON value) or (False, None) when the body is not JSON: decoded once per answer, for
+    ``classify_response`` and for the caller that reads the result (a 50-command batch answer is ~13 KB)."""
     try:
         return True, json.loads(body)
     except (ValueError, RecursionError):
@@ -242,11 +245,14 @@ def classify_response(
     *,
     headers: Mapping[str, str] | None = None,
     secrets: Iterable[str] = (),
+    decoded: tuple[bool, Any] | None = None,
 ) -> Classification | None:
-    """Classify one HTTP answer; ``None`` means success (2xx JSON object without ``error``)."""
+    """Classify one HTTP answer; ``None`` means success (2xx JSON object without ``error``).
+
+    ``decoded``: ``decode_answer(body)`` when the caller already has it."""
     secrets = tuple(secrets)
     retry_after = _retry_after(headers)
-    ok, data = _decode(body)
+    ok, data = decoded if decoded is not None else decode_answer(body)
     is_object = ok and isinstance(data, dict)
     if 200 <= status <= 299 and is_object and data.get("error") is None and "error_description" not in data:
         return None

@@ -171,6 +171,12 @@ class MappingStore:
         wanted = list(dict.fromkeys(pairs))
         if not wanted:
             return {}
+        entity = wanted[0][0]
+        if len(wanted) <= CHUNK_ROWS and all(pair[0] == entity for pair in wanted):  # a worker's batch
+            stmt = self._sql.select(len(wanted))
+            rows = await self._run("get_many", self._runner.fetch, stmt.sql, stmt.params(wanted), write=False)
+            found = [Mapping(*row) for row in rows]  # columns in Mapping's order (SELECT_COLUMNS)
+            return {(m.entity, m.key): m for m in found}
         return await self._run("get_many", self._runner.read, self._select, wanted)
 
     def _select(self, conn: Connection, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Mapping]:
@@ -263,9 +269,15 @@ class MappingStore:
             return []
         stamp = self._sql.stamp(datetime.now(UTC))
         rounds = _rounds(rows)
-        single = len(rounds) == 1 and len(rows) <= CHUNK_ROWS
-        how = self._runner.write_one if single else self._runner.write
-        return await self._run("record_many", how, self._write, rows, rounds, stamp)
+        if len(rounds) == 1 and len(rows) <= CHUNK_ROWS:  # a worker's batch: one statement, atomic alone
+            stmt = self._sql.upsert(len(rows))
+            params = stmt.params([_values(row, stamp) for row in rows])
+            done = {
+                (r[0], r[1])
+                for r in await self._run("record_many", self._runner.fetch, stmt.sql, params, write=True)
+            }
+            return [(row.entity, row.key) in done for row in rows]
+        return await self._run("record_many", self._runner.write, self._write, rows, rounds, stamp)
 
     async def forget(self, entity: str, key: str) -> None:
         """Delete the row outright (tests and admin; the worker tombstones with ``mark_deleted``)."""
@@ -293,10 +305,10 @@ class MappingStore:
         self,
         what: str,
         how: Callable[..., Awaitable[T]],
-        fn: Callable[..., T],
         *args: Any,
+        **kwargs: Any,
     ) -> T:
-        """``how`` (the runner's read or write) of ``fn``, driver errors turned into ``StoreError``.
+        """``how`` (the runner's read, write or fetch) of ``args``, driver errors turned into ``StoreError``.
 
         Retried once when the connection turned out to be dead (the server restarted, a proxy dropped it):
         SQLAlchemy then discards every pooled connection older than the failure, so the retry gets a fresh
@@ -305,7 +317,7 @@ class MappingStore:
         """
         for attempt in (1, 2):
             try:
-                return await how(fn, *args)
+                return await how(*args, **kwargs)
             except DBAPIError as exc:
                 if attempt == 1 and exc.connection_invalidated:
                     continue

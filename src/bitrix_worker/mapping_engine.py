@@ -15,6 +15,13 @@ A store operation (read many keys, write many rows, create the table) is a plain
   CPU than SQLite spent executing the statements. A write that waits for another process's lock (up to
   ``SQLITE_BUSY_TIMEOUT_MS``) blocks one pool thread, never the loop.
 
+The worker's own batches need one statement each (one entity's keys, one round of rows): ``fetch`` runs such a
+statement, already rendered (``mapping_sql``), on the driver's connection itself, without SQLAlchemy's
+result machinery and, on PostgreSQL, without its asyncio bridge: asyncpg's ``fetch`` with its statement
+cache (``python -m bench.cost_micro`` measures a read plus a write per batch). The connection still comes
+from (and goes back to) SQLAlchemy's pool, and a driver error still becomes SQLAlchemy's ``DBAPIError``;
+one that cost the connection invalidates it, as SQLAlchemy would.
+
 A caller cancelled while its operation runs in a thread does not stop it: the operation finishes (or rolls
 back on error) on its own, as a statement already sent to PostgreSQL would.
 """
@@ -22,13 +29,14 @@ back on error) on its own, as a statement already sent to PostgreSQL would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -51,8 +59,8 @@ class Runner(Protocol):
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T: ...
 
-    async def write_one(self, fn: Callable[..., T], *args: Any) -> T:
-        """A write of exactly one statement, atomic on its own: no transaction around it is needed."""
+    async def fetch(self, sql: str, params: Sequence[Any], *, write: bool) -> list[Sequence[Any]]:
+        """One rendered statement on the driver's connection (committed when ``write``); its rows."""
         ...
 
     async def close(self) -> None: ...
@@ -74,8 +82,25 @@ class AsyncRunner:
         async with self.engine.begin() as conn:
             return await conn.run_sync(fn, *args)
 
-    async def write_one(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.read(fn, *args)  # autocommit: one round trip instead of three
+    async def fetch(self, sql: str, params: Sequence[Any], *, write: bool) -> list[Sequence[Any]]:
+        # outside any transaction: one statement commits on its own (``write`` needs nothing more)
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            try:
+                return list(await driver.fetch(sql, *params))  # type: ignore[union-attr]
+            except Exception as exc:  # asyncpg's errors, OSError, TimeoutError
+                lost = not isinstance(exc, self._server_error) or driver.is_closed()  # type: ignore[union-attr]
+                if lost:
+                    raw.invalidate(exc)  # the retry (MappingStore._run) gets a new connection
+                raise DBAPIError(None, None, exc, connection_invalidated=lost) from exc
+
+    @property
+    def _server_error(self) -> type[Exception]:
+        import asyncpg  # type: ignore[import-untyped]  # the postgres extra: present with this runner
+
+        error: type[Exception] = asyncpg.PostgresError
+        return error
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -100,8 +125,8 @@ class ThreadRunner:
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._run(partial(self._write, fn, *args))
 
-    async def write_one(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.write(fn, *args)  # BEGIN and COMMIT cost nothing in the thread
+    async def fetch(self, sql: str, params: Sequence[Any], *, write: bool) -> list[Sequence[Any]]:
+        return await self._run(partial(self._fetch, sql, params, write))
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
@@ -116,6 +141,14 @@ class ThreadRunner:
     def _write(self, fn: Callable[..., T], *args: Any) -> T:
         with self.engine.begin() as conn:
             return fn(conn, *args)
+
+    def _fetch(self, sql: str, params: Sequence[Any], write: bool) -> list[Sequence[Any]]:
+        with self.engine.begin() if write else self.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            try:
+                return list(driver.execute(sql, params).fetchall())  # type: ignore[union-attr]
+            except self.dialect.loaded_dbapi.Error as exc:  # sqlite3.Error; a file is never "disconnected"
+                raise DBAPIError(None, None, exc) from exc
 
     def _close(self) -> None:
         # Like AsyncEngine.dispose(): the connections and threads go, the runner stays usable (it reconnects

@@ -115,14 +115,24 @@ class PrometheusEvents(WorkerEvents):
             registry=r,
         )
         self._refreshed_at = -1e9
+        # per label set, the child Counter: ``labels()`` validates and locks on every call, and ``outcome``
+        # runs once per operation (the label values come from small fixed sets, so this stays small)
+        self._outcome_children: dict[tuple[str, Reason, str, ErrorClass | None], tuple[Counter, ...]] = {}
 
     # ---- events -----------------------------------------------------------------------------------------
 
     def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
-        cls = error_class.value if error_class is not None else "none"
-        self.operations.labels(outcome, reason.value, _entity_label(entity), cls).inc()
-        if outcome == "dead_lettered":
-            self.dead_lettered.labels(cls).inc()
+        ent = _entity_label(entity)
+        key = (outcome, reason, ent, error_class)
+        children = self._outcome_children.get(key)
+        if children is None:
+            cls = error_class.value if error_class is not None else "none"
+            children = (self.operations.labels(outcome, reason.value, ent, cls),)
+            if outcome == "dead_lettered":
+                children += (self.dead_lettered.labels(cls),)
+            self._outcome_children[key] = children
+        for child in children:
+            child.inc()
 
     def latency(self, enqueued_to_done_s: float) -> None:
         self.end_to_end.observe(enqueued_to_done_s)

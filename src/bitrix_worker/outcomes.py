@@ -99,6 +99,9 @@ def mapping_row(r: Result, token: int) -> Mapping | None:
 
 def member_outcomes(r: Result) -> list[MemberOutcome]:
     """The outcome of every operation of a final result (members older than the stored version are stale)."""
+    same = MemberOutcome(0, r.outcome, r.reason, r.text)
+    if not r.stale and len(r.unit.members) == 1:  # the common case, built once
+        return [same]
     return [
         MemberOutcome(i, Outcome.SKIPPED, Reason.STALE, Reason.STALE.sentence)
         if i in r.stale

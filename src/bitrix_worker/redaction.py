@@ -140,10 +140,17 @@ def _mask_secret(text: str, secret: str) -> str:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Free text with known secrets and every URL password, token parameter and webhook secret masked."""
+    """Free text with known secrets and every URL password, token parameter and webhook secret masked.
+
+    Every pattern below needs a ``/`` (a URL, a webhook path) or a ``=`` (a parameter) to match, so text
+    with neither is done after the known secrets: most of what is logged (keys, ids, reasons, a rendered
+    line of them), which is redacted per operation.
+    """
     for secret in secrets:
         if secret:
             text = _mask_secret(text, secret)
+    if "/" not in text and "=" not in text:
+        return text
     text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + m.group(3), text)
     text = _PARAM.sub(lambda m: m.group(1) + REDACTED if _token_named(m.group(2)) else m.group(0), text)
     text = _LONG_AFTER_REST.sub(lambda m: m.group(1) + REDACTED, text)

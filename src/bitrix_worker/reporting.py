@@ -31,17 +31,20 @@ def report(r: Result, now_ms: int, *, events: WorkerEvents, log: Any, successes:
             attempt=r.unit.attempts,
         )
         return
+    attempts = r.unit.attempts
     for f in member_outcomes(r):
         m = r.unit.members[f.index]
+        operation = m.operation
+        entity = operation.entity.value
         c = r.classification_of(f.index)
-        events.outcome(f.outcome.value, f.reason, m.operation.entity.value, c.error_class if c else None)
+        events.outcome(f.outcome.value, f.reason, entity, c.error_class if c else None)
         events.latency(max(0.0, (now_ms - stream_ms(m.origin)) / 1000))
         fields = {
-            "op": m.operation.op.value,
-            "entity": m.operation.entity.value,
-            "key": m.operation.key,
+            "op": operation.op.value,
+            "entity": entity,
+            "key": operation.key,
             "stream_id": m.origin,
-            "attempts": r.unit.attempts,
+            "attempts": attempts,
             "error_class": c.error_class.value if c else None,
         }
         if f.outcome is Outcome.DEAD:

@@ -193,6 +193,37 @@ def test_baseline_worker_runs_the_frozen_mapping_store(tmp_path: Path) -> None:
     assert out.stdout.split() == [str(FROZEN), "True", "False"]
 
 
+def test_previous_worker_runs_the_extracted_tree(tmp_path: Path) -> None:
+    """The *previous* variant must import the worker from the commit's extracted ``src/``, not from this
+    checkout (the editable install would otherwise win silently)."""
+    import subprocess
+    import sys
+
+    src = cost.extract_previous(tmp_path, "HEAD")
+    code = cost.previous_cli(src)[1].replace("from bitrix_worker.cli import main; main()", "")
+    code += "import bitrix_worker.mapping as m; print(m.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    assert out.stdout.strip() == str(src / "bitrix_worker" / "mapping.py")
+    # each variant leads once per cycle of rounds; with two, the order alternates as it always did
+    assert [cost.rounds_order(("a", "b", "c"), r) for r in range(3)] == [
+        ("a", "b", "c"),
+        ("b", "c", "a"),
+        ("c", "a", "b"),
+    ]
+    assert cost.rounds_order(("baseline", "current"), 1) == ("current", "baseline")
+
+
+def test_cost_micro_probe_measures_every_path() -> None:
+    """The in-process probe runs against a source tree and reports every path it times."""
+    from bench import cost_micro
+
+    got = cost_micro.probe(cost.ROOT / "src", None)
+    assert set(got) == set(cost_micro.LABELS) - {"store_postgresql"}
+    assert all(v > 0 for v in got.values())
+
+
 def test_thread_attribution_and_report_rendering(tmp_path: Path) -> None:
     raw = (
         "thread (100): MainThread;run (bitrix_worker/cli.py:10);process (bitrix_worker/delivery.py:80);"
@@ -238,19 +269,21 @@ def test_thread_attribution_and_report_rendering(tmp_path: Path) -> None:
             "database_server_cpu_s_per_1000": None, "peak_rss_mb": 90.0,
         }  # fmt: skip
 
-    runs = [run("baseline", 5.0), run("current", 2.5)]
+    runs = [run("baseline", 5.0), run("previous", 3.2), run("current", 2.5)]
     standalone = {
         "command": "python -m bench.cost_report", "started_at": "2026-01-01T00:00:01Z", "duration_s": 60.0,
         "machine": {"cpus": 2, "python": "3.11"}, "file": "cost-20260101T000001Z.json",
-        "cost": {"repeats": 1, "runs": runs, "summary": cost.summarise(runs), "profiles": {}},
+        "cost": {"repeats": 1, "runs": runs, "summary": cost.summarise(runs), "profiles": {},
+                 "variants": ["baseline", "previous", "current"], "previous_commit": "abc1234"},
     }  # fmt: skip
     (tmp_path / "cost-20260101T000001Z.json").write_text(json.dumps(standalone))
     text = render(record, tmp_path / "quick-x.json", root=tmp_path)
     assert "rate_safety sweep" in text
     assert "`python -m bench.cost_report`, started 2026-01-01T00:00:01Z" in text  # the newer cost run
     assert "| SQLite | before (37ab23b) | **2,000** (2,000–2,000) |" in text
+    assert "| SQLite | previous (abc1234) | **3,125** (3,125–3,125) |" in text
     assert "| SQLite | current | **4,000** (4,000–4,000) |" in text
-    assert "| **2** (2–2)x |" in text
+    assert "| **2** (2–2)x | **1.28** (1.28–1.28)x |" in text  # current ÷ baseline, current ÷ previous
     assert "SQLite ≥ 6,000/CPU-s: 4,000 (**not met**)" in text
     assert "| 0.98 | 1 | 98.00 | 98.00% | 0 | 0 |" in text
 

@@ -38,7 +38,7 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
-from ..classify import classify_response, classify_transport, parse_time
+from ..classify import classify_response, classify_transport, decode_answer, parse_time
 from ..defaults import DESCRIPTION_MAX_CHARS, MAX_RESPONSE_BYTES, REQUEST_DEADLINE_S
 from ..errors import BitrixError
 from ..redaction import WebhookUrl, redact
@@ -236,7 +236,10 @@ class BitrixClient:
         while True:
             creds = await self._auth.credentials()
             status, headers, body, elapsed = await self._attempt(method, plain, creds)
-            classification = classify_response(status, body, headers=headers, secrets=self._secrets)
+            decoded = decode_answer(body)  # once: classifying and reading the result share it
+            classification = classify_response(
+                status, body, headers=headers, secrets=self._secrets, decoded=decoded
+            )
             if classification is None:
                 break
             code = (classification.bitrix_code or "").upper()
@@ -248,7 +251,7 @@ class BitrixClient:
             if not renewal.resend:
                 raise self._error(_not_renewed(classification, renewal.note, renewal.transient), method)
             renewals += 1
-        data = json.loads(body)  # classify_response guarantees a JSON object here
+        data = decoded[1]  # classify_response guarantees a JSON object here
         return CallResult(
             result=data.get("result"),
             time=parse_time(data.get("time")),

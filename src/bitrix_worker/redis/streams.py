@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from redis.exceptions import ResponseError
 
 from ..defaults import StreamKeys
@@ -43,8 +44,14 @@ def lua_json(value: Any) -> bytes:
     never land, and the entry would be redelivered forever). Here an ident's undecodable bytes go back as
     the raw bytes they were (``_ident``), and any other lone surrogate (from a portal's answer, say) becomes
     "?".
+
+    orjson writes the same JSON (compact, UTF-8, no escapes but the ones JSON requires) several times faster;
+    what it refuses (a lone surrogate, an integer beyond 64 bits) takes the ``json`` path described above.
     """
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", errors=_LENIENT)
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", errors=_LENIENT)
 
 
 def _lenient(exc: UnicodeError) -> tuple[bytes, int]:

@@ -1,0 +1,146 @@
+"""CPU per operation of the worker's per-operation code paths, in-process, beside an earlier commit's.
+
+    python -m bench.cost_micro                      # today's code beside 5a6b446 (bench.cost.PREVIOUS_COMMIT)
+    python -m bench.cost_micro --previous <commit>  # beside another commit
+    python -m bench.cost_micro --postgres           # the store's read and write on PostgreSQL too
+
+Why: the worker's cost per update (``bench.cost``) moves with the machine's load by ±20%, and it cannot say
+which part of a change did what. Here each path runs alone on objects like the worker's (50 distinct
+keys, one ``update`` each, a secret in the log configuration), timed by CPU time (``time.process_time``,
+every thread of the process) as the best of 7 rounds. Each code version runs in a process of its own, the
+two alternating ``--rounds`` times; the table gives the lowest figure of each. Nothing here talks to Redis,
+HTTP or the portal; the store paths use a SQLite file in a temporary directory and, with ``--postgres``, a
+table created and dropped in the test database (``BITRIX_WORKER_TEST_POSTGRES_URL``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from . import cost
+
+BATCH = 50
+_PROBE = r"""
+import asyncio, json, os, sys, tempfile, time, timeit, uuid
+sys.path.insert(0, sys.argv[1])
+import structlog
+from bitrix_worker.events import EventFanout, RunSummary, Tally
+from bitrix_worker.intake import build_units
+from bitrix_worker.logs import configure_logging
+from bitrix_worker.mapping import MappingStore
+from bitrix_worker.metrics import PrometheusEvents
+from bitrix_worker.outcomes import Outcome, Result, settlement
+from bitrix_worker.plan import Call
+from bitrix_worker.reasons import Reason
+from bitrix_worker.redis.streams import lua_json
+from bitrix_worker.reporting import report
+from bitrix_worker.values import Entry, Mapping
+
+N = int(sys.argv[2])
+out = {}
+configure_logging(fmt="json", level="info", secrets=["0123456789abcdef"], stream=open(os.devnull, "w"))
+log = structlog.get_logger("bitrix_worker.delivery")
+entries = [
+    Entry(f"1765000000000-{i}", f"deal:order-{i}", {"payload": json.dumps({"op": "update", "entity": "deal",
+          "key": f"order-{i}", "fields": {"STAGE_ID": "WON", "COMMENTS": f"v{i}"}}).encode()})
+    for i in range(N)
+]
+units, _ = build_units(entries, max_deliveries=5, at_ms=1765000001000)
+results = [Result(u, Outcome.APPLIED, Reason.UPDATED, call=Call.UPDATE, bitrix_id=1000 + i,
+                  mapping_state="active") for i, u in enumerate(units)]
+events = EventFanout(Tally(RunSummary()), PrometheusEvents())
+settled = [settlement(r, 1765000002000) for r in results]
+
+def best(fn, number=200):
+    fn()
+    return min(timeit.repeat(fn, number=number, repeat=7, timer=time.process_time)) / number / N * 1e6
+
+out["build_units"] = best(lambda: build_units(entries, max_deliveries=5, at_ms=1765000001000))
+out["settlement"] = best(lambda: [settlement(r, 1765000002000) for r in results])
+out["lua_json"] = best(lambda: lua_json([s.as_json() for s in settled]))
+out["report"] = best(lambda: [report(r, 1765000002000, events=events, log=log) for r in results], 50)
+
+async def store(url):
+    s = await MappingStore.connect(url, table="bench_micro_" + uuid.uuid4().hex[:8])
+    try:
+        await s.record_many([Mapping("deal", f"k{i}", i, None, "active", 1) for i in range(2000)])
+        keys = [("deal", f"k{i}") for i in range(2000)]
+        rounds = []
+        for rep in range(7):
+            t0 = time.process_time()
+            for j in range(0, 2000, N):
+                await s.get_many(keys[j:j + N])
+                rows = [Mapping("deal", f"k{i}", i, None, "active", 2 + rep) for i in range(j, j + N)]
+                await s.record_many(rows)
+            rounds.append((time.process_time() - t0) / 2000 * 1e6)
+        return min(rounds)
+    finally:
+        if url.startswith("postgresql"):
+            await s._runner.write(lambda c: c.exec_driver_sql(f'DROP TABLE IF EXISTS "{s.table_name}"'))
+            await s._runner.write(lambda c: c.exec_driver_sql(f'DROP TABLE IF EXISTS "{s.table_name}_meta"'))
+        await s.close()
+
+with tempfile.TemporaryDirectory() as tmp:
+    out["store_sqlite"] = asyncio.run(store(f"sqlite:///{tmp}/micro.sqlite3"))
+if len(sys.argv) > 3:
+    out["store_postgresql"] = asyncio.run(store(sys.argv[3]))
+print(json.dumps(out))
+"""
+LABELS = {
+    "build_units": "reading a payload into a unit (`intake.build_units`)",
+    "settlement": "building the settlement (`outcomes.settlement`)",
+    "lua_json": "the settle script's argument (`redis.streams.lua_json`)",
+    "report": "the `applied` log line and metrics (`reporting.report`)",
+    "store_sqlite": "mapping store read + write, SQLite (worker CPU, all threads)",
+    "store_postgresql": "mapping store read + write, PostgreSQL (worker CPU, not the server's)",
+}
+
+
+def probe(src: Path, postgres: str | None) -> dict[str, float]:
+    args = [sys.executable, "-c", _PROBE, str(src), str(BATCH), *([postgres] if postgres else [])]
+    done = subprocess.run(
+        args, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": ""}
+    )
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cost_micro", description=__doc__.splitlines()[0])
+    parser.add_argument("--previous", default=cost.PREVIOUS_COMMIT, help="the earlier commit (%(default)s)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating runs of each version (%(default)s)"
+    )
+    parser.add_argument("--postgres", action="store_true", help="the store on PostgreSQL as well")
+    args = parser.parse_args(argv)
+    postgres = cost.postgres_admin_url() if args.postgres else None
+    with tempfile.TemporaryDirectory(prefix="bitrix-cost-micro-") as tmp:
+        versions = {
+            args.previous: cost.extract_previous(Path(tmp), args.previous),
+            "current": cost.ROOT / "src",
+        }
+        best: dict[str, dict[str, float]] = {v: {} for v in versions}
+        for _ in range(args.rounds):
+            for name, src in versions.items():
+                for key, value in probe(src, postgres).items():
+                    best[name][key] = min(value, best[name].get(key, value))
+    rows = [
+        f"| path, µs CPU per operation (batches of {BATCH}) | {args.previous} | current |",
+        "|---|---|---|",
+    ]
+    before, now = best[args.previous], best["current"]
+    rows += [
+        f"| {label} | {before[key]:.1f} | {now[key]:.1f} |" for key, label in LABELS.items() if key in now
+    ]
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
