@@ -9,7 +9,10 @@ upsert whose ``CONTACT_ID`` is ``{"$ref": "contact:<key>"}``, with its product r
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import re
+from pathlib import Path
 from typing import Any
 
 from harness import Bench
@@ -158,3 +161,35 @@ async def test_two_workers_with_faults_link_every_order_once(bench: Bench) -> No
         await assert_order(bench, n, rows=ROWS[: 1 + n % 3])
         checked += 1
     assert checked >= orders // 2, dead
+
+
+def readme_order() -> list[str]:
+    """The payloads of the README's worked example of one order, as a producer would copy them."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- order-example:start", 1)[1].split("<!-- order-example:end -->", 1)[0]
+    found = re.findall(r"^XADD bitrix:operations \* payload '(.*)'$", block, flags=re.M)
+    assert len(found) == 3, block
+    return found
+
+
+async def test_the_readmes_worked_order_applies_as_documented(bench: Bench) -> None:
+    for payload in readme_order():
+        json.loads(payload)  # valid JSON as printed
+        await bench.enqueue_raw({"payload": payload})
+    await bench.run(batch_size=50)
+    company = await by_origin(bench, "company", "shop-7")
+    contact = await by_origin(bench, "contact", "customer-7")
+    deal = await by_origin(bench, "deal", "order-42")
+    assert str(contact["COMPANY_ID"]) == str(company["ID"])
+    assert (str(deal["CONTACT_ID"]), str(deal["COMPANY_ID"])) == (str(contact["ID"]), str(company["ID"]))
+    rows = await bench.admin.product_rows("D", int(deal["ID"]))
+    assert [(r["productName"], r["quantity"]) for r in rows] == [("Mug", 2), ("Plate", 1), ("Bowl", 3)]
+    outcomes = await bench.outcomes()
+    assert [o["outcome"] for o in outcomes] == ["applied"] * 3
+    assert outcomes[-1]["reason"] == "created; product rows set (3)"
+    # the same three again: the same entities, updated
+    for payload in readme_order():
+        await bench.enqueue_raw({"payload": payload})
+    await bench.run(batch_size=50)
+    assert [len(await bench.entities(e)) for e in ("company", "contact", "deal")] == [1, 1, 1]
+    assert len(await bench.admin.product_rows("D", int(deal["ID"]))) == 3
