@@ -193,3 +193,21 @@ async def test_the_readmes_worked_order_applies_as_documented(bench: Bench) -> N
     await bench.run(batch_size=50)
     assert [len(await bench.entities(e)) for e in ("company", "contact", "deal")] == [1, 1, 1]
     assert len(await bench.admin.product_rows("D", int(deal["ID"]))) == 3
+
+
+async def test_rows_of_batches_waiting_at_once_share_a_request(bench: Bench) -> None:
+    """Phase 2 of batches delivered at the same time travels in one request (``packing``): with the
+    limiter slow enough that requests queue, 8 deals in batches of 2 need fewer than 4 + 4 requests."""
+    for n in range(8):
+        await bench.enqueue("create", f"customer-{n}", {"NAME": f"C{n}"}, entity="contact")
+    await bench.run(batch_size=50)
+    before = int((await bench.admin.stats())["requests"])
+    for n in range(8):
+        fields = {"TITLE": f"Order {n}", "CONTACT_ID": {"$ref": f"contact:customer-{n}"}}
+        await bench.enqueue("create", f"order-{n}", fields, products=ROWS)
+    await bench.run(batch_size=2, concurrency=4, rate_burst=1, rate_per_s=5)
+    used = int((await bench.admin.stats())["requests"]) - before
+    for n in range(8):
+        await assert_order(bench, n)
+    assert await bench.dead() == []
+    assert used < 8, used  # 4 entity batches; their rows sets packed into fewer than 4 requests
