@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import cost, faults, outage, outage_figures, peers, threads, throughput
+from bench import cost, faults, orders, outage, outage_figures, peers, threads, throughput
 from bench.baseline import FROZEN
 from bench.common import Emulator
 from bench.report import render
@@ -37,6 +37,24 @@ async def test_throughput_smoke_applies_every_update(tmp_path: Path) -> None:
         assert r["outcomes"] == {"outcome:applied": 300}
         assert r["requests"] >= 6  # 300 updates need at least 6 batches of 50
         assert "steady_ops_per_s" in r
+
+
+async def test_orders_smoke_links_every_order_and_counts_requests(tmp_path: Path) -> None:
+    emu = await Emulator.start(tmp_path)
+    try:
+        backlog = await orders.run_ours(emu, tmp_path, n=100, timeout_s=60)
+        streamed = await orders.run_ours(emu, tmp_path, n=40, timeout_s=60, offered_per_s=40)
+        naive = await orders.run_naive(emu, window_s=2)
+    finally:
+        emu.stop()
+    for r, n in ((backlog, 100), (streamed, 40)):
+        assert r["outcomes"] == {"outcome:applied": 2 * n}
+        assert r["orders_done_by_portal"] == n
+        audit = r["audit"]
+        assert (audit["contacts"], audit["deals"]) == (n, n)
+        assert audit["deals_not_linked_to_their_contact"] == audit["deals_with_wrong_rows"] == 0
+        assert 0 < r["requests"] <= n  # batched: far fewer requests than orders
+    assert naive["requests"] >= 3 * naive["orders_done"]  # one call per step
 
 
 async def test_naive_smoke_accounts_for_what_it_took(tmp_path: Path) -> None:
