@@ -38,7 +38,6 @@ class Part:
     refused_before: int = 0
     answer: tuple[Answered | Failed, PortalView] | None = None
     error: BaseException | None = None
-    taken: bool = False
 
 
 @dataclass(slots=True)
@@ -78,7 +77,6 @@ class Packer:
                 if taken and size + len(p.commands) > self.limit:
                     break
                 self._waiting.remove(p)
-                p.taken = True
                 taken.append(p)
                 size += len(p.commands)
                 added.update(p.commands)
