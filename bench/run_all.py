@@ -1,6 +1,6 @@
 """Run every benchmark, write ``bench/results/<mode>-<time>.json``, regenerate docs/benchmarks.md's figures.
 
-    python -m bench.run_all            # the full run (~18 min on a 2-core machine)
+    python -m bench.run_all            # the full run (~22 min on a 2-core machine, orders included)
     python -m bench.run_all --quick    # small counts (~5 min); writes the JSON, leaves the docs alone
     python -m bench.run_all --only throughput,cost --docs
 
