@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from .bitrix.marking import BeforeSend, pending_steps, run_steps
 from .bitrix.methods import MAX_BATCH_COMMANDS, Command
 from .gate import PortalView
 from .sending import Answered, Failed, Sender
@@ -36,6 +37,9 @@ class Part:
     commands: dict[str, Command]
     units: list[WorkUnit]
     refused_before: int = 0
+    # its batch's "about to send" mark (bitrix/marking), captured in the batch's own task: whichever task
+    # sends the request runs it right before, so the delivery is counted as sent
+    steps: list[BeforeSend] | None = field(default_factory=pending_steps)
     answer: tuple[Answered | Failed, PortalView] | None = None
     error: BaseException | None = None
 
@@ -70,7 +74,7 @@ class Packer:
         """Send one request with whatever waits when the limiter grants its slot."""
         taken: list[Part] = []
 
-        def more() -> dict[str, Command]:
+        async def more() -> dict[str, Command]:
             size = sum(len(p.commands) for p in taken)
             added: dict[str, Command] = {}
             for p in list(self._waiting):
@@ -80,6 +84,7 @@ class Packer:
                 taken.append(p)
                 size += len(p.commands)
                 added.update(p.commands)
+                await run_steps(p.steps)
             return added
 
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +75,7 @@ class Sender:
         *,
         refused_before: int = 0,
         halt: bool = False,
-        more: Callable[[], dict[str, Command]] | None = None,
+        more: Callable[[], Awaitable[dict[str, Command]]] | None = None,
     ) -> Answered | Failed:
         """One request (``batch`` for several commands, a plain call for one).
 
@@ -91,7 +91,7 @@ class Sender:
             if waited > 0:
                 self.events.limiter_wait(waited)
             if more is not None:
-                commands = {**commands, **more()}
+                commands = {**commands, **await more()}
             method = "batch" if len(commands) > 1 else next(iter(commands.values())).method
             started = time.monotonic()
             try:
