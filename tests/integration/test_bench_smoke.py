@@ -286,7 +286,8 @@ async def test_claim_that_parks_everything_does_not_wait_for_new_entries(
 ) -> None:
     """Regression (found by the cost smoke, where 20,000 updates cycle over 100 deals): when a claim parks
     every entry it read because their keys are in flight, the worker must claim again at once while unread
-    entries remain, not block ``block_ms`` waiting for an entry newer than the newest."""
+    entries remain, not block ``block_ms`` waiting for an entry newer than the newest. (A claim reads on
+    past parked entries up to 4 x its count, so it takes six rounds of ten keys to leave some unread.)"""
     import json
     import time
 
@@ -294,7 +295,7 @@ async def test_claim_that_parks_everything_does_not_wait_for_new_entries(
     from bitrix_worker.redis.streams import OperationQueue
 
     keys = StreamKeys(stream=f"{key_prefix}:ops", dead=f"{key_prefix}:dead")
-    for i in range(30):  # k0..k9, three times over
+    for i in range(60):  # k0..k9, six times over
         payload = {"op": "update", "entity": "deal", "key": f"k{i % 10}", "fields": {"N": i}}
         await redis_client.xadd(keys.stream, {"payload": json.dumps(payload)})
     queue = OperationQueue(redis_client, keys, group="g", consumer="c")
@@ -302,7 +303,7 @@ async def test_claim_that_parks_everything_does_not_wait_for_new_entries(
     owned, _ = await queue.claim(10)
     assert len(owned) == 10  # k0..k9 now in flight
     parked, last = await queue.claim(10)
-    assert parked == []  # the second round of k0..k9 waits for its turn
+    assert parked == []  # rounds two to five of k0..k9 (40 entries read) wait for their turn
     started = time.monotonic()
     await queue.wait_for_new(last, 2000)
     assert time.monotonic() - started < 1.0  # ten unread entries are still there: no reason to block
