@@ -1,6 +1,6 @@
 """Run every benchmark, write ``bench/results/<mode>-<time>.json``, regenerate docs/benchmarks.md's figures.
 
-    python -m bench.run_all            # the full run (~18 min on a 2-core machine)
+    python -m bench.run_all            # the full run (~22 min on a 2-core machine, orders included)
     python -m bench.run_all --quick    # small counts (~5 min); writes the JSON, leaves the docs alone
     python -m bench.run_all --only throughput,cost --docs
 
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import cost, faults, peers, throughput
+from . import cost, faults, orders, peers, throughput
 from .common import RESULTS_DIR
 from .report import DOC, render, write_doc
 
@@ -33,14 +33,16 @@ FULL = {
     "peers": {"n": 20_000, "window_s": 60.0},
     "faults": {"n": 10_000, "naive_window_s": 60.0},
     "cost": {"deals": 20_000, "backlog": 1_000_000, "window_s": 15.0, "profile_s": 10.0},
+    "orders": {"n": 3_000, "naive_window_s": 60.0, "offered_per_s": 40.0},
 }
 QUICK = {
     "throughput": {"n": 4_000, "processes": [1, 4]},
     "peers": {"n": 4_000, "window_s": 15.0},
     "faults": {"n": 2_000, "naive_window_s": 15.0},
     "cost": {"deals": 2_000, "backlog": 100_000, "window_s": 5.0, "profile_s": 4.0},
+    "orders": {"n": 1_000, "naive_window_s": 15.0, "offered_per_s": 40.0},
 }
-NAMES = ("throughput", "peers", "faults", "cost")
+NAMES = ("throughput", "peers", "faults", "cost", "orders")
 
 
 def machine() -> dict[str, Any]:
@@ -84,6 +86,10 @@ async def run(names: list[str], cfg: dict[str, Any], workdir: Path) -> dict[str,
         elif name == "cost":
             results[name] = await cost.main(
                 sub, deals=c["deals"], backlog=c["backlog"], window_s=c["window_s"], profile_s=c["profile_s"]
+            )
+        elif name == "orders":
+            results[name] = await orders.main(
+                sub, n=c["n"], naive_window_s=c["naive_window_s"], offered_per_s=c["offered_per_s"]
             )
         timings[name] = round(time.monotonic() - started, 1)
         print(f"[bench] {name} done in {timings[name]} s", file=sys.stderr, flush=True)

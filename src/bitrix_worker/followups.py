@@ -19,6 +19,7 @@ the follow-ups alone, never a second entity. The outcome says what happened (``R
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,6 +31,7 @@ from .crm import EntitySpec
 from .errors import BitrixWorkerError
 from .gate import PortalGate, PortalView
 from .outcomes import Outcome, Result
+from .packing import Packer, Part
 from .plan import Call, Plan
 from .reasons import Reason
 from .sending import Answered, Failed, Sender
@@ -157,6 +159,8 @@ class Followups:
         self.sender = sender
         self.gate = gate
         self.judge = judge
+        self.packer = Packer(sender, gate.assess)  # shared by the batches this process delivers at once
+        self._names = itertools.count()  # command names unique in the process: parts may share a request
 
     async def run(self, written: Sequence[Written]) -> list[Result]:
         """The final result of each written unit, in order."""
@@ -174,12 +178,13 @@ class Followups:
         return out
 
     async def _send(self, due: Sequence[Written]) -> dict[int, Sent]:
-        """Every non-empty follow-up in batches of at most 50 commands; each clear of rows alone."""
+        """Every non-empty follow-up in requests of at most 50 commands, shared with the phase 2 of other
+        batches waiting at the same time (``packing``); each clear of rows alone."""
         batches: list[dict[str, tuple[Written, str, Command]]] = [{}]
         alone: list[dict[str, tuple[Written, str, Command]]] = []
-        for i, w in enumerate(due):
+        for w in due:
             for step, command in w.steps.items():
-                item = {f"{step}{i}": (w, step, command)}
+                item = {f"{step}{next(self._names)}": (w, step, command)}
                 if step == "rows" and not command.params.get("productRows"):
                     alone.append(item)
                     continue
@@ -187,13 +192,15 @@ class Followups:
                     batches.append({})
                 batches[-1].update(item)
         sent: dict[int, Sent] = {}
-        for request in (r for r in [*batches, *alone] if r):
+        for request, lone in [*((r, False) for r in batches if r), *((r, True) for r in alone)]:
             bounces = max(w.unit.bounces for w, _, _ in request.values())
-            answer = await self.sender.send(
-                {n: c for n, (_, _, c) in request.items()}, refused_before=bounces
-            )
+            commands = {n: c for n, (_, _, c) in request.items()}
             units = list({id(w): w.unit for w, _, _ in request.values()}.values())
-            view = await self.gate.assess(answer, units)  # once per request: the gate counts requests
+            if lone:
+                answer = await self.sender.send(commands, refused_before=bounces)
+                view = await self.gate.assess(answer, units)  # once per request: the gate counts requests
+            else:
+                answer, view = await self.packer.send(Part(commands, units, bounces))
             for name, (w, step, _) in request.items():
                 sent.setdefault(id(w), []).append((step, answer, name, view))
         return sent

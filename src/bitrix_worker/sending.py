@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,20 +70,29 @@ class Sender:
         self.log = structlog.get_logger("bitrix_worker.sending")
 
     async def send(
-        self, commands: dict[str, Command], *, refused_before: int = 0, halt: bool = False
+        self,
+        commands: dict[str, Command],
+        *,
+        refused_before: int = 0,
+        halt: bool = False,
+        more: Callable[[], Awaitable[dict[str, Command]]] | None = None,
     ) -> Answered | Failed:
         """One request (``batch`` for several commands, a plain call for one).
 
         ``refused_before``: the most refusals any operation in it has already met (its cap is shared).
         ``halt``: a chain of one unit's commands (``followups.lone_chain``): the portal stops at the first
         failed command, so no later one reads a reference to it.
+        ``more``: called each time the limiter grants the request its slot, right before it is sent; the
+        commands it returns join the request (``packing``: independent commands that waited meanwhile).
         """
         refusals = 0
-        method = "batch" if len(commands) > 1 else next(iter(commands.values())).method
         while True:
             waited = await self.limiter.acquire()
             if waited > 0:
                 self.events.limiter_wait(waited)
+            if more is not None:
+                commands = {**commands, **await more()}
+            method = "batch" if len(commands) > 1 else next(iter(commands.values())).method
             started = time.monotonic()
             try:
                 answered = await self._request(commands, method, halt)

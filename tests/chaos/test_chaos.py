@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 import pytest
+from chaos_orders import OrderScenario, audit_orders, run_order_chaos
 from chaos_run import Report, Scenario, audit, run_chaos, trace
 
 DEFAULT_SEED = 20261128
@@ -70,3 +71,18 @@ async def test_chaos_full_at_the_clouds_rate_dead_letters_no_healthy_operation(
     # reclaimer little, and healthy operations do not pile up deliveries until they look like poison.
     assert not poisoned, f"healthy operations dead-lettered as poison: {sorted(poisoned)[:10]}"
     _check(report)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_chaos_orders(redis_url: str, key_prefix: str, redis_client: object, tmp_path: Path) -> None:
+    """Orders (contact + deal with a $ref + rows) under the same faults and SIGKILLs: 0 duplicate contacts,
+    deals or rows, every deal linked to its own contact, every deal's rows those of its last operation."""
+    scenario = OrderScenario(orders=400, seed=_seed(), produce_s=20.0, deadline_s=300.0)
+    report = await run_order_chaos(scenario, redis_url=redis_url, prefix=key_prefix, tmp=tmp_path)
+    print(f"\nCHAOS ORDERS seed={scenario.seed}")
+    print(json.dumps(report.figures(), indent=2, sort_keys=True))
+    problems = audit_orders(report)
+    for p in problems[:50]:
+        print("  " + p)
+    assert problems == [], f"{len(problems)} problems; first: {problems[0]}"

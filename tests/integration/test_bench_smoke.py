@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import cost, faults, outage, outage_figures, peers, threads, throughput
+from bench import cost, faults, orders, outage, outage_figures, peers, threads, throughput
 from bench.baseline import FROZEN
 from bench.common import Emulator
 from bench.report import render
@@ -37,6 +37,24 @@ async def test_throughput_smoke_applies_every_update(tmp_path: Path) -> None:
         assert r["outcomes"] == {"outcome:applied": 300}
         assert r["requests"] >= 6  # 300 updates need at least 6 batches of 50
         assert "steady_ops_per_s" in r
+
+
+async def test_orders_smoke_links_every_order_and_counts_requests(tmp_path: Path) -> None:
+    emu = await Emulator.start(tmp_path)
+    try:
+        backlog = await orders.run_ours(emu, tmp_path, n=100, timeout_s=60)
+        streamed = await orders.run_ours(emu, tmp_path, n=40, timeout_s=60, offered_per_s=40)
+        naive = await orders.run_naive(emu, window_s=2)
+    finally:
+        emu.stop()
+    for r, n in ((backlog, 100), (streamed, 40)):
+        assert r["outcomes"] == {"outcome:applied": 2 * n}
+        assert r["orders_done_by_portal"] == n
+        audit = r["audit"]
+        assert (audit["contacts"], audit["deals"]) == (n, n)
+        assert audit["deals_not_linked_to_their_contact"] == audit["deals_with_wrong_rows"] == 0
+        assert 0 < r["requests"] <= n  # batched: far fewer requests than orders
+    assert naive["requests"] >= 3 * naive["orders_done"]  # one call per step
 
 
 async def test_naive_smoke_accounts_for_what_it_took(tmp_path: Path) -> None:
@@ -301,7 +319,8 @@ async def test_claim_that_parks_everything_does_not_wait_for_new_entries(
 ) -> None:
     """Regression (found by the cost smoke, where 20,000 updates cycle over 100 deals): when a claim parks
     every entry it read because their keys are in flight, the worker must claim again at once while unread
-    entries remain, not block ``block_ms`` waiting for an entry newer than the newest."""
+    entries remain, not block ``block_ms`` waiting for an entry newer than the newest. (A claim reads on
+    past parked entries up to 4 x its count, so it takes six rounds of ten keys to leave some unread.)"""
     import json
     import time
 
@@ -309,7 +328,7 @@ async def test_claim_that_parks_everything_does_not_wait_for_new_entries(
     from bitrix_worker.redis.streams import OperationQueue
 
     keys = StreamKeys(stream=f"{key_prefix}:ops", dead=f"{key_prefix}:dead")
-    for i in range(30):  # k0..k9, three times over
+    for i in range(60):  # k0..k9, six times over
         payload = {"op": "update", "entity": "deal", "key": f"k{i % 10}", "fields": {"N": i}}
         await redis_client.xadd(keys.stream, {"payload": json.dumps(payload)})
     queue = OperationQueue(redis_client, keys, group="g", consumer="c")
@@ -317,7 +336,7 @@ async def test_claim_that_parks_everything_does_not_wait_for_new_entries(
     owned, _ = await queue.claim(10)
     assert len(owned) == 10  # k0..k9 now in flight
     parked, last = await queue.claim(10)
-    assert parked == []  # the second round of k0..k9 waits for its turn
+    assert parked == []  # rounds two to five of k0..k9 (40 entries read) wait for their turn
     started = time.monotonic()
     await queue.wait_for_new(last, 2000)
     assert time.monotonic() - started < 1.0  # ten unread entries are still there: no reason to block

@@ -37,6 +37,15 @@ def _accounted(out: str) -> tuple[int, int, int, int]:
     return total, applied, skipped, dead
 
 
+def _orders(out: str) -> dict[str, int]:
+    """The rows of the demo's Orders table."""
+    found = {
+        m.group(1).strip(): int(m.group(2)) for m in re.finditer(r"│\s*([a-z(][^│]*?)\s*│\s*(\d+)\s*│", out)
+    }
+    assert "Orders (customer + deal with a $ref + product rows)" in out
+    return found
+
+
 def test_demo_on_the_test_redis_accounts_for_everything_and_cleans_up(
     redis_url: str, key_prefix: str
 ) -> None:
@@ -47,9 +56,9 @@ def test_demo_on_the_test_redis_accounts_for_everything_and_cleans_up(
     out = result.stdout
     assert "Redis: external Redis at" in out
     total, applied, skipped, dead = _accounted(out)
-    assert (
-        total == 60 * 3 + 60 // 15 + 2
-    )  # creates, paid updates, won updates, late duplicates, 2 bad entries
+    # customers, deal creates (with a $ref to the customer and rows), paid updates, won updates, late
+    # duplicates, 2 bad entries
+    assert total == 60 * 4 + 60 // 15 + 2
     assert applied > 0
     # deleted in Bitrix24 or stale (a late update of an order whose create was refused waits with it)
     assert skipped + dead >= 60 // 12 + 60 // 15
@@ -58,6 +67,16 @@ def test_demo_on_the_test_redis_accounts_for_everything_and_cleans_up(
         assert title in out
     assert "invalid_data" in out
     assert "deleted_in_bitrix24" in out
+    assert re.search(r"created; product rows set \(\d\)", out)
+    orders = _orders(out)
+    assert orders["customer (contact) operations applied"] == 60
+    # every deal left in Bitrix24 (the refused currencies and a user's deletions aside) is a whole order
+    assert orders["orders in Bitrix24 linked to their own customer, with product rows"] >= 60 - 60 // 12 - 2
+    assert orders["deals linked to a wrong or no customer"] == 0
+    assert (
+        orders["product rows they carry"]
+        >= orders["orders in Bitrix24 linked to their own customer, with product rows"]
+    )
     assert elapsed < 60
     client = redis.Redis.from_url(redis_url)
     try:
@@ -71,6 +90,9 @@ def test_demo_falls_back_to_fakeredis_with_one_in_process_worker() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "in-process fakeredis" in result.stdout
     _accounted(result.stdout)
+    orders = _orders(result.stdout)
+    assert orders["orders in Bitrix24 linked to their own customer, with product rows"] >= 30 - 30 // 12 - 1
+    assert orders["deals linked to a wrong or no customer"] == 0
 
 
 def test_naive_cost_formula() -> None:

@@ -33,11 +33,20 @@ def before_first_request(step: BeforeSend) -> Iterator[None]:
         _pending.reset(token)
 
 
-async def _run_pending() -> None:
-    steps = _pending.get()
+def pending_steps() -> list[BeforeSend] | None:
+    """This task's pending step (the list itself, or None): a request another task sends on this task's
+    behalf (``packing``) runs it with ``run_steps`` before it leaves."""
+    return _pending.get()
+
+
+async def run_steps(steps: list[BeforeSend] | None) -> None:
     if steps:
         await steps[-1]()
         steps.pop()  # only once it succeeded: a failed step fails this request, the next one tries again
+
+
+async def _run_pending() -> None:
+    await run_steps(_pending.get())
 
 
 class MarkingTransport(httpx.AsyncBaseTransport):

@@ -63,12 +63,42 @@ def _calls_table(stats: dict[str, Any], records: list[dict[str, str]], unrecorde
     table.add_row("this worker: HTTP requests (what the rate limit counts)", str(stats.get("requests", 0)))
     table.add_row("  of which batch requests", str(n("batch")))
     table.add_row("  add/update/delete commands sent (inside batches or alone)", str(sent))
+    table.add_row("  product row sets (crm.item.productrow.set)", str(n("crm.item.productrow.set")))
     table.add_row("  look-ups after an ambiguous create (crm.deal.list)", str(n("crm.deal.list")))
     table.add_row("  read-only breaker probes (crm.deal.fields)", str(n("crm.deal.fields")))
     refused = sum(c.get("INVALID_CREDENTIALS", 0) for c in calls.values())
     table.add_row("  answered INVALID_CREDENTIALS (the auth outage)", str(refused))
     table.add_row("naive policy (formula below)", str(naive_requests(records, unrecorded_dead)))
     return table
+
+
+def _orders_table(
+    records: list[dict[str, str]],
+    deals: list[dict[str, Any]],
+    contacts: list[dict[str, Any]],
+    rows: list[Any],
+) -> tuple[Table, int]:
+    """Orders = a customer (contact), a deal referring to it by key and product rows: what the operations
+    did, and what Bitrix24 holds. Returns the table and the orders found complete there."""
+    applied = Counter(r["ident"].split(":", 1)[0] for r in records if r["outcome"] == "applied")
+    contact_id = {str(c.get("ORIGIN_ID")): str(c["ID"]) for c in contacts}
+    rows_of = Counter(int(r["ownerId"]) for r in rows if r.get("ownerType") == "D")
+    linked = [
+        d
+        for d in deals
+        if str(d.get("CONTACT_ID"))
+        == contact_id.get(str(d.get("ORIGIN_ID")).replace("order-", "customer-", 1))
+    ]
+    complete = sum(1 for d in linked if rows_of[int(d["ID"])] > 0)
+    unresolved = sum(1 for r in records if r.get("code") == "ref_unresolved")
+    table = Table("", "count", title="Orders (customer + deal with a $ref + product rows)")
+    table.add_row("customer (contact) operations applied", str(applied["contact"]))
+    table.add_row("deal operations applied", str(applied["deal"]))
+    table.add_row("orders in Bitrix24 linked to their own customer, with product rows", str(complete))
+    table.add_row("  product rows they carry", str(sum(rows_of[int(d["ID"])] for d in linked)))
+    table.add_row("deals linked to a wrong or no customer", str(len(deals) - len(linked)))
+    table.add_row("dead-lettered: reference unresolved (ref_unresolved)", str(unresolved))
+    return table, complete
 
 
 def _dead_table(entries: list[Any], size: int) -> Table:
@@ -94,9 +124,11 @@ async def final_report(
     entries = await dead.entries(newest=False, limit=40)
     stats = await admin.stats()
     deals = await admin.entities("deal")
+    orders, _ = _orders_table(records, deals, await admin.entities("contact"), await admin.product_rows())
     origins = Counter(d.get("ORIGIN_ID") for d in deals)
     duplicates = sum(c - 1 for c in origins.values())
     console.print(_outcomes_table(records, unrecorded_dead, counters.get("retries", 0)))
+    console.print(orders)
     console.print(_calls_table(stats, records, unrecorded_dead))
     console.print(NAIVE_FORMULA, highlight=False)
     console.print(_dead_table(entries, await dead.size()))

@@ -102,13 +102,34 @@ def _op(op: OpKind, key: str, version: int, **fields: Any) -> Operation:
     return Operation(op=op, entity=Entity.DEAL, key=key, fields=fields, version=version)
 
 
+PRODUCTS = (("Mug", 9.5), ("Plate", 4.0), ("Bowl", 6.0), ("Teapot", 24.0))
+
+
+def customer_of(key: str) -> str:
+    """An order's customer key: ``order-10001`` is bought by ``customer-10001``."""
+    return key.replace("order-", "customer-", 1)
+
+
 def phase_one(keys: list[str], rng: random.Random) -> list[Operation]:
-    """New orders: a create, then the paid update; every 30th order carries a currency Bitrix24 refuses."""
+    """New orders as a shop writes them: the customer (a contact upsert), the deal referring to it by key
+    with its product rows, then the paid update; every 30th order carries a currency Bitrix24 refuses."""
     ops = []
     for i, key in enumerate(keys):
         currency = "XXX" if i % 30 == 7 else "RUB"
-        amount = rng.randrange(1_000, 90_000)
-        ops.append(_op(OpKind.CREATE, key, 1, TITLE=f"Order {key}", OPPORTUNITY=amount, CURRENCY_ID=currency))
+        customer = customer_of(key)
+        ops.append(
+            Operation(op=OpKind.UPSERT, entity=Entity.CONTACT, key=customer, fields={"NAME": customer})
+        )
+        rows = [{"PRODUCT_NAME": name, "PRICE": price, "QUANTITY": rng.randint(1, 4)}
+                for name, price in rng.sample(PRODUCTS, k=rng.randint(1, 3))]  # fmt: skip
+        fields = {
+            "TITLE": f"Order {key}",
+            "CURRENCY_ID": currency,
+            "CONTACT_ID": {"$ref": f"contact:{customer}"},
+        }
+        ops.append(
+            Operation(op=OpKind.CREATE, entity=Entity.DEAL, key=key, fields=fields, version=1, products=rows)
+        )
         ops.append(_op(OpKind.UPDATE, key, 2, STAGE_ID="PREPARATION", COMMENTS="paid"))
     return ops
 

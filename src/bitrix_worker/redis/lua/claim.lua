@@ -1,7 +1,8 @@
 -- claim.lua: read new entries for this consumer and give each key its turn, atomically.
 -- KEYS[1] stream   KEYS[2] holds hash (ident -> live references)   KEYS[3] parked queues hash (turns.lua)
 -- KEYS[4] own entries hash (turns.lua)
--- ARGV[1] group    ARGV[2] consumer   ARGV[3] count
+-- ARGV[1] group    ARGV[2] consumer   ARGV[3] count (entries owned at most; up to 4x as many may be read,
+-- since parked ones take no place)
 -- Returns {owned, last_id}: owned = {{id, ident, {field, value, ...}, whose}, ...} (ident '' when the
 -- entry has none; whose as in turns.lua); last_id is the newest entry
 -- in the stream (or '0-0'), for a blocking XREAD that cannot miss an entry added after this call; when
@@ -34,11 +35,21 @@ local function closed() return {open = false, has_update = false} end  -- a run 
 
 local owned = {}
 local last_read = nil
-local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
-if res then
-  local seg, parked_here = {}, {}
+local seg, parked_here = {}, {}
+-- Read until `count` entries are owned: entries parked on the way (their key is held, or they wait for a
+-- referenced key) do not take a place in the batch, so a stream where every other entry waits (a contact,
+-- then the deal referring to it) still fills whole batches. Bounded: at most READ_FACTOR x count entries
+-- are read per call.
+local READ_FACTOR = 4
+local want, read = tonumber(count), 0
+while #owned < want and read < want * READ_FACTOR do
+  local n = math.min(want - #owned, want * READ_FACTOR - read)
+  local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', n, 'STREAMS', stream, '>')
   -- fakeredis (the demo's last-resort backend) answers {stream, entries} without the outer list
-  local entries = type(res[1]) == 'table' and res[1][2] or res[2]
+  local entries = nil
+  if type(res) == 'table' and #res > 0 then entries = type(res[1]) == 'table' and res[1][2] or res[2] end
+  if type(entries) ~= 'table' or #entries == 0 then break end
+  read = read + #entries
   for _, entry in ipairs(entries) do
     local id, flat = entry[1], entry[2]
     last_read = id
