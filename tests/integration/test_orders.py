@@ -14,8 +14,8 @@ from harness import Bench
 
 from bitrix_worker.fieldcheck import cached_schema
 from bitrix_worker.mapping import MappingStore
-from bitrix_worker.screening import SCREENED_ENTITIES
 from bitrix_worker.redis.deadletter import DeadLetters
+from bitrix_worker.screening import SCREENED_ENTITIES
 
 MUG = {"PRODUCT_NAME": "Mug", "PRICE": 9.5, "QUANTITY": 2}
 PLATE = {"PRODUCT_NAME": "Plate", "PRICE": 4, "QUANTITY": 1}
