@@ -99,7 +99,7 @@ class Portal:
         self.handlers.update(self.items.handlers())
         self.handlers.update(self.rows.handlers())
         self.stats = Stats()
-        self.bucket = LeakyBucket(config.burst, config.drain_per_s)
+        self.bucket = LeakyBucket(config.burst, config.drain_per_s, per_second=config.drain_per_second)
         self.budget = OperatingBudget(config.operating_limit_s, config.operating_window_s)
         self.limits_enabled = config.limits_enabled
         self.processing_s: dict[str, float] = {}
@@ -132,6 +132,7 @@ class Portal:
                 LimitsUpdate(
                     burst=cfg.burst,
                     drain_per_s=cfg.drain_per_s,
+                    drain_per_second=cfg.drain_per_second,
                     operating_limit_s=cfg.operating_limit_s,
                     operating_window_s=cfg.operating_window_s,
                     processing_s=cfg.processing_s,
@@ -146,6 +147,9 @@ class Portal:
             self.bucket.burst = update.burst
         if update.drain_per_s is not None:
             self.bucket.drain_per_s = update.drain_per_s
+        if update.drain_per_second is not None:
+            self.bucket.current(self.clock())  # settle the drain so far under the old mode
+            self.bucket.per_second = update.drain_per_second
         if update.operating_limit_s is not None:
             self.budget.limit_s = update.operating_limit_s
         if update.operating_window_s is not None and update.operating_window_s != self.budget.window_s:
@@ -163,6 +167,7 @@ class Portal:
         return {
             "burst": self.bucket.burst,
             "drain_per_s": self.bucket.drain_per_s,
+            "drain_per_second": self.bucket.per_second,
             "bucket_level": round(self.bucket.current(now), 3),
             "operating_limit_s": self.budget.limit_s,
             "operating_window_s": self.budget.window_s,
