@@ -195,7 +195,17 @@ def diff_stats(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
         for k, v in after.get("faults_injected", {}).items()
         if v - before.get("faults_injected", {}).get(k, 0)
     }
-    return {"requests": after["requests"] - before["requests"], "calls": calls, "faults_injected": injected}
+    sizes = {
+        k: v - before.get("batch_sizes", {}).get(k, 0)
+        for k, v in after.get("batch_sizes", {}).items()
+        if v - before.get("batch_sizes", {}).get(k, 0)
+    }
+    return {
+        "requests": after["requests"] - before["requests"],
+        "calls": calls,
+        "faults_injected": injected,
+        "batch_sizes": sizes,  # commands per batch request the portal ran -> how many such requests
+    }
 
 
 # ---- Redis namespace ------------------------------------------------------------------------------------

@@ -177,6 +177,19 @@ def _faults(res: dict[str, Any]) -> list[str]:
             "requests refused at the front door (limit bursts and the outage; they ran nothing and were sent "
             "again); at most 50 each.",
         ]
+        w = ours.get("where_requests_went")
+        if w:
+            out += [
+                "",
+                f"Where our worker's {_v(ours['requests'])} requests went (portal statistics): "
+                f"{_v(w['requests_with_operations'])} carried operations, where "
+                f"{_v(w['fewest_for_those_commands'])} full batches could have carried the same commands "
+                f"(it sent {_v(w['partial_batches'])} partial batches and {_v(w['lone_calls'])} lone calls); "
+                f"{_v(w['reads_without_operations'])} reads that carry no operation (such as the start check "
+                "and the probe that reopens the portal after the outage); "
+                f"{_v(w['limit_refusals'])} limit refusals (all injected) and {_v(w['auth_refusals'])} auth "
+                "refusals (the minimum counts 1: batches already past the gate when the outage began).",
+            ]
     return out
 
 
@@ -276,8 +289,9 @@ def render(record: dict[str, Any], path: Path, *, root: Path = ROOT) -> str:
         lines += [*_peers(res["peers"], res.get("throughput", [])), ""]
     if "faults" in res:
         lines += [*_faults(res["faults"]), ""]
-    standalone = cost_report.newest(path.parent, since=record["started_at"])
-    if standalone is not None:  # a later `python -m bench.cost_report` run replaces section 4
+    # a later `python -m bench.cost_report` run replaces section 4; a run without cost shows the newest one
+    standalone = cost_report.newest(path.parent, since=record["started_at"] if "cost" in res else "")
+    if standalone is not None:
         lines += [*cost_report.render_cost(standalone["cost"], cost_report.header(standalone)), ""]
     elif "cost" in res:
         c = res["cost"]

@@ -66,6 +66,7 @@ def php_section(items: dict[str, Any]) -> Any:
 class Stats:
     requests: int = 0
     calls: dict[str, dict[str, int]] = field(default_factory=dict)
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # commands per executed batch -> batches
 
     def count(self, method: str, outcome: str) -> None:
         per = self.calls.get(method)
@@ -180,6 +181,7 @@ class Portal:
         return {
             "requests": self.stats.requests,
             "calls": {m: dict(c) for m, c in self.stats.calls.items()},
+            "batch_sizes": {str(k): v for k, v in sorted(self.stats.batch_sizes.items())},
             "faults_injected": dict(self.faults.injected),
             "entities": {e: len(t.rows) for e, t in self.store.tables.items()},
             "items": {str(etid): len(t.rows) for etid, t in self.items.tables.items()},
@@ -276,6 +278,7 @@ class Portal:
             else []
         )
         halt = truthy(params.get("halt", False))
+        self.stats.batch_sizes[len(commands)] = self.stats.batch_sizes.get(len(commands), 0) + 1
         result: dict[str, Any] = {}
         errors: dict[str, Any] = {}
         totals: dict[str, Any] = {}
