@@ -155,7 +155,36 @@ async def main(workdir: Path, *, n: int, names: list[str]) -> list[dict[str, Any
     return [await run_scenario(name, workdir, n=n) for name in names]
 
 
+LABELS = {
+    "continuous": "continuous drain (the emulator's default)",
+    "once_per_second": "drain once per second (`--drain-per-second`)",
+    "latency_0.3s": "0.3 s latency per request (`--latency 0.3`)",
+    "latency_1.5s": "1.5 s latency per request (`--latency 1.5`)",
+    "two_deployments": "two deployments: 2 streams, 1 process each, N/2 updates each",
+}
+
+
+def render(record: dict[str, Any]) -> str:
+    """The table in docs/benchmarks.md for one saved run (``--render FILE``)."""
+    lines = [
+        "| portal | steady updates/s | % of ceiling | refusals in steady state | refusals in all "
+        "| HTTP requests | all applied after | outcomes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in record["results"]:
+        outcomes = ", ".join(f"{k.removeprefix('outcome:')} {v:,}" for k, v in sorted(r["outcomes"].items()))
+        lines.append(
+            f"| {LABELS.get(r['scenario'], r['scenario'])} | **{r['steady_ops_per_s']}** | "
+            f"**{r['steady_pct_of_limit']}%** | {r['steady_refusals']} | {r['refusals_total']} | "
+            f"{r['requests']:,} | {r['all_applied_s']} s | {outcomes} |"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--render"]:
+        print(render(json.loads(Path(sys.argv[2]).read_text())))
+        raise SystemExit(0)
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
     chosen = sys.argv[2:] or list(SCENARIOS)
     started_at = datetime.now(UTC)
