@@ -26,7 +26,7 @@ from urllib.parse import urlparse, urlunparse
 import httpx
 import redis.asyncio as aioredis
 
-from bitrix_worker.defaults import StreamKeys
+from bitrix_worker.defaults import StreamKeys, portal_limiter_key
 from bitrix_worker.mapping import Mapping, MappingStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,11 +85,15 @@ class Emulator:
         drain: float = 2.0,
         faults: dict[str, Any] | None = None,
         seed: int | None = 7,
+        drain_per_second: bool = False,
+        latency_s: float = 0.0,
     ) -> Emulator:
         ensure_dir(workdir)
         port = free_port()
         args = [sys.executable, *CLI, "emulator", "--port", str(port), "--burst", str(burst)]
-        args += ["--drain", str(drain)]
+        args += ["--drain", str(drain), "--latency", str(latency_s)]
+        if drain_per_second:
+            args.append("--drain-per-second")
         if no_limits:
             args.append("--no-limits")
         if faults:
@@ -154,9 +158,11 @@ class Admin:
     async def empty_bucket(self) -> None:
         """Drain the leaky bucket to zero without touching the store: a huge drain rate, read, restore."""
         current = await self.limits()
-        await self.limits(drain_per_s=1e9)
+        await self.limits(drain_per_s=1e9, drain_per_second=False)
         await self.limits()  # GET drains the bucket lazily at the new rate
-        await self.limits(drain_per_s=current["drain_per_s"])
+        await self.limits(
+            drain_per_s=current["drain_per_s"], drain_per_second=current.get("drain_per_second", False)
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -189,7 +195,17 @@ def diff_stats(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
         for k, v in after.get("faults_injected", {}).items()
         if v - before.get("faults_injected", {}).get(k, 0)
     }
-    return {"requests": after["requests"] - before["requests"], "calls": calls, "faults_injected": injected}
+    sizes = {
+        k: v - before.get("batch_sizes", {}).get(k, 0)
+        for k, v in after.get("batch_sizes", {}).items()
+        if v - before.get("batch_sizes", {}).get(k, 0)
+    }
+    return {
+        "requests": after["requests"] - before["requests"],
+        "calls": calls,
+        "faults_injected": injected,
+        "batch_sizes": sizes,  # commands per batch request the portal ran -> how many such requests
+    }
 
 
 # ---- Redis namespace ------------------------------------------------------------------------------------
@@ -249,6 +265,16 @@ class Namespace:
             payload = f.get(b"payload", b"{}")
             out.append((json.loads(payload), json.loads(f.get(b"error", b"{}"))))
         return out
+
+
+async def reset_portal_limiter(webhook_url: str) -> None:
+    """Forget the worker's shared limiter for this portal (it is per portal, not per stream, so a run on
+    the same emulator would otherwise inherit the previous run's bookings)."""
+    client = aioredis.Redis.from_url(redis_url())
+    try:
+        await client.delete(portal_limiter_key(urlparse(webhook_url).netloc))
+    finally:
+        await client.aclose()
 
 
 def update_payload(key: str, fields: dict[str, Any]) -> str:

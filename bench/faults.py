@@ -111,6 +111,29 @@ def front_door_refusals(delta: dict[str, Any], code: str) -> int:
     return sum(int(per.get(code, 0)) for per in delta["calls"].values())
 
 
+def excess(delta: dict[str, Any], *, batch: int = 50) -> dict[str, int]:
+    """Where the requests went, from the portal's statistics: requests carrying operations (batches and
+    lone calls of the operation's method) against the fewest that could carry the same commands; reads that
+    carry no operation (the start check, the field schema, the probe after a pause); front-door refusals."""
+    sizes = {int(k): v for k, v in delta.get("batch_sizes", {}).items()}
+    carried = sum(k * v for k, v in sizes.items())
+    update = delta["calls"].get("crm.deal.update", {})
+    commands = sum(n for outcome, n in update.items() if outcome not in FRONT_DOOR)
+    lone = max(0, commands - carried)  # updates not in a batch went out as plain calls, one request each
+    with_ops = sum(sizes.values()) + lone
+    refused = {code: front_door_refusals(delta, code) for code in FRONT_DOOR}
+    reads = delta["requests"] - with_ops - sum(refused.values())
+    return {
+        "requests_with_operations": with_ops,
+        "fewest_for_those_commands": math.ceil(commands / batch),
+        "partial_batches": sum(v for k, v in sizes.items() if k < batch),
+        "lone_calls": lone,
+        "reads_without_operations": reads,
+        "limit_refusals": refused["QUERY_LIMIT_EXCEEDED"],
+        "auth_refusals": refused["INVALID_CREDENTIALS"],
+    }
+
+
 def minimum(ops: int, delta: dict[str, Any], *, invalid: int = 0, batch: int = 50) -> dict[str, int]:
     """The minimum for ``ops`` finished operations, given the faults the portal actually answered.
 
@@ -221,6 +244,8 @@ def refresh(result: dict[str, Any], *, naive: bool) -> dict[str, Any]:
     done = result["operations_finished"] if naive else result["operations"]
     invalid = sum(1 for i in range(done) if kind_of(i) == "invalid")
     result.update(_spent(done, result["portal"], invalid))
+    if not naive:
+        result["where_requests_went"] = excess(result["portal"])
     if naive:
         need = result["minimum"]
         result["requests_per_minimum_one_per_command"] = round(

@@ -1,9 +1,11 @@
-"""Benchmark 2: the same update workload through fast_bitrix24 and through the naive seed-style worker.
+"""Benchmark 2: the same update workload through fast_bitrix24, b24pysdk and the naive seed-style worker.
 
-Both start from the state benchmark 1 starts from: the deals exist, the portal's limits are on (burst 50,
-drain 2/s) with an empty bucket. fast_bitrix24 gets all N updates in one ``call('crm.deal.update', items)``;
-the naive worker consumes them from a stream for a bounded window. What the portal applied, how many HTTP
-requests it saw and how many it refused come from the emulator's statistics, not from the clients.
+All start from the state benchmark 1 starts from: the deals exist, the portal's limits are on (burst 50,
+drain 2/s) with an empty bucket. fast_bitrix24 gets all N updates in one ``call('crm.deal.update', items)``,
+b24pysdk in one ``call_batches(...)`` (each library in its own process: ``bench/fast_runner.py``,
+``bench/b24pysdk_runner.py``); the naive worker consumes them from a stream for a bounded window. What the
+portal applied, how many HTTP requests it saw and how many it refused come from the emulator's statistics,
+not from the clients.
 """
 
 from __future__ import annotations
@@ -38,18 +40,32 @@ from .common import (
 from .naive import run_naive
 from .throughput import prepare_portal, skip_head_for
 
+#: library -> the runner module that sends the workload through it in its own process
+LIBRARIES = {"fast_bitrix24": "bench.fast_runner", "b24pysdk": "bench.b24pysdk_runner"}
+
+
+def library_available(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
 
 def fast_bitrix24_available() -> bool:
-    return importlib.util.find_spec("fast_bitrix24") is not None
+    return library_available("fast_bitrix24")
 
 
 async def run_fast_bitrix24(emu: Emulator, workdir: Path, *, n: int, timeout_s: float) -> dict[str, Any]:
+    return await run_library(emu, workdir, "fast_bitrix24", n=n, timeout_s=timeout_s)
+
+
+async def run_library(
+    emu: Emulator, workdir: Path, library: str, *, n: int, timeout_s: float
+) -> dict[str, Any]:
+    """N updates through ``library``'s runner as a subprocess; what happened is counted at the portal."""
     ensure_dir(workdir)
     admin = Admin(emu.base_url)
     try:
-        db = f"sqlite+aiosqlite:///{workdir / 'fast-unused.sqlite3'}"
+        db = f"sqlite+aiosqlite:///{workdir / (library + '-unused.sqlite3')}"
         ids = await prepare_portal(emu, admin, n, db)
-        ids_file = workdir / "fast-ids.json"
+        ids_file = workdir / f"{library}-ids.json"
         ids_file.write_text(json.dumps([ids[key_of(i)] for i in range(n)]))
         before = await admin.stats()
         sampler = Sampler(admin)
@@ -58,11 +74,11 @@ async def run_fast_bitrix24(emu: Emulator, workdir: Path, *, n: int, timeout_s: 
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bench.fast_runner",
+            LIBRARIES[library],
             emu.webhook_url,
             str(ids_file),
             stdout=subprocess.PIPE,
-            stderr=(workdir / "fast_bitrix24.log").open("ab"),
+            stderr=(workdir / f"{library}.log").open("ab"),
             cwd=ROOT,
         )
         try:
@@ -80,7 +96,7 @@ async def run_fast_bitrix24(emu: Emulator, workdir: Path, *, n: int, timeout_s: 
         applied = ok_calls(after, "crm.deal.update") - ok_calls(before, "crm.deal.update")
         delta = diff_stats(after, before)
         result: dict[str, Any] = {
-            "client": "fast_bitrix24",
+            "client": library,
             "operations": n,
             **report,
             "applied_by_portal": applied,
@@ -141,10 +157,11 @@ async def main(workdir: Path, *, n: int, window_s: float) -> dict[str, Any]:
     emu = await Emulator.start(workdir)
     try:
         out: dict[str, Any] = {}
-        if fast_bitrix24_available():
-            out["fast_bitrix24"] = await run_fast_bitrix24(emu, workdir, n=n, timeout_s=n / 50 + 180)
-        else:
-            out["fast_bitrix24"] = {"skipped": "fast_bitrix24 is not installed (pip install '.[bench]')"}
+        for library in LIBRARIES:
+            if library_available(library):
+                out[library] = await run_library(emu, workdir, library, n=n, timeout_s=n / 50 + 180)
+            else:
+                out[library] = {"skipped": f"{library} is not installed (pip install '.[bench]')"}
         out["naive"] = await run_naive_bench(emu, workdir, n=n, window_s=window_s)
         return out
     finally:

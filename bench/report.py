@@ -57,9 +57,38 @@ def _throughput(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+BURST_NOTE = (
+    "*incl. burst* = applied ÷ time to apply all, counting the portal's opening burst (2,500 updates in the "
+    "first seconds): not a sustainable rate; the sustainable one is *steady*."
+)
+
+
+def _library_row(library: str, fb: dict[str, Any]) -> str:
+    if not fb:
+        return f"| {library} | - | - | - | - | - | - | not run |"
+    if "skipped" in fb:
+        return f"| {library} | - | - | - | - | - | - | skipped: {fb['skipped']} |"
+    if "steady_ops_per_s" in fb:
+        rate = f"{_v(fb['steady_ops_per_s'])} steady, {_v(fb['ops_per_s_over_wall'])} incl. burst"
+    else:
+        rate = f"none sustained; {_v(fb['ops_per_s_over_wall'])} incl. burst"
+    happened = f"raised `{fb['exception']}`" if fb.get("exception") else "returned normally"
+    steady_refused = ""
+    if "steady_refusals" in fb:
+        steady_refused = f"; {_v(fb['steady_refusals'])} refused in steady state"
+    return (
+        f"| {library} {_v(fb.get('version'))} | {_v(fb['applied_by_portal'])} / {_v(fb['operations'])} | "
+        f"{_v(fb['wall_s'])} s | {rate} | {_v(fb['requests'])} | {_v(fb['calls_per_operation'])} | "
+        f"{_v(fb['refusals_total'])} | {happened}; it returned {_v(fb.get('results_returned'))} results"
+        f"{steady_refused} |"
+    )
+
+
 def _peers(peer: dict[str, Any], ours: list[dict[str, Any]]) -> list[str]:
     out = [
-        "### 2. The same workload through fast_bitrix24 and the naive seed-style worker",
+        "### 2. The same workload through fast_bitrix24, b24pysdk and the naive seed-style worker",
+        "",
+        BURST_NOTE,
         "",
         "| client | applied / offered | time | updates/s | HTTP requests | requests / applied update | "
         "refusals (503) | what happened |",
@@ -70,27 +99,12 @@ def _peers(peer: dict[str, Any], ours: list[dict[str, Any]]) -> list[str]:
             f"| bitrix-worker, {r['processes']} process(es) | {_v(r['applied_by_portal'])} / "
             f"{_v(r['operations'])} | "
             f"{_v(r['all_applied_s'])} s | {_v(r['steady_ops_per_s'])} steady, {_v(r['overall_ops_per_s'])} "
-            "overall | "
+            "incl. burst | "
             f"{_v(r['requests'])} | {r['calls_per_operation']:.4f} | {_v(r['refusals_total'])} | all applied "
             "|"
         )
-    fb = peer.get("fast_bitrix24", {})
-    if "skipped" in fb:
-        out.append(f"| fast_bitrix24 | - | - | - | - | - | - | skipped: {fb['skipped']} |")
-    elif fb:
-        if fb.get("exception"):
-            rate = f"none sustained: gave up after {_v(fb['wall_s'])} s"
-        elif "steady_ops_per_s" in fb:
-            rate = f"{_v(fb['steady_ops_per_s'])} steady, {_v(fb['ops_per_s_over_wall'])} overall"
-        else:
-            rate = f"{_v(fb['ops_per_s_over_wall'])} overall"
-        happened = f"raised `{fb['exception']}`" if fb.get("exception") else "returned normally"
-        out.append(
-            f"| fast_bitrix24 {_v(fb.get('version'))} | {_v(fb['applied_by_portal'])} / "
-            f"{_v(fb['operations'])} | "
-            f"{_v(fb['wall_s'])} s | {rate} | {_v(fb['requests'])} | {_v(fb['calls_per_operation'])} | "
-            f"{_v(fb['refusals_total'])} | {happened}; it returned {_v(fb.get('results_returned'))} results |"
-        )
+    for library in ("fast_bitrix24", "b24pysdk"):
+        out.append(_library_row(library, peer.get(library, {})))
     nv = peer.get("naive")
     if nv:
         out.append(
@@ -163,6 +177,19 @@ def _faults(res: dict[str, Any]) -> list[str]:
             "requests refused at the front door (limit bursts and the outage; they ran nothing and were sent "
             "again); at most 50 each.",
         ]
+        w = ours.get("where_requests_went")
+        if w:
+            out += [
+                "",
+                f"Where our worker's {_v(ours['requests'])} requests went (portal statistics): "
+                f"{_v(w['requests_with_operations'])} carried operations, where "
+                f"{_v(w['fewest_for_those_commands'])} full batches could have carried the same commands "
+                f"(it sent {_v(w['partial_batches'])} partial batches and {_v(w['lone_calls'])} lone calls); "
+                f"{_v(w['reads_without_operations'])} reads that carry no operation (such as the start check "
+                "and the probe that reopens the portal after the outage); "
+                f"{_v(w['limit_refusals'])} limit refusals (all injected) and {_v(w['auth_refusals'])} auth "
+                "refusals (the minimum counts 1: batches already past the gate when the outage began).",
+            ]
     return out
 
 
@@ -249,20 +276,22 @@ def render(record: dict[str, Any], path: Path, *, root: Path = ROOT) -> str:
         f"Run: `{record['command']}` ({record['mode']}), started {record['started_at']}, took "
         f"{_v(record['duration_s'])} s; raw figures in `{path.relative_to(root)}`.",
         f"Machine: {m.get('cpus')} CPUs, {m.get('memory_gb')} GB, Python {m.get('python')}, "
-        f"fast_bitrix24 {m.get('fast_bitrix24')}, redis-py {m.get('redis')}, httpx {m.get('httpx')}. "
+        f"fast_bitrix24 {m.get('fast_bitrix24')}, b24pysdk {m.get('b24pysdk')}, redis-py {m.get('redis')}, "
+        f"httpx {m.get('httpx')}. "
         "Shared and noisy: compare ratios within one run, not absolute numbers across runs.",
         "",
     ]
     if "throughput" in res:
         lines += [*_throughput(res["throughput"]), ""]
     if "peers" in res:
-        fb = res["peers"].get("fast_bitrix24", {})
-        fb.setdefault("version", m.get("fast_bitrix24"))
+        for library in ("fast_bitrix24", "b24pysdk"):
+            res["peers"].get(library, {}).setdefault("version", m.get(library))
         lines += [*_peers(res["peers"], res.get("throughput", [])), ""]
     if "faults" in res:
         lines += [*_faults(res["faults"]), ""]
-    standalone = cost_report.newest(path.parent, since=record["started_at"])
-    if standalone is not None:  # a later `python -m bench.cost_report` run replaces section 4
+    # a later `python -m bench.cost_report` run replaces section 4; a run without cost shows the newest one
+    standalone = cost_report.newest(path.parent, since=record["started_at"] if "cost" in res else "")
+    if standalone is not None:
         lines += [*cost_report.render_cost(standalone["cost"], cost_report.header(standalone)), ""]
     elif "cost" in res:
         c = res["cost"]

@@ -59,7 +59,7 @@ def machine() -> dict[str, Any]:
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
-    for pkg in ("fast_bitrix24", "redis", "httpx"):
+    for pkg in ("fast_bitrix24", "b24pysdk", "redis", "httpx"):
         try:
             from importlib.metadata import version
 

@@ -29,6 +29,7 @@ from .common import (
     precreate_deals,
     redis_url,
     refusals,
+    reset_portal_limiter,
     seed_mapping,
     spawn_worker,
     stop_all,
@@ -51,6 +52,7 @@ async def prepare_portal(
     await seed_mapping(database_url, ids)
     await admin.limits(limits_enabled=True, burst=limits[0], drain_per_s=limits[1])
     await admin.empty_bucket()
+    await reset_portal_limiter(emu.webhook_url)
     return ids
 
 

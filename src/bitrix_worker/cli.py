@@ -180,6 +180,15 @@ def emulator(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     burst: Annotated[int, typer.Option(help="Leaky bucket size.")] = 50,
     drain: Annotated[float, typer.Option(help="Leaky bucket drain per second.")] = 2.0,
+    drain_per_second: Annotated[
+        bool,
+        typer.Option(
+            "--drain-per-second", help="Drain the bucket once a second (by --drain), not continuously."
+        ),
+    ] = False,
+    latency: Annotated[
+        float, typer.Option(help="Seconds every request waits before the portal sees it (fixed).", min=0)
+    ] = 0.0,
     no_limits: Annotated[bool, typer.Option("--no-limits", help="Disable rate and time limits.")] = False,
     faults: Annotated[str | None, typer.Option(help="Fault config as JSON (see docs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for fault randomness.")] = None,
@@ -195,8 +204,9 @@ def emulator(
         cfg = EmulatorConfig(
             burst=burst,
             drain_per_s=drain,
+            drain_per_second=drain_per_second,
             limits_enabled=not no_limits,
-            faults=json.loads(faults) if faults else {},
+            faults=_with_latency(json.loads(faults) if faults else {}, latency),
             seed=seed,
             oauth=OAuthConfig(access_lifetime_s=oauth_lifetime_s) if oauth_lifetime_s is not None else None,
         )
@@ -220,6 +230,13 @@ def emulator(
         soft_wrap=True,
     )
     serve(cfg, host=host, port=port)
+
+
+def _with_latency(faults: Any, latency_s: float) -> Any:
+    """``--latency`` as the fault config's fixed latency (a ``latency`` in ``--faults`` wins)."""
+    if latency_s > 0 and isinstance(faults, dict) and "latency" not in faults:
+        return {**faults, "latency": {"dist": "fixed", "s": latency_s}}
+    return faults
 
 
 @app.command()

@@ -10,6 +10,7 @@ URLs are checked strictly (``urls.py``): a Redis path that is not a database num
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from typing import Any, Literal
@@ -222,6 +223,14 @@ class Settings(BaseSettings):
         the budget to other applications that call the same portal (docs/benchmarks.md, "Sharing").
         """
         return self.rate_safety * self.rate_share
+
+    @property
+    def limiter_burst(self) -> int:
+        """The burst the shared limiter allows (before ``rate_fraction``): the portal's bucket less one second
+        of its drain. Bitrix24 drains the counter once per second, not continuously, so right after a burst
+        the counter can stand up to one second's drain higher than a continuous model says; a full bucket
+        less that never meets a refusal in either model (docs/benchmarks.md, "The portal's shape")."""
+        return max(1, self.rate_burst - math.ceil(self.rate_per_s))
 
     @property
     def heartbeat_interval_s(self) -> float:

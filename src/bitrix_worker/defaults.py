@@ -2,7 +2,8 @@
 
 Budgets are retries *after* the first attempt (docs/errors.md). Key names derive from the stream
 name as ``{<stream>}:<suffix>`` so that every key one Lua script touches sits in the stream's Redis Cluster
-slot.
+slot; the one exception is the portal's request bucket, ``{portal:<host>}:limiter``, which every stream
+calling that portal shares (its script touches only that key).
 """
 
 from __future__ import annotations
@@ -81,6 +82,16 @@ UNSENT_DELIVERIES_FACTOR = 10  # deliveries that never got sent, in multiples of
 STALL_AFTER_S = 600.0  # holding entries without progress this long: /healthz and /readyz say stuck
 
 
+def portal_id(portal: str) -> str:
+    """The portal as keys name it: its lower-cased host (and port), never anything before an ``@``."""
+    return portal.rpartition("@")[2].lower()
+
+
+def portal_limiter_key(portal: str) -> str:
+    """``{portal:<host>}:limiter``: shared by every stream that calls the portal (StreamKeys.limiter)."""
+    return f"{{portal:{portal_id(portal)}}}:limiter"
+
+
 @dataclass(frozen=True, slots=True)
 class StreamKeys:
     """Names of every Redis key derived from one stream."""
@@ -145,7 +156,11 @@ class StreamKeys:
         return self._k("fence")
 
     def limiter(self, portal: str) -> str:
-        return self._k(f"limiter:{portal}")
+        """Hash: the portal's shared request bucket (redis/lua/limiter.lua). Per *portal*, not per stream:
+        Bitrix24 counts a portal's requests whoever sends them, so every deployment (every stream) that
+        calls one portal from this Redis books its requests in one bucket. Its own hash tag keeps it in
+        one Redis Cluster slot; limiter.lua touches no other key."""
+        return portal_limiter_key(portal)
 
     def method_pause(self, portal: str) -> str:
         return self._k(f"method-pause:{portal}")

@@ -46,7 +46,7 @@ async def cached_schema(settings: Settings, entity: str, *, refresh: bool = Fals
             redis,
             settings.keys.limiter(webhook.portal),
             rate_per_s=settings.rate_per_s,
-            burst=settings.rate_burst,
+            burst=settings.limiter_burst,
             safety=settings.rate_safety,
         )
         cache = SchemaCache(redis, settings.keys, webhook.portal, ttl_s=settings.schema_ttl_s)

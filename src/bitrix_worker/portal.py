@@ -34,7 +34,7 @@ class Portal:
             redis,
             keys.limiter(name),
             rate_per_s=settings.rate_per_s,
-            burst=settings.rate_burst,
+            burst=settings.limiter_burst,
             safety=settings.rate_fraction,
         )
         pauses = MethodPauses(

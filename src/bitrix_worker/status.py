@@ -74,7 +74,7 @@ async def _portal_state(
         max_cooldown_s=settings.breaker_max_cooldown_s,
     ).state()  # fmt: skip
     limiter = await Limiter(
-        client, keys.limiter(portal), rate_per_s=settings.rate_per_s, burst=settings.rate_burst,
+        client, keys.limiter(portal), rate_per_s=settings.rate_per_s, burst=settings.limiter_burst,
         safety=settings.rate_fraction,
     ).state()  # fmt: skip
     return (

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import cost, faults, orders, outage, outage_figures, peers, threads, throughput
+from bench import cost, faults, orders, outage, outage_figures, peers, portal_shapes, threads, throughput
 from bench.baseline import FROZEN
 from bench.common import Emulator
 from bench.report import render
@@ -83,6 +83,30 @@ async def test_fast_bitrix24_smoke_applies_a_small_workload(tmp_path: Path) -> N
     assert r["results_returned"] == 150
 
 
+@pytest.mark.skipif(
+    not peers.library_available("b24pysdk"), reason="b24pysdk is not installed (pip install -e '.[bench]')"
+)
+async def test_b24pysdk_smoke_applies_a_small_workload(tmp_path: Path) -> None:
+    emu = await Emulator.start(tmp_path)
+    try:
+        r = await peers.run_library(emu, tmp_path, "b24pysdk", n=150, timeout_s=60)
+    finally:
+        emu.stop()
+    assert r["exception"] is None
+    assert r["applied_by_portal"] == 150
+    assert r["results_returned"] == 150
+    assert r["requests"] == 3  # 150 updates in batches of 50, within the portal's burst
+
+
+@pytest.mark.parametrize("scenario", ["once_per_second", "two_deployments"])
+async def test_portal_shapes_smoke_applies_every_update(tmp_path: Path, scenario: str) -> None:
+    r = await portal_shapes.run_scenario(scenario, tmp_path, n=300)
+    assert r["exit_codes"] == [0] * r["streams"]
+    assert r["applied_by_portal"] == 300
+    assert r["outcomes"] == {"outcome:applied": 300}
+    assert r["refusals_total"] == 0
+
+
 async def test_fault_mix_smoke_accounts_for_every_operation(tmp_path: Path) -> None:
     mix = faults.FaultMix(bursts=1, burst_len=2, burst_every=4, outage_start_s=0.3, outage_s=0.5)
     fast = {
@@ -120,6 +144,17 @@ async def test_fault_mix_smoke_accounts_for_every_operation(tmp_path: Path) -> N
     assert acc["dead_letter_stream"] == 6
     assert ours["minimum"]["injected_limit_refusals"] == 2
     assert ours["commands"] >= ours["minimum"]["commands"]
+    went = ours["where_requests_went"]
+    assert went["requests_with_operations"] >= max(30, went["fewest_for_those_commands"])  # batches of 10
+    assert went["reads_without_operations"] >= 1  # the start check at least
+    assert went["limit_refusals"] == 2
+    assert (
+        went["requests_with_operations"]
+        + went["reads_without_operations"]
+        + went["limit_refusals"]
+        + went["auth_refusals"]
+        == ours["requests"]
+    )
     assert naive["applied"] + naive["given_up"] == naive["operations_finished"]
     assert naive["commands_sent"] == naive["requests"]
 

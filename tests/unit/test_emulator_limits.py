@@ -82,3 +82,43 @@ def test_zero_time_calls_leave_no_basket() -> None:
     budget.record("m", 1.0, now=5.0)
     budget.reset()
     assert budget.operating("m", now=5.0) == 0.0
+
+
+def test_per_second_drain_drops_by_the_rate_at_each_whole_second_only() -> None:
+    bucket = LeakyBucket(burst=50, drain_per_s=2.0, per_second=True)
+    assert all(bucket.try_acquire(now=100.2) for _ in range(50))
+    assert not bucket.try_acquire(now=100.9)  # continuous would have drained 1.4 by now
+    assert bucket.seconds_until_free(100.9) == pytest.approx(0.1)  # the next whole second
+    assert bucket.current(101.0) == pytest.approx(48.0)
+    assert bucket.try_acquire(now=101.0)
+    assert bucket.try_acquire(now=101.5)
+    assert not bucket.try_acquire(now=101.99)
+    assert bucket.current(103.7) == pytest.approx(46.0)  # two more whole seconds crossed
+    bucket.level = 55.0
+    assert bucket.seconds_until_free(103.7) == pytest.approx(2.3)  # 6 over: the steps at 104, 105, 106
+
+
+def test_per_second_drain_refuses_even_pacing_that_a_continuous_drain_lets_through() -> None:
+    """The worker's pace at rate_safety 1.0 (exactly 2/s, evenly spaced) after a full burst: a continuous
+    drain never refuses it; draining in whole-second steps refuses it when a request lands just before a
+    step. At 0.98 of the rate with one request less in the burst neither refuses anything."""
+
+    def refused(per_second: bool, burst_sent: int, interval_s: float, start: float) -> int:
+        bucket = LeakyBucket(burst=50, drain_per_s=2.0, per_second=per_second)
+        assert all(bucket.try_acquire(now=start) for _ in range(burst_sent))
+        return sum(not bucket.try_acquire(now=start + interval_s * (i + 1)) for i in range(600))
+
+    assert refused(False, 50, 0.5, 0.3) == 0
+    assert refused(True, 50, 0.5, 0.3) > 0
+    for start in (0.0, 0.01, 0.3, 0.49, 0.51, 0.99):
+        assert refused(True, 49, 1 / 1.96, start) == 0
+        assert refused(False, 49, 1 / 1.96, start) == 0
+
+
+def test_per_second_drain_never_drains_backwards_or_more_than_whole_seconds() -> None:
+    bucket = LeakyBucket(burst=10, drain_per_s=2.0, per_second=True)
+    assert all(bucket.try_acquire(now=5.999) for _ in range(10))
+    assert bucket.current(5.5) == pytest.approx(10.0)  # an older timestamp drains nothing
+    assert bucket.current(6.0) == pytest.approx(8.0)
+    assert bucket.current(6.999) == pytest.approx(8.0)
+    assert bucket.current(60.0) == pytest.approx(0.0)

@@ -95,6 +95,7 @@ class EmulatorConfig(BaseModel):
     secret: str = Field(default="emulator-secret", min_length=1)
     burst: int = Field(default=50, ge=1)
     drain_per_s: float = Field(default=2.0, gt=0)
+    drain_per_second: bool = False  # drain in whole-second steps (limits.LeakyBucket.per_second)
     operating_limit_s: float = Field(default=480.0, gt=0)
     operating_window_s: float = Field(default=600.0, gt=0)
     processing_s: dict[str, float] = Field(default_factory=dict)
@@ -113,6 +114,7 @@ class LimitsUpdate(BaseModel):
 
     burst: int | None = Field(default=None, ge=1)
     drain_per_s: float | None = Field(default=None, gt=0)
+    drain_per_second: bool | None = None
     operating_limit_s: float | None = Field(default=None, gt=0)
     operating_window_s: float | None = Field(default=None, gt=0)
     processing_s: dict[str, float] | None = None

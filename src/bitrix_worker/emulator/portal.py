@@ -67,6 +67,7 @@ def php_section(items: dict[str, Any]) -> Any:
 class Stats:
     requests: int = 0
     calls: dict[str, dict[str, int]] = field(default_factory=dict)
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # commands per executed batch -> batches
 
     def count(self, method: str, outcome: str) -> None:
         per = self.calls.get(method)
@@ -100,7 +101,7 @@ class Portal:
         self.handlers.update(self.items.handlers())
         self.handlers.update(self.rows.handlers())
         self.stats = Stats()
-        self.bucket = LeakyBucket(config.burst, config.drain_per_s)
+        self.bucket = LeakyBucket(config.burst, config.drain_per_s, per_second=config.drain_per_second)
         self.budget = OperatingBudget(config.operating_limit_s, config.operating_window_s)
         self.limits_enabled = config.limits_enabled
         self.processing_s: dict[str, float] = {}
@@ -135,6 +136,7 @@ class Portal:
                 LimitsUpdate(
                     burst=cfg.burst,
                     drain_per_s=cfg.drain_per_s,
+                    drain_per_second=cfg.drain_per_second,
                     operating_limit_s=cfg.operating_limit_s,
                     operating_window_s=cfg.operating_window_s,
                     processing_s=cfg.processing_s,
@@ -149,6 +151,9 @@ class Portal:
             self.bucket.burst = update.burst
         if update.drain_per_s is not None:
             self.bucket.drain_per_s = update.drain_per_s
+        if update.drain_per_second is not None:
+            self.bucket.current(self.clock())  # settle the drain so far under the old mode
+            self.bucket.per_second = update.drain_per_second
         if update.operating_limit_s is not None:
             self.budget.limit_s = update.operating_limit_s
         if update.operating_window_s is not None and update.operating_window_s != self.budget.window_s:
@@ -166,6 +171,7 @@ class Portal:
         return {
             "burst": self.bucket.burst,
             "drain_per_s": self.bucket.drain_per_s,
+            "drain_per_second": self.bucket.per_second,
             "bucket_level": round(self.bucket.current(now), 3),
             "operating_limit_s": self.budget.limit_s,
             "operating_window_s": self.budget.window_s,
@@ -178,6 +184,7 @@ class Portal:
         return {
             "requests": self.stats.requests,
             "calls": {m: dict(c) for m, c in self.stats.calls.items()},
+            "batch_sizes": {str(k): v for k, v in sorted(self.stats.batch_sizes.items())},
             "faults_injected": dict(self.faults.injected),
             "entities": {e: len(t.rows) for e, t in self.store.tables.items()},
             "items": {str(etid): len(t.rows) for etid, t in self.items.tables.items()},
@@ -274,6 +281,7 @@ class Portal:
             else []
         )
         halt = truthy(params.get("halt", False))
+        self.stats.batch_sizes[len(commands)] = self.stats.batch_sizes.get(len(commands), 0) + 1
         result: dict[str, Any] = {}
         errors: dict[str, Any] = {}
         totals: dict[str, Any] = {}
