@@ -87,11 +87,22 @@ def run(
     check: Annotated[
         bool, typer.Option("--check/--no-check", help="Test the webhook with one read-only call first.")
     ] = True,
+    portals: Annotated[
+        str | None, typer.Option(help="Serve many registry portals: all | id,id (one stream each).")
+    ] = None,
 ) -> None:
     """Consume the stream and deliver operations to Bitrix24 until stopped (SIGTERM/SIGINT)."""
     settings = settings_or_exit(
-        require_portal=True, concurrency=concurrency, stream=stream, consumer=consumer, http_port=http_port
+        concurrency=concurrency,
+        stream=stream,
+        consumer=consumer,
+        http_port=http_port,
+        portals=portals,
     )
+    try:
+        _ = settings.portals or settings.portal_name  # one portal: a webhook or BITRIX_WORKER_PORTAL
+    except ConfigError as exc:
+        fail(f"bad setting {exc}", 2)
     from .runner import run_worker
 
     summary = run_async(lambda: run_worker(settings, until_idle=until_idle, check=check))

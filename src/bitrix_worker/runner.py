@@ -26,6 +26,9 @@ async def run_worker(
     configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=secrets)
     metrics = PrometheusEvents()
     subscribers = EventFanout(metrics, events) if events is not None else metrics
+    if settings.portals:
+        await run_fleet(settings, until_idle=until_idle, events=subscribers)
+        return RunSummary()
     async with contextlib.AsyncExitStack() as stack:
         worker = await stack.enter_async_context(Worker.open(settings, events=subscribers))
         if check:
@@ -66,5 +69,37 @@ async def run_worker(
         finally:
             if http is not None:
                 await http.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+async def run_fleet(
+    settings: Settings, *, until_idle: bool = False, events: WorkerEvents | None = None
+) -> None:
+    """``BITRIX_WORKER_PORTALS``: one loop per portal of this process's share (fleet.py). No HTTP endpoints
+    yet in this mode (docs/scaling.md, "Many portals")."""
+    from .fleet import PortalFleet
+    from .mapping import MappingStore
+    from .portals.registry import PortalRegistry
+    from .portals.secrets import SecretBox
+    from .redis.connection import client_for, ping_or_fail
+
+    key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    box = SecretBox.from_setting(key)
+    redis = client_for(settings.redis_url, name=f"bitrix-worker:{settings.consumer}")
+    await ping_or_fail(redis, settings.redis_url)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(redis.aclose)
+        store = await MappingStore.connect(settings.database_url)
+        stack.push_async_callback(store.close)
+        registry = await PortalRegistry.connect(settings.database_url, box=box, table=settings.portals_table)
+        stack.push_async_callback(registry.close)
+        fleet = PortalFleet(settings, redis, store, registry, events, settings.portal_ids)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, fleet.stop)
+        try:
+            await fleet.run(until_idle=until_idle)
+        finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
