@@ -164,6 +164,7 @@ class PortalFleet:
                     )
                     cls = Worker
                 else:
+                    record = await self.registry.get(pid)  # with its secrets (records() has none)
                     opened = await stack.enter_async_context(
                         open_portal_client(
                             record,
