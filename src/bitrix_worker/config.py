@@ -217,6 +217,11 @@ class Settings(BaseSettings):
         return self.webhook.portal
 
     @property
+    def default_portal(self) -> str | None:
+        """The portal whose operations stay on ``stream`` itself (``portal_name``), None when none is set."""
+        return self.portal_name if (self.portal or self.webhook_url) else None
+
+    @property
     def portal_ids(self) -> frozenset[str] | None:
         """The registry portals a multi-portal worker serves (``BITRIX_WORKER_PORTALS``): None for all."""
         if self.portals in (None, "all"):

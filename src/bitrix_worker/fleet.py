@@ -46,7 +46,7 @@ UNKNOWN_WEBHOOK = "https://unknown-portal.invalid/rest/1/none/"
 
 def portal_settings(settings: Settings, portal: str, record: PortalRecord | None) -> Settings:
     """The settings of one portal's loop: its stream and dead-letter stream, its registry id, its plan."""
-    default = settings.portal_name if (settings.portal or settings.webhook_url) else None
+    default = settings.default_portal
     update: dict[str, Any] = {
         "stream": portal_stream(settings.stream, portal, default),
         "dead_stream": portal_dead_stream(settings.stream, settings.dead_stream, portal, default),
@@ -84,8 +84,7 @@ class PortalFleet:
 
     @property
     def default(self) -> str | None:
-        s = self.settings
-        return s.portal_name if (s.portal or s.webhook_url) else None
+        return self.settings.default_portal
 
     def stop(self) -> None:
         self._stopping.set()

@@ -261,3 +261,48 @@ async def _until(condition: Any, timeout_s: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.1)
+
+
+def test_cli_enqueue_status_and_dlq_per_portal(redis_url: str, key_prefix: str) -> None:
+    from typer.testing import CliRunner
+
+    from bitrix_worker.cli import app
+
+    env = {
+        "REDIS_URL": redis_url,
+        "BITRIX_WORKER_STREAM": f"{key_prefix}:ops",
+        "BITRIX_WORKER_DEAD_STREAM": f"{key_prefix}:dead",
+        "BITRIX_WEBHOOK_URL": "https://default.example.com/rest/1/s3cr3t-hook/",
+        "DATABASE_URL": "sqlite+aiosqlite:///does-not-exist/mapping.sqlite3",
+    }
+    runner = CliRunner()
+
+    def status(*extra: str) -> dict[str, Any]:
+        result = runner.invoke(app, ["status", "--json", *extra], env=env)
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.output))
+
+    try:
+        for args in (["--portal", "acme"], ["--portal", "acme"], ["--portal", "default.example.com"], []):
+            result = runner.invoke(app, ["enqueue", "create", "deal", "k-1", *args], env=env)
+            assert result.exit_code == 0, result.output
+        acme = status("--portal", "acme")
+        assert acme["stream"] == f"{key_prefix}:ops:acme"
+        assert acme["queue"]["stream_length"] == 2
+        assert acme["portal"] == "acme"
+        default = status()  # the default portal (the webhook's host) keeps the stream itself
+        assert default["stream"] == f"{key_prefix}:ops"
+        assert default["queue"]["stream_length"] == 2
+        listed = runner.invoke(app, ["dlq", "list", "--json", "--portal", "acme"], env=env)
+        assert (listed.exit_code, json.loads(listed.output)) == (0, [])
+        bad = runner.invoke(app, ["status", "--portal", "{x}"], env=env)
+        assert bad.exit_code == 2
+        assert "--portal" in bad.output
+    finally:
+        import redis as sync_redis
+
+        client = sync_redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"*{key_prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+        client.close()
