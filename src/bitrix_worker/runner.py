@@ -17,6 +17,9 @@ from .monitoring import HttpServer, Probes, create_app
 from .portals.install import install_route_for
 from .worker import Worker
 
+REDIS_POOL_BASE = 100
+REDIS_POOL_PER_PORTAL = 12
+
 
 async def run_worker(
     settings: Settings, *, until_idle: bool = False, events: WorkerEvents | None = None, check: bool = True
@@ -86,14 +89,18 @@ async def run_fleet(
 
     key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
     box = SecretBox.from_setting(key)
-    redis = client_for(settings.redis_url, name=f"bitrix-worker:{settings.consumer}")
-    await ping_or_fail(redis, settings.redis_url)
     async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(redis.aclose)
-        store = await MappingStore.connect(settings.database_url)
-        stack.push_async_callback(store.close)
         registry = await PortalRegistry.connect(settings.database_url, box=box, table=settings.portals_table)
         stack.push_async_callback(registry.close)
+        # per portal loop at most: a blocking read, a command per batch in flight, four duties; room to grow
+        pool = REDIS_POOL_BASE + REDIS_POOL_PER_PORTAL * len(await registry.records())
+        redis = client_for(
+            settings.redis_url, name=f"bitrix-worker:{settings.consumer}", max_connections=pool
+        )
+        stack.push_async_callback(redis.aclose)
+        await ping_or_fail(redis, settings.redis_url)
+        store = await MappingStore.connect(settings.database_url)
+        stack.push_async_callback(store.close)
         fleet = PortalFleet(settings, redis, store, registry, events, settings.portal_ids)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
