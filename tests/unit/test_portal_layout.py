@@ -106,3 +106,30 @@ def test_a_portal_id_that_cannot_name_a_stream_is_refused(bad: str) -> None:
 
     with pytest.raises(PoisonMessage, match="portal"):
         decode_payload(json.dumps({"op": "create", "entity": "deal", "key": "k", "portal": bad}))
+
+
+def test_a_portal_loop_gets_its_stream_dead_letters_and_plan() -> None:
+    from bitrix_worker.config import load_settings
+    from bitrix_worker.fleet import portal_settings
+    from bitrix_worker.portals.model import PLANS, PortalRecord
+
+    base = load_settings(
+        portal="main", stream="ops", dead_stream="{ops}:dead", redis_url="redis://localhost:6379/0"
+    )
+    record = PortalRecord("big", "webhook", "https://big.example.com/rest/", plan=PLANS["enterprise"])
+    big = portal_settings(base, "big", record)
+    assert (big.stream, big.dead_stream, big.portal_name) == ("ops:big", "{ops:big}:dead", "big")
+    assert (big.rate_per_s, big.rate_burst) == (5.0, 250)
+    main = portal_settings(base, "main", None)
+    assert (main.stream, main.dead_stream, main.portal_name) == ("ops", "{ops}:dead", "main")
+    assert big.keys.limiter(big.portal_name) != main.keys.limiter(main.portal_name)  # a limiter of its own
+
+
+def test_a_producer_cannot_name_a_portal_that_cannot_name_a_stream() -> None:
+    from bitrix_worker.producer import build_operation, for_portal
+
+    op = build_operation("create", "deal", "k-1")
+    assert for_portal(op, "acme").portal == "acme"
+    assert for_portal(op, None) is op
+    with pytest.raises(ValueError, match="portal"):
+        for_portal(op, "{acme}")
