@@ -34,7 +34,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.common import CLI, Namespace, ensure_dir, redis_url, stop_all
+from bench.common import CLI, RESULTS_DIR, Namespace, ensure_dir, redis_url, stop_all
 from bitrix_worker.portal_layout import portal_stream
 from bitrix_worker.portals.model import PLANS, PortalRecord
 from bitrix_worker.portals.registry import PortalRegistry
@@ -79,6 +79,7 @@ class Run:
     load: float
     window_s: float
     redis_ops_s: float  # every client's commands: a figure of this bench only on a Redis of its own
+    memory: dict[str, Any]
 
     def summary(self, hot: str | None, backlog: list[str]) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -99,6 +100,7 @@ class Run:
         out["redis_commands_s"] = round(self.redis_ops_s)
         applied = sum(self.rates.values())
         out["applied_ops_s"] = round(applied, 1)
+        out |= self.memory
         return out
 
 
@@ -152,6 +154,22 @@ async def outcomes(r: aioredis.Redis, stream: str) -> list[tuple[int, int]]:
         start = f"{ms}-{int(seq) + 1}"
 
 
+async def key_bytes(r: aioredis.Redis, base: str, portals: list[str]) -> dict[str, int]:
+    """Redis memory of the last portal's keys (MEMORY USAGE, sampled), and of one outcome record."""
+    stream = portal_stream(base, portals[-1], None)
+    total = 0
+    for pattern in (stream, f"{{{stream}}}:*"):
+        async for key in r.scan_iter(match=pattern, count=1000):
+            total += int(await r.memory_usage(key, samples=0) or 0)
+    out = {"last_portal_redis_bytes": total}
+    first = portal_stream(base, portals[0], None)
+    n = int(await r.xlen(f"{{{first}}}:outcomes"))
+    if n >= 1000:
+        used = int(await r.memory_usage(f"{{{first}}}:outcomes", samples=0) or 0)
+        out["outcome_record_bytes"] = used // n
+    return out
+
+
 async def now_ms(r: aioredis.Redis) -> int:
     sec, us = await r.time()
     return int(sec) * 1000 + int(us) // 1000
@@ -200,12 +218,18 @@ async def scenario(
         t0_ms = await now_ms(r)
         cpu0 = cpu_s([p.pid for p in procs])
         cmds0 = int((await r.info("stats"))["total_commands_processed"])
+        stats0 = await r.info("commandstats")
         await asyncio.sleep(window_s)
         t1_ms = await now_ms(r)
         cpu1 = cpu_s([p.pid for p in procs])
         cmds1 = int((await r.info("stats"))["total_commands_processed"])
+        stats1 = await r.info("commandstats")
         load = os.getloadavg()[0]
         await producer
+        memory: dict[str, Any] = await key_bytes(r, ns.stream, serve_ids)
+        calls = {k: stats1[k]["calls"] - stats0.get(k, {}).get("calls", 0) for k in stats1}
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:8]
+        memory["top_commands_s"] = {k.removeprefix("cmdstat_"): round(v / window_s, 1) for k, v in top}
         stop_all(procs)
         rates: dict[str, float] = {}
         latencies: list[int] = []
@@ -215,7 +239,8 @@ async def scenario(
             if p in trickle_ids:
                 latencies += [at - added for at, added in rows if t0_ms <= added < t1_ms - 5000]
         redis_ops_s = (cmds1 - cmds0) / ((t1_ms - t0_ms) / 1000)
-        return Run(name, rates, latencies, (cpu1 - cpu0) / window_s, load, window_s, redis_ops_s)
+        cpu = (cpu1 - cpu0) / window_s
+        return Run(name, rates, latencies, cpu, load, window_s, redis_ops_s, memory)
     finally:
         await ns.cleanup()
         await r.aclose()
@@ -259,28 +284,36 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         ids = [pid(i) for i in range(args.portals)]
         hot, others = ids[0], ids[1:]
         common = {"workdir": workdir, "env": env, "warmup_s": args.warmup_s, "window_s": args.window_s}
-        results = []
-        base = await scenario("trickle", serve_ids=ids, backlog={}, trickle_ids=others, **common)
-        results.append(base.summary(None, []))
-        print(json.dumps(results[-1]), flush=True)
-        with_hot = await scenario(
-            "hot", serve_ids=ids, backlog={hot: args.hot_ops}, trickle_ids=others, **common
-        )
-        results.append(with_hot.summary(hot, []))
-        print(json.dumps(results[-1]), flush=True)
+        results: list[dict[str, Any]] = []
+        only = set(args.scenarios.split(","))
         busy = ids[: args.backlog_portals]
         full = dict.fromkeys(busy, args.backlog_ops)
-        b = await scenario("backlog", serve_ids=busy, backlog=full, trickle_ids=[], **common)
-        results.append(b.summary(None, busy))
-        print(json.dumps(results[-1]), flush=True)
-        bad = f"http://{host(0)}:{port}/rest/1/wrong-secret/"
-        await registry.add(
-            PortalRecord(pid(0), "webhook", bad.split("/rest/", maxsplit=1)[0] + "/rest/", webhook_url=bad),
-            replace=True,
-        )
-        c = await scenario("broken", serve_ids=busy, backlog=full, trickle_ids=[], **common)
-        results.append(c.summary(None, busy[1:]) | {"broken_portal_ops_s": round(c.rates.get(busy[0], 0), 1)})
-        print(json.dumps(results[-1]), flush=True)
+        for name in ("idle", "trickle", "hot", "backlog", "broken"):
+            if name not in only:
+                continue
+            if name == "broken":  # the first backlog portal's webhook secret is wrong: every call refused
+                bad = f"http://{host(0)}:{port}/rest/1/wrong-secret/"
+                await registry.add(webhook_portal(pid(0), bad), replace=True)
+            serve_ids = busy if name in {"backlog", "broken"} else ids
+            run = await scenario(
+                name,
+                serve_ids=serve_ids,
+                backlog={hot: args.hot_ops}
+                if name == "hot"
+                else full
+                if name in {"backlog", "broken"}
+                else {},
+                trickle_ids=others if name in {"trickle", "hot"} else [],
+                **common,
+            )
+            row = run.summary(
+                hot if name == "hot" else None,
+                busy[1:] if name == "broken" else busy if name == "backlog" else [],
+            )
+            if name == "broken":
+                row["broken_portal_ops_s"] = round(run.rates.get(busy[0], 0.0), 1)
+            results.append(row)
+            print(json.dumps(row), flush=True)
         await registry.close()
         return results
     finally:
@@ -296,13 +329,18 @@ if __name__ == "__main__":
     parser.add_argument("--portals", type=int, default=100)
     parser.add_argument("--hot-ops", type=int, default=50_000)
     parser.add_argument("--backlog-portals", type=int, default=20)
-    parser.add_argument("--backlog-ops", type=int, default=14_000)
+    parser.add_argument("--backlog-ops", type=int, default=18_000)
     parser.add_argument("--warmup-s", type=float, default=40.0)
     parser.add_argument("--window-s", type=float, default=60.0)
+    parser.add_argument("--scenarios", default="idle,trickle,hot,backlog,broken")
     parser.add_argument("--workdir", default="/tmp/bench-portals")
     parsed = parser.parse_args()
     if parsed.serve:
         serve(parsed.serve, 0)
     else:
+        started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         rows = asyncio.run(main(parsed))
         print(json.dumps(rows, indent=2))
+        ensure_dir(RESULTS_DIR)
+        raw = {"command": " ".join(sys.argv), "started": started, "cpus": os.cpu_count(), "runs": rows}
+        (RESULTS_DIR / f"portals-{started}.json").write_text(json.dumps(raw, indent=2) + "\n")
