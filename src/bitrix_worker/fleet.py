@@ -66,6 +66,7 @@ def portal_settings(settings: Settings, portal: str, record: PortalRecord | None
 class _Served:
     worker: Any  # Worker (imported late: worker.py imports nothing from here, but keep the graph simple)
     task: asyncio.Task[Any]
+    unknown: bool  # served as a portal the registry does not know (everything dead-lettered)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class PortalFleet:
     events: WorkerEvents | None = None
     wanted: frozenset[str] | None = None
     served: dict[str, _Served] = field(default_factory=dict)
+    draining: set[asyncio.Task[Any]] = field(default_factory=set)  # loops told to stop, still finishing
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -121,7 +123,8 @@ class PortalFleet:
         finally:
             for served in self.served.values():
                 served.worker.stop()
-            await asyncio.gather(*(s.task for s in self.served.values()), return_exceptions=True)
+            tasks = [*(s.task for s in self.served.values()), *self.draining]
+            await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(StoreError):
                 await self.members.leave(self.settings.consumer)
 
@@ -134,15 +137,25 @@ class PortalFleet:
         records, unknown = await self.portals()
         every = sorted({*records, *unknown, *([self.default] if self.default else [])})
         mine = set(every if everything else assigned(every, live, me))
+        for pid, served in list(self.served.items()):
+            if served.task.done() or served.unknown != (pid in unknown):  # failed, or added/removed
+                self._drain(pid)
         for pid in sorted(set(self.served) - mine):
             self.log.info("portal moves to another process; draining", portal=pid)
-            self.served.pop(pid).worker.stop()  # its task finishes in-flight batches, then ends
+            self._drain(pid)
         for pid in sorted(mine - set(self.served)):
             ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             task = asyncio.create_task(self._serve(pid, records.get(pid), pid in unknown, ready, everything))
             worker = await ready
             if worker is not None:
-                self.served[pid] = _Served(worker, task)
+                self.served[pid] = _Served(worker, task, pid in unknown)
+
+    def _drain(self, pid: str) -> None:
+        """Stop the portal's loop: it claims nothing more and finishes its batches in flight, then ends."""
+        served = self.served.pop(pid)
+        served.worker.stop()
+        self.draining.add(served.task)
+        served.task.add_done_callback(self.draining.discard)
 
     async def _serve(
         self, pid: str, record: PortalRecord | None, unknown: bool, ready: asyncio.Future[Any], idle: bool
