@@ -306,3 +306,27 @@ def test_cli_enqueue_status_and_dlq_per_portal(redis_url: str, key_prefix: str) 
         if keys:
             client.delete(*keys)
         client.close()
+
+
+def test_the_sync_producer_writes_a_portal_stream_too(redis_url: str, key_prefix: str) -> None:
+    import redis as sync_redis
+
+    from bitrix_worker.sync_producer import enqueue_many_sync, enqueue_sync
+
+    client = sync_redis.Redis.from_url(redis_url)
+    stream = f"{key_prefix}:ops"
+    try:
+        op = build_operation(OpKind.CREATE, Entity.DEAL, "k-1")
+        enqueue_sync(client, op, stream=stream, portal="acme")
+        enqueue_many_sync(client, [op, op], stream=stream, portal="acme")
+        enqueue_sync(client, op, stream=stream, portal="main", default_portal="main")
+        rows = client.xrange(f"{stream}:acme")
+        assert len(rows) == 3
+        assert all(json.loads(f[b"payload"])["portal"] == "acme" for _, f in rows)
+        assert client.smembers(f"{{{stream}}}:portals") == {b"acme"}
+        assert client.xlen(stream) == 1  # the default portal keeps the stream itself
+    finally:
+        keys = list(client.scan_iter(match=f"*{key_prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+        client.close()
