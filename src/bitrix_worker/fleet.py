@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +86,11 @@ class PortalFleet:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.members = WorkerRegistry(self.redis, self.settings.keys.fleet)
+        # processes divide the portals of one list among themselves: another list is another fleet
+        key = self.settings.keys.fleet
+        if self.wanted is not None:
+            key += ":" + hashlib.blake2b(",".join(sorted(self.wanted)).encode(), digest_size=6).hexdigest()
+        self.members = WorkerRegistry(self.redis, key)
         self.log = structlog.get_logger("bitrix_worker.fleet").bind(consumer=self.settings.consumer)
 
     @property
@@ -97,14 +102,14 @@ class PortalFleet:
 
     async def portals(self) -> tuple[dict[str, PortalRecord], set[str]]:
         """Registry portals to serve (by id) and ids with a stream but no registry row (to refuse)."""
-        records = {r.portal_id: r for r in await self.registry.records()}
-        if self.wanted is not None:
-            records = {k: v for k, v in records.items() if k in self.wanted}
+        registered = {r.portal_id: r for r in await self.registry.records()}
         noted = await portal_ids(self.redis, self.settings.keys.portals)
-        unknown = {p for p in noted if p not in records and p != self.default}
-        if self.wanted is not None:
-            unknown -= {p for p in unknown if p in self.wanted}
-        return records, unknown
+        unknown = {p for p in noted if p not in registered and p != self.default}
+        if self.wanted is None:
+            return registered, unknown
+        # a deployment serving a list refuses only unknown ids on its list: the others may be another's
+        records = {k: v for k, v in registered.items() if k in self.wanted}
+        return records, unknown & self.wanted
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Serve this process's share until stopped; ``until_idle``: serve every portal once, until empty."""

@@ -63,11 +63,12 @@ class Fleet:
         keys = portal_settings(self.settings, pid, None).keys
         return await DeadLetters(self.redis, keys).entries(limit=100)
 
-    async def run_in_process(self, **overrides: Any) -> None:
+    async def run_in_process(self, wanted: frozenset[str] | None = None) -> None:
         store = await MappingStore.connect(self.settings.database_url)
         try:
-            s = self.settings.model_copy(update=overrides)
-            await PortalFleet(s, self.redis, store, self.registry).run(until_idle=True)
+            await PortalFleet(self.settings, self.redis, store, self.registry, None, wanted).run(
+                until_idle=True
+            )
         finally:
             await store.close()
 
@@ -157,6 +158,18 @@ async def test_each_operation_reaches_its_own_portal(fleet: Fleet) -> None:
         assert await store.get("deal", "order-0") is None  # the default table holds none of them
     finally:
         await store.close()
+
+
+async def test_a_deployment_serving_a_list_leaves_the_other_portals_alone(fleet: Fleet) -> None:
+    f = fleet
+    for pid in ("p-a", "p-b", "p-zz"):  # p-zz is in no registry
+        await f.enqueue(pid, ["k-1", "k-2"])
+    await asyncio.wait_for(f.run_in_process(frozenset({"p-a"})), timeout=60)
+    assert len(f.deals("p-a")) == 2
+    assert f.deals("p-b") == []
+    for pid in ("p-b", "p-zz"):  # not this deployment's: neither served nor refused
+        assert await f.dead(pid) == []
+        assert await f.redis.xlen(portal_settings(f.settings, pid, None).stream) == 2
 
 
 async def test_a_portal_that_refuses_every_connection_does_not_slow_the_others(fleet: Fleet) -> None:
