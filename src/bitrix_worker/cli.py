@@ -147,11 +147,9 @@ def enqueue(
         typer.Option(help="Your id for this change: a repeat within the dedupe window adds nothing."),
     ] = None,
     stream: Stream = None,
-    portal: Annotated[
-        str | None, typer.Option(help="The registry portal it is for: written to that portal's stream.")
-    ] = None,
+    portal: PortalOpt = None,
 ) -> None:
-    """Append one operation to the stream (what a producer does with XADD)."""
+    """Append one operation to the stream (what a producer does with XADD); --portal: to that portal's."""
     from .operations import Entity, OpKind
     from .producer import build_operation, check_op_id
     from .producer import enqueue as do_enqueue
@@ -171,6 +169,7 @@ def enqueue(
     except ValueError:
         fail("--products: not JSON (a list of row objects)", 2)
     settings = settings_or_exit(stream=stream)
+    default = settings.default_portal
     try:
         operation = build_operation(op, entity, key, parsed, version, products=rows)
     except (ValueError, ValidationError) as exc:
@@ -186,12 +185,7 @@ def enqueue(
 
         async with redis_connection(settings.redis_url) as client:
             return await do_enqueue(
-                client,
-                operation,
-                stream=settings.stream,
-                op_id=op_id,
-                portal=portal,
-                default_portal=settings.default_portal,
+                client, operation, stream=settings.stream, op_id=op_id, portal=portal, default_portal=default
             )
 
     out.print(run_async(go), highlight=False)
