@@ -36,6 +36,10 @@ T = TypeVar("T")
 
 Stream = Annotated[str | None, typer.Option(help="Stream name (BITRIX_WORKER_STREAM).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+PortalOpt = Annotated[
+    str | None,
+    typer.Option("--portal", help="This registry portal's stream (default: the default portal's)."),
+]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -45,12 +49,26 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def settings_or_exit(
-    *, require_webhook: bool = False, require_portal: bool = False, **overrides: Any
+    *,
+    require_webhook: bool = False,
+    require_portal: bool = False,
+    of_portal: str | None = None,
+    **overrides: Any,
 ) -> Settings:
     """``require_webhook``: commands that call the portal through its webhook; ``require_portal``: commands
-    that only name the default portal (a webhook, or ``BITRIX_WORKER_PORTAL`` in the registry)."""
+    that only name the default portal (a webhook, or ``BITRIX_WORKER_PORTAL`` in the registry);
+    ``of_portal``: the settings of that portal's stream (``--portal``, docs/scaling.md "Many portals")."""
     try:
         settings = load_settings(**overrides)
+        if of_portal is not None:
+            from .fleet import portal_settings
+            from .portals.model import check_portal_id
+
+            try:
+                check_portal_id(of_portal)
+            except ValueError as exc:
+                raise ConfigError("--portal", str(exc)) from None
+            settings = portal_settings(settings, of_portal, None)
         if require_webhook:
             settings.webhook  # noqa: B018 - raises ConfigError naming BITRIX_WEBHOOK_URL
         if require_portal:
@@ -87,11 +105,22 @@ def run(
     check: Annotated[
         bool, typer.Option("--check/--no-check", help="Test the webhook with one read-only call first.")
     ] = True,
+    portals: Annotated[
+        str | None, typer.Option(help="Serve many registry portals: all | id,id (one stream each).")
+    ] = None,
 ) -> None:
     """Consume the stream and deliver operations to Bitrix24 until stopped (SIGTERM/SIGINT)."""
     settings = settings_or_exit(
-        require_portal=True, concurrency=concurrency, stream=stream, consumer=consumer, http_port=http_port
+        concurrency=concurrency,
+        stream=stream,
+        consumer=consumer,
+        http_port=http_port,
+        portals=portals,
     )
+    try:
+        _ = settings.portals or settings.portal_name  # one portal: a webhook or BITRIX_WORKER_PORTAL
+    except ConfigError as exc:
+        fail(f"bad setting {exc}", 2)
     from .runner import run_worker
 
     summary = run_async(lambda: run_worker(settings, until_idle=until_idle, check=check))
@@ -118,8 +147,9 @@ def enqueue(
         typer.Option(help="Your id for this change: a repeat within the dedupe window adds nothing."),
     ] = None,
     stream: Stream = None,
+    portal: PortalOpt = None,
 ) -> None:
-    """Append one operation to the stream (what a producer does with XADD)."""
+    """Append one operation to the stream (what a producer does with XADD); --portal: to that portal's."""
     from .operations import Entity, OpKind
     from .producer import build_operation, check_op_id
     from .producer import enqueue as do_enqueue
@@ -139,6 +169,7 @@ def enqueue(
     except ValueError:
         fail("--products: not JSON (a list of row objects)", 2)
     settings = settings_or_exit(stream=stream)
+    default = settings.default_portal
     try:
         operation = build_operation(op, entity, key, parsed, version, products=rows)
     except (ValueError, ValidationError) as exc:
@@ -153,7 +184,9 @@ def enqueue(
         from .redis.connection import redis_connection
 
         async with redis_connection(settings.redis_url) as client:
-            return await do_enqueue(client, operation, stream=settings.stream, op_id=op_id)
+            return await do_enqueue(
+                client, operation, stream=settings.stream, op_id=op_id, portal=portal, default_portal=default
+            )
 
     out.print(run_async(go), highlight=False)
 
@@ -246,12 +279,13 @@ def status(
     scan_cap: Annotated[
         int, typer.Option(help="Dead letters scanned for the by-class counts (newest first).")
     ] = 100_000,
+    portal: PortalOpt = None,
 ) -> None:
     """Stream, pending, retries, dead letters, breaker, limiter, counters and live workers at a glance."""
     from .redis.connection import redis_connection
     from .status import gather_status
 
-    settings = settings_or_exit(stream=stream)
+    settings = settings_or_exit(stream=stream, of_portal=portal)
 
     async def go() -> Any:
         async with redis_connection(settings.redis_url) as client:

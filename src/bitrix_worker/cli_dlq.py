@@ -7,7 +7,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from .cli import JsonFlag, Stream, fail, out, print_json, run_async, settings_or_exit
+from .cli import JsonFlag, PortalOpt, Stream, fail, out, print_json, run_async, settings_or_exit
 from .cli_support import HelpGroup, enum_choice
 from .taxonomy import ErrorClass
 
@@ -20,11 +20,13 @@ ClassOpt = Annotated[str | None, typer.Option("--class", help="Only entries of t
 IdsArg = Annotated[list[str] | None, typer.Argument(help="Dead-letter entry ids.", show_default=False)]
 
 
-def _dead_letters(stream: str | None, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+def _dead_letters(
+    stream: str | None, action: Callable[[Any], Coroutine[Any, Any, T]], portal: str | None = None
+) -> T:
     from .redis.connection import redis_connection
     from .redis.deadletter import DeadLetters
 
-    settings = settings_or_exit(stream=stream)
+    settings = settings_or_exit(stream=stream, of_portal=portal)
 
     async def go() -> T:
         async with redis_connection(settings.redis_url) as client:
@@ -80,11 +82,14 @@ def dlq_list(
     ] = None,
     as_json: JsonFlag = False,
     stream: Stream = None,
+    portal: PortalOpt = None,
 ) -> None:
     """List dead-lettered operations with their error class and description."""
     _check_class(error_class)
     entries = _dead_letters(
-        stream, lambda d: d.entries(newest=not oldest, error_class=error_class, limit=limit, key=key)
+        stream,
+        lambda d: d.entries(newest=not oldest, error_class=error_class, limit=limit, key=key),
+        portal,
     )
     if as_json:
         print_json([e.summary() for e in entries])
@@ -99,10 +104,11 @@ def dlq_show(
     entry_id: Annotated[str, typer.Argument(help="Dead-letter entry id.")],
     as_json: JsonFlag = False,
     stream: Stream = None,
+    portal: PortalOpt = None,
 ) -> None:
     """One entry in full: the original payload and the error history."""
     (wanted,) = _ids([entry_id])
-    entry = _dead_letters(stream, lambda d: d.get(wanted))
+    entry = _dead_letters(stream, lambda d: d.get(wanted), portal)
     if entry is None:
         fail(f"no dead-letter entry {wanted}")
     if as_json:
@@ -128,6 +134,7 @@ def dlq_replay(
     force: Annotated[bool, typer.Option("--force", help="Replay even what would roll its key back.")] = False,
     as_json: JsonFlag = False,
     stream: Stream = None,
+    portal: PortalOpt = None,
 ) -> None:
     """Put entries back on the stream (history kept, fresh retry budget), oldest first, at a limited rate.
 
@@ -138,7 +145,7 @@ def dlq_replay(
     wanted = _ids(ids)
     _one_selector(wanted, error_class, everything)
     per_s = parse_rate(rate)
-    settings = settings_or_exit(stream=stream)
+    settings = settings_or_exit(stream=stream, of_portal=portal)
 
     async def action(d: Any) -> Any:
         chosen, missing = await d.select(ids=wanted, error_class=error_class, everything=everything)
@@ -148,7 +155,7 @@ def dlq_replay(
         report.skipped = [(e.id, hazards[e.id]) for e in chosen if e.id in hazards]
         return report
 
-    report = _dead_letters(stream, action)
+    report = _dead_letters(stream, action, portal)
     if as_json:
         print_json(report.as_json())
     else:
@@ -167,6 +174,7 @@ def dlq_purge(
     yes: Annotated[bool, typer.Option("--yes", help="Confirm purging every entry.")] = False,
     as_json: JsonFlag = False,
     stream: Stream = None,
+    portal: PortalOpt = None,
 ) -> None:
     """Delete entries for good (after they were fixed some other way, or are not wanted)."""
     wanted = _ids(ids)
@@ -178,7 +186,7 @@ def dlq_purge(
         chosen, missing = await d.select(ids=wanted, error_class=error_class, everything=everything)
         return await d.purge(chosen), missing
 
-    deleted, missing = _dead_letters(stream, action)
+    deleted, missing = _dead_letters(stream, action, portal)
     if as_json:
         print_json({"purged": deleted, "missing": missing})
     else:

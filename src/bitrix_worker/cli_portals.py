@@ -190,20 +190,27 @@ def portals_show(portal_id: PortalId, as_json: JsonFlag = False) -> None:
 
 
 def _gate(settings: Settings, portal_id: str, action: str, reason: str) -> None:
+    """The gate kept under the stream, and the one under the portal's own stream (a multi-portal worker's,
+    docs/scaling.md "Many portals"), when that is another."""
+    from .fleet import portal_settings
     from .gate import PortalGate
     from .redis.breaker import Breaker
     from .redis.connection import redis_connection
 
+    own = portal_settings(settings, portal_id, None)
+    targets = [settings] if own.stream == settings.stream else [settings, own]
+
     async def go() -> None:
         async with redis_connection(settings.redis_url) as client:
-            breaker = Breaker(
-                client,
-                settings.keys.breaker(portal_id),
-                cooldown_s=settings.breaker_cooldown_s,
-                max_cooldown_s=settings.breaker_max_cooldown_s,
-            )
-            gate = PortalGate(settings, breaker)
-            await (gate.pause(reason) if action == "pause" else gate.resume())
+            for s in targets:
+                breaker = Breaker(
+                    client,
+                    s.keys.breaker(portal_id),
+                    cooldown_s=s.breaker_cooldown_s,
+                    max_cooldown_s=s.breaker_max_cooldown_s,
+                )
+                gate = PortalGate(s, breaker)
+                await (gate.pause(reason) if action == "pause" else gate.resume())
 
     run_async(go)
 

@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     portal: str | None = Field(
         default=None, min_length=1, max_length=200
     )  # registry id of the default portal
+    portals: str | None = Field(
+        default=None,
+        pattern=r"^(all|[A-Za-z0-9][A-Za-z0-9._:-]{0,199}(,[A-Za-z0-9][A-Za-z0-9._:-]{0,199})*)$",
+    )  # multi-portal worker: all | id,id
     secrets_key: SecretStr | None = None  # Fernet keys, newest first, comma-separated
     portals_table: str = Field(default="bitrix_portals", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     install_enabled: bool = False  # POST /install on the HTTP port registers a portal (ONAPPINSTALL)
@@ -214,6 +218,18 @@ class Settings(BaseSettings):
                 "registered portal",
             )
         return self.webhook.portal
+
+    @property
+    def default_portal(self) -> str | None:
+        """The portal whose operations stay on ``stream`` itself (``portal_name``), None when none is set."""
+        return self.portal_name if (self.portal or self.webhook_url) else None
+
+    @property
+    def portal_ids(self) -> frozenset[str] | None:
+        """The registry portals a multi-portal worker serves (``BITRIX_WORKER_PORTALS``): None for all."""
+        if self.portals in (None, "all"):
+            return None
+        return frozenset(self.portals.split(","))
 
     @property
     def rate_fraction(self) -> float:

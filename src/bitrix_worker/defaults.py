@@ -195,6 +195,17 @@ class StreamKeys:
         """Hash: consumer name -> last heartbeat (ms)."""
         return self._k("workers")
 
+    @property
+    def portals(self) -> str:
+        """Set (on the base stream only): ids of portals that producers wrote a stream for (portal_layout)."""
+        return self._k("portals")
+
+    @property
+    def fleet(self) -> str:
+        """Hash (on the base stream only): multi-portal worker process -> last heartbeat (ms); portals are
+        divided among the live ones (portal_layout.assigned)."""
+        return self._k("fleet")
+
 
 def oauth_refresh_key(portal_id: str) -> str:
     """The lock held by the one process refreshing a portal's OAuth pair. Per portal, not per stream: every

@@ -39,12 +39,13 @@ class Poison:
 
 
 def build_units(
-    entries: Sequence[Entry], *, max_deliveries: int, at_ms: int
+    entries: Sequence[Entry], *, max_deliveries: int, at_ms: int, portal: str | None = None
 ) -> tuple[list[WorkUnit], list[Poison]]:
     """Group entries by key (stream order kept); anything unreadable or crash-looping is poison.
 
     Each entry is judged alone: whatever one holds, it becomes a unit member or poison with its reason,
-    and never stops the others read with it from being delivered.
+    and never stops the others read with it from being delivered. ``portal``: the portal this stream
+    serves; an operation naming another one is poison (it would be applied to the wrong portal).
     """
     units: dict[str, WorkUnit] = {}
     poison: list[Poison] = []
@@ -52,7 +53,7 @@ def build_units(
         unit: WorkUnit | None = None
         unreadable = ""
         try:
-            unit = _unit(e)
+            unit = _unit(e, portal)
         except PoisonMessage as exc:
             unreadable = exc.reason
         except Exception as exc:  # a last resort: one entry's surprise must not stall its batch
@@ -92,7 +93,7 @@ def _crash_loop(e: Entry, max_deliveries: int) -> str | None:
     return None
 
 
-def _unit(e: Entry) -> WorkUnit:
+def _unit(e: Entry, portal: str | None = None) -> WorkUnit:
     """The entry as a unit of work. Only the worker's own entries (as Redis recorded them) are read for
     ``unit`` or ``history``; a producer's entry is its ``payload`` and nothing else."""
     if e.whose == "unit":
@@ -104,6 +105,11 @@ def _unit(e: Entry) -> WorkUnit:
             unit.ident = e.ident
         return unit
     operation = decode_payload(e.payload)
+    if portal is not None and operation.portal not in (None, portal):
+        raise PoisonMessage(
+            f"names portal {operation.portal!r} but was queued for portal {portal!r} "
+            "(enqueue it with portal=..., which writes to that portal's stream)"
+        )
     if operation.ident != e.ident:
         raise PoisonMessage(f"key {operation.key!r} is not one Redis can hold a turn for (not valid UTF-8?)")
     prior = history_from_json(e.text("history")) if e.whose == "replay" else []

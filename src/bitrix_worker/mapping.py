@@ -112,6 +112,7 @@ class MappingStore:
         self._safe_url = safe_url
         self._secrets = [password] if password else []
         self._sql = StatementCache(table, runner.dialect)
+        self._owns_runner = True
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -145,8 +146,18 @@ class MappingStore:
                     raise self._error("create table", exc) from exc
                 await asyncio.sleep(0.05 * attempt)
 
+    async def sibling(self, table: str) -> MappingStore:
+        """The same database through the same engine (one pool for every portal of a multi-portal worker),
+        another table, created if missing; closing it leaves the engine to this store."""
+        store = MappingStore(self._runner, _build_table(table), self._safe_url, None)
+        store._secrets = self._secrets
+        store._owns_runner = False
+        await store._create_table()
+        return store
+
     async def close(self) -> None:
-        await self._runner.close()
+        if self._owns_runner:
+            await self._runner.close()
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query (for /readyz)."""

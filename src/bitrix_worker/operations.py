@@ -97,6 +97,10 @@ class EntityName(str):
         )
 
 
+PORTAL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+"""A registry portal id (``portals.model.check_portal_id``): it names Redis keys, so no braces or spaces."""
+
+
 class Operation(BaseModel):
     """One CRM operation. ``key`` is the producer's external id (becomes ``ORIGIN_ID``)."""
 
@@ -108,6 +112,7 @@ class Operation(BaseModel):
     fields: dict[str, Any] = Field(default_factory=dict)
     products: list[Any] | None = None  # the whole row set (``[]`` clears it); absent: rows untouched
     version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
+    portal: str | None = Field(default=None, pattern=PORTAL_ID_PATTERN)  # absent: the default portal
 
     @field_validator("key")
     @classmethod

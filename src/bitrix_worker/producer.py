@@ -15,13 +15,15 @@ enqueue again with the same ``op_id`` (docs/scaling.md, "Redis Cluster").
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .defaults import DEAD_STREAM, DEDUPE_WINDOW_S, REPLICA_TIMEOUT_S, STREAM, StreamKeys
 from .operations import MAX_KEY_LENGTH, Entity, Operation, OpKind, encode_operation
+from .portal_layout import portal_stream
 from .redis.connection import RedisClient
-from .redis.producing import append_once, append_payloads
+from .redis.producing import append_once, append_payloads, note_portal
 
 
 def build_operation(
@@ -75,6 +77,24 @@ def dedupe_args(
     return [stream, key], [encode_operation(operation), op_id, max(1, int(window_s * 1000))]
 
 
+def for_portal(operation: Operation, portal: str | None) -> Operation:
+    """The operation naming ``portal`` (validated: ValueError for an id that cannot name a stream)."""
+    if portal is None:
+        return operation
+    return Operation.model_validate({**json.loads(encode_operation(operation)), "portal": portal})
+
+
+async def portal_target(
+    client: RedisClient, stream: str, portal: str | None, default_portal: str | None
+) -> str:
+    """The stream a portal's operations go to: its own (``<stream>:<portal>``, noted in the base stream's
+    portal set first), or ``stream`` itself for the default portal and for no portal at all."""
+    target = portal_stream(stream, portal, default_portal)
+    if portal is not None and target != stream:
+        await note_portal(client, StreamKeys(stream=stream, dead=DEAD_STREAM).portals, portal)
+    return target
+
+
 async def enqueue(
     client: RedisClient,
     operation: Operation,
@@ -84,9 +104,15 @@ async def enqueue(
     dedupe_window_s: float = DEDUPE_WINDOW_S,
     replicas: int = 0,
     replica_timeout_s: float = REPLICA_TIMEOUT_S,
+    portal: str | None = None,
+    default_portal: str | None = None,
 ) -> str:
     """Append one operation; returns its stream id (with ``op_id``: the first one's, for a duplicate).
-    ``replicas``: also wait until that many replicas have it (``NotReplicated`` if not in time)."""
+    ``replicas``: also wait until that many replicas have it (``NotReplicated`` if not in time).
+    ``portal``: the registry id of the portal it is for; it goes to that portal's stream, except for
+    ``default_portal`` (the workers' ``BITRIX_WORKER_PORTAL``), whose operations stay on ``stream``."""
+    operation = for_portal(operation, portal)
+    stream = await portal_target(client, stream, portal, default_portal)
     wait = {"replicas": replicas, "timeout_ms": replica_timeout_ms(replicas, replica_timeout_s)}
     if op_id is None:
         (stream_id,) = await append_payloads(client, stream, [encode_operation(operation)], **wait)
@@ -102,12 +128,16 @@ async def enqueue_many(
     stream: str = STREAM,
     replicas: int = 0,
     replica_timeout_s: float = REPLICA_TIMEOUT_S,
+    portal: str | None = None,
+    default_portal: str | None = None,
 ) -> list[str]:
-    """Append many operations in one round trip (order preserved); ``replicas`` as for ``enqueue``."""
+    """Append many operations in one round trip (order preserved); ``replicas`` and ``portal`` as for
+    ``enqueue`` (one portal for them all)."""
+    ops = [for_portal(o, portal) for o in operations]
     return await append_payloads(
         client,
-        stream,
-        (encode_operation(o) for o in operations),
+        await portal_target(client, stream, portal, default_portal),
+        (encode_operation(o) for o in ops),
         replicas=replicas,
         timeout_ms=replica_timeout_ms(replicas, replica_timeout_s),
     )

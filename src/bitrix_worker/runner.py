@@ -17,6 +17,9 @@ from .monitoring import HttpServer, Probes, create_app
 from .portals.install import install_route_for
 from .worker import Worker
 
+REDIS_POOL_BASE = 100
+REDIS_POOL_PER_PORTAL = 12
+
 
 async def run_worker(
     settings: Settings, *, until_idle: bool = False, events: WorkerEvents | None = None, check: bool = True
@@ -26,6 +29,9 @@ async def run_worker(
     configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=secrets)
     metrics = PrometheusEvents()
     subscribers = EventFanout(metrics, events) if events is not None else metrics
+    if settings.portals:
+        await run_fleet(settings, until_idle=until_idle, events=subscribers)
+        return RunSummary()
     async with contextlib.AsyncExitStack() as stack:
         worker = await stack.enter_async_context(Worker.open(settings, events=subscribers))
         if check:
@@ -66,5 +72,41 @@ async def run_worker(
         finally:
             if http is not None:
                 await http.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+async def run_fleet(
+    settings: Settings, *, until_idle: bool = False, events: WorkerEvents | None = None
+) -> None:
+    """``BITRIX_WORKER_PORTALS``: one loop per portal of this process's share (fleet.py). No HTTP endpoints
+    yet in this mode (docs/scaling.md, "Many portals")."""
+    from .fleet import PortalFleet
+    from .mapping import MappingStore
+    from .portals.registry import PortalRegistry
+    from .portals.secrets import SecretBox
+    from .redis.connection import client_for, ping_or_fail
+
+    key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    box = SecretBox.from_setting(key)
+    async with contextlib.AsyncExitStack() as stack:
+        registry = await PortalRegistry.connect(settings.database_url, box=box, table=settings.portals_table)
+        stack.push_async_callback(registry.close)
+        # per portal loop at most: a blocking read, a command per batch in flight, four duties; room to grow
+        pool = REDIS_POOL_BASE + REDIS_POOL_PER_PORTAL * len(await registry.records())
+        redis = client_for(
+            settings.redis_url, name=f"bitrix-worker:{settings.consumer}", max_connections=pool
+        )
+        stack.push_async_callback(redis.aclose)
+        await ping_or_fail(redis, settings.redis_url)
+        store = await MappingStore.connect(settings.database_url)
+        stack.push_async_callback(store.close)
+        fleet = PortalFleet(settings, redis, store, registry, events, settings.portal_ids)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, fleet.stop)
+        try:
+            await fleet.run(until_idle=until_idle)
+        finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

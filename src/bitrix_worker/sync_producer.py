@@ -13,10 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .defaults import DEDUPE_WINDOW_S, REPLICA_TIMEOUT_S, STREAM
+from .defaults import DEAD_STREAM, DEDUPE_WINDOW_S, REPLICA_TIMEOUT_S, STREAM, StreamKeys
 from .operations import Operation, encode_operation
-from .producer import dedupe_args, replica_timeout_ms
-from .redis.sync_producing import SyncRedisClient, append_once_sync, append_payloads_sync
+from .portal_layout import portal_stream
+from .producer import dedupe_args, for_portal, replica_timeout_ms
+from .redis.sync_producing import SyncRedisClient, append_once_sync, append_payloads_sync, note_portal_sync
+
+
+def _target(client: SyncRedisClient, stream: str, portal: str | None, default_portal: str | None) -> str:
+    """``producer.portal_target`` for the sync client."""
+    target = portal_stream(stream, portal, default_portal)
+    if portal is not None and target != stream:
+        note_portal_sync(client, StreamKeys(stream=stream, dead=DEAD_STREAM).portals, portal)
+    return target
 
 
 def enqueue_sync(
@@ -28,9 +37,14 @@ def enqueue_sync(
     dedupe_window_s: float = DEDUPE_WINDOW_S,
     replicas: int = 0,
     replica_timeout_s: float = REPLICA_TIMEOUT_S,
+    portal: str | None = None,
+    default_portal: str | None = None,
 ) -> str:
     """Append one operation; returns its stream id (with ``op_id``: the first one's, for a duplicate).
-    ``replicas``: also wait until that many replicas have it (``NotReplicated`` if not in time)."""
+    ``replicas``: also wait until that many replicas have it (``NotReplicated`` if not in time).
+    ``portal``, ``default_portal``: as for ``producer.enqueue``."""
+    operation = for_portal(operation, portal)
+    stream = _target(client, stream, portal, default_portal)
     wait = {"replicas": replicas, "timeout_ms": replica_timeout_ms(replicas, replica_timeout_s)}
     if op_id is None:
         (stream_id,) = append_payloads_sync(client, stream, [encode_operation(operation)], **wait)
@@ -46,12 +60,16 @@ def enqueue_many_sync(
     stream: str = STREAM,
     replicas: int = 0,
     replica_timeout_s: float = REPLICA_TIMEOUT_S,
+    portal: str | None = None,
+    default_portal: str | None = None,
 ) -> list[str]:
-    """Append many operations in one round trip (order preserved); ``replicas`` as for ``enqueue_sync``."""
+    """Append many operations in one round trip (order preserved); ``replicas`` and ``portal`` as for
+    ``enqueue_sync`` (one portal for them all)."""
+    ops = [for_portal(o, portal) for o in operations]
     return append_payloads_sync(
         client,
-        stream,
-        (encode_operation(o) for o in operations),
+        _target(client, stream, portal, default_portal),
+        (encode_operation(o) for o in ops),
         replicas=replicas,
         timeout_ms=replica_timeout_ms(replicas, replica_timeout_s),
     )

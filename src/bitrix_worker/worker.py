@@ -149,8 +149,7 @@ class Worker:
             asyncio.create_task(self._every(max(0.05, idle_s / 4), self._reclaim)),
             asyncio.create_task(self._every(self.settings.heartbeat_interval_s, self._heartbeat)),
         ]
-        s = self.settings
-        self.log.info("worker started", stream=s.stream, group=s.group, concurrency=s.concurrency)
+        self.log.info("worker started", stream=self.settings.stream, concurrency=self.settings.concurrency)
         try:
             while not self._stopping.is_set():
                 try:
@@ -219,7 +218,9 @@ class Worker:
         try:
             with before_first_request(lambda: self.queue.mark_sent(ids)):
                 at = ms(self.clock)
-                units, poison = build_units(entries, max_deliveries=self.settings.max_deliveries, at_ms=at)
+                units, poison = build_units(
+                    entries, max_deliveries=self.settings.max_deliveries, at_ms=at, portal=self.portal.name
+                )
                 poison, found = await look_up_crash_looping_creates(
                     poison, self.delivery.sender, originator_id=self.settings.originator_id, at_ms=at
                 )

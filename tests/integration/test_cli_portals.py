@@ -149,13 +149,16 @@ def test_pause_and_resume_move_the_registry_and_the_gate_together(env: dict[str,
     assert (row["state"], row["state_reason"]) == ("paused", "maintenance")
     client = redis.Redis.from_url(env["REDIS_URL"])
     try:
-        gate = client.hgetall(f"{{{env['BITRIX_WORKER_STREAM']}}}:breaker:p1.bitrix24.com")
-        assert gate[b"open"] == b"1"
-        assert gate[b"manual"] == b"1"
+        # the gate under the stream, and the one a multi-portal worker keeps under the portal's own stream
+        for stream in (env["BITRIX_WORKER_STREAM"], f"{env['BITRIX_WORKER_STREAM']}:p1.bitrix24.com"):
+            gate = client.hgetall(f"{{{stream}}}:breaker:p1.bitrix24.com")
+            assert gate[b"open"] == b"1"
+            assert gate[b"manual"] == b"1"
         resumed = invoke(env, "portals", "resume", "p1.bitrix24.com")
         assert resumed.exit_code == 0, resumed.output
-        gate = client.hgetall(f"{{{env['BITRIX_WORKER_STREAM']}}}:breaker:p1.bitrix24.com")
-        assert gate.get(b"open") != b"1"
+        for stream in (env["BITRIX_WORKER_STREAM"], f"{env['BITRIX_WORKER_STREAM']}:p1.bitrix24.com"):
+            gate = client.hgetall(f"{{{stream}}}:breaker:p1.bitrix24.com")
+            assert gate.get(b"open") != b"1"
     finally:
         client.close()
     [row] = json.loads(invoke(env, "portals", "list", "--json").stdout)

@@ -56,10 +56,14 @@ def _cluster(url: str, **options: Any) -> RedisCluster:
     return RedisCluster.from_url(first, startup_nodes=others or None, **options)
 
 
-def client_for(url: str, *, name: str | None = None, timeout_s: float | None = None) -> RedisClient:
+def client_for(
+    url: str, *, name: str | None = None, timeout_s: float | None = None, max_connections: int | None = None
+) -> RedisClient:
     """A client that has not connected yet. ``name`` shows in CLIENT LIST; ``timeout_s`` bounds connect
     and each command (the CLI's short checks), None leaves them unbounded (the worker's blocking reads;
-    on a Cluster bounded by ``CLUSTER_READ_TIMEOUT_S``)."""
+    on a Cluster bounded by ``CLUSTER_READ_TIMEOUT_S``); ``max_connections``: the pool's bound (a
+    multi-portal worker needs several per portal; redis-py's default is 100)."""
+    pool: dict[str, Any] = {} if max_connections is None else {"max_connections": max_connections}
     if is_cluster_url(url):
         read_s = CLUSTER_READ_TIMEOUT_S if timeout_s is None else timeout_s * 2
         return _cluster(
@@ -69,9 +73,10 @@ def client_for(url: str, *, name: str | None = None, timeout_s: float | None = N
             socket_timeout=read_s,
             socket_keepalive=True,
             health_check_interval=30 if timeout_s is None else 0,
+            **pool,
         )
     if timeout_s is None:
-        return Redis.from_url(url, health_check_interval=30, socket_keepalive=True, client_name=name)
+        return Redis.from_url(url, health_check_interval=30, socket_keepalive=True, client_name=name, **pool)
     return Redis.from_url(
         url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s * 2, client_name=name
     )

@@ -60,6 +60,20 @@ async def append_payloads(
     return [as_text(i) for i in ids]
 
 
+async def note_portal(client: RedisClient, index: str, portal: str) -> None:
+    """Add ``portal`` to the set of portals with a stream, before its first entry is added: the multi-portal
+    worker reads it to find streams of portals it does not know (and dead-letters what they hold)."""
+    with translated("enqueue"):
+        await client.sadd(index, portal)
+
+
+async def portal_ids(client: RedisClient, index: str) -> set[str]:
+    """The portals noted by ``note_portal``."""
+    with translated("portal list"):
+        members = await client.smembers(index)
+    return {as_text(m) for m in members}
+
+
 async def append_entries(client: RedisClient, stream: str, entries: Iterable[dict[str, str]]) -> list[str]:
     """XADD entries with arbitrary fields (a producer's raw entries: tests and the demo's bad input)."""
     with translated("enqueue"):

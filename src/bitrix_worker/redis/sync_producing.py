@@ -35,6 +35,12 @@ def _pipeline(
     return results
 
 
+def note_portal_sync(client: SyncRedisClient, index: str, portal: str) -> None:
+    """``producing.note_portal`` for the sync client."""
+    with translated("enqueue"):
+        client.sadd(index, portal)
+
+
 def append_payloads_sync(
     client: SyncRedisClient,
     stream: str,
