@@ -51,6 +51,14 @@ class Leases:
         self._highest = max(self._highest, token)
         return token
 
+    async def adopt(self, token: int) -> int:
+        """``token`` if it may serve as a new fencing token (taken elsewhere by INCR, e.g. by the claim),
+        else a fresh one: never one at or below a token this process already took (see ``token``)."""
+        if token > self._highest:
+            self._highest = token
+            return token
+        return await self.token()
+
     async def acquire(self, idents: Sequence[str], token: int) -> dict[str, int]:
         """Try to lease each key; returns the idents that are busy, with the ms until their lease ends."""
         if not idents:

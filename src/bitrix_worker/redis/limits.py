@@ -111,6 +111,24 @@ class MethodPauses:
         self._key = key
         self._threshold_s = budget_s * safety
         self._clock = clock
+        self._unwritten: dict[str, str] = {}  # operating:<method> -> JSON, written with the next settlement
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def take_unwritten(self) -> dict[str, str]:
+        """The operating times observed since the last call, as hash fields; the caller writes them (the
+        settlement carries them: one Redis round trip fewer per request, ``OperationQueue.settle``)."""
+        fields, self._unwritten = self._unwritten, {}
+        return fields
+
+    async def flush(self) -> None:
+        """Write the operating times not yet written (before reading them back, or when nothing settles)."""
+        fields = self.take_unwritten()
+        if fields:
+            with translated("method tracking"):
+                await self._client.hset(self._key, mapping=fields)  # type: ignore[arg-type]
 
     async def pause(self, method: str, until: float) -> None:
         with translated("method pause"):
@@ -130,12 +148,14 @@ class MethodPauses:
     async def observe(self, method: str, operating: float | None, reset_at: float | None) -> float | None:
         """Track ``time.operating``; pause the method before it reaches the portal's budget.
 
-        Returns the pause end (unix time) when one was set.
+        Returns the pause end (unix time) when one was set. The figure itself is only kept here until the
+        batch settles (``take_unwritten``): it is read back only after a method's 429 (``reset_at``), which
+        writes what is pending first. A pause is written at once: every worker must see it before its next
+        request.
         """
         if operating is None:
             return None
-        with translated("method tracking"):
-            await self._client.hset(self._key, f"operating:{method}", json.dumps([operating, reset_at]))
+        self._unwritten[f"operating:{method}"] = json.dumps([operating, reset_at])
         if operating >= self._threshold_s and reset_at:
             await self.pause(method, reset_at)
             return reset_at
@@ -143,6 +163,7 @@ class MethodPauses:
 
     async def reset_at(self, method: str) -> float | None:
         """``operating_reset_at`` from the last successful answer of this method (for a 429)."""
+        await self.flush()
         with translated("method tracking"):
             raw = await self._client.hget(self._key, f"operating:{method}")
         if raw is None:
