@@ -54,17 +54,12 @@ class Limiter:
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(int(self._clock() * 1000))
 
+    def _args(self, command: str) -> list[str | float]:
+        return [command, self._rate, self._burst, self._max_reserve_ms, self._now_arg(), RECOVERY_PER_S]
+
     async def _run(self, command: str) -> Any:
-        args: list[str | float] = [
-            command,
-            self._rate,
-            self._burst,
-            self._max_reserve_ms,
-            self._now_arg(),
-            RECOVERY_PER_S,
-        ]
         with translated("limiter"):
-            return await self._script(keys=[self._key], args=args)
+            return await self._script(keys=[self._key], args=self._args(command))
 
     async def reserve(self) -> float:
         """Book the next slot; returns seconds to wait (negative: nothing booked, ask again after that)."""
@@ -95,10 +90,26 @@ class Limiter:
         await self._run("refund")
 
     async def state(self) -> LimiterState:
-        factor, tat, now, next_ms = await self._run("state")
-        return LimiterState(
-            float(factor), max(0.0, (float(tat) - float(now)) / 1000), max(0.0, float(next_ms) / 1000)
-        )
+        return _state(await self._run("state"))
+
+    def queue_state(self, pipe: Any) -> None:
+        """Queue the read-only ``state`` on a pipeline (``Breaker.state_with``), by EVALSHA alone: redis-py
+        would ask ``SCRIPT EXISTS`` first on every execute of a plain pipeline that runs a script, one more
+        round trip. ``state_from`` runs the script itself if Redis did not know it."""
+        pipe.evalsha(self._script.sha, 1, self._key, *self._args("state"))
+
+    async def state_from(self, answer: Any) -> LimiterState:
+        """The state ``queue_state`` read, or read again when the pipeline could not run it (NOSCRIPT)."""
+        if isinstance(answer, Exception):
+            return await self.state()
+        return _state(answer)
+
+
+def _state(answer: Any) -> LimiterState:
+    factor, tat, now, next_ms = answer
+    return LimiterState(
+        float(factor), max(0.0, (float(tat) - float(now)) / 1000), max(0.0, float(next_ms) / 1000)
+    )
 
 
 class MethodPauses:
