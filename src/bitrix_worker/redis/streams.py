@@ -26,7 +26,7 @@ from .connection import RedisClient
 from .errors import translated
 from .scripts import register
 
-CLAIMED_TOKENS_KEPT = 256  # the claims whose fencing token a batch may still ask for (``claimed_token``)
+CLAIMED_TOKENS_KEPT = 16  # the last claims whose fencing token a batch may still ask for (``claimed_token``)
 
 
 def _entry(
@@ -147,10 +147,14 @@ class OperationQueue:
 
         Taken when the entries were claimed, so before anything of their batch was looked up or sent: as
         good a fence as one taken when the batch starts. Entries a batch got otherwise (reclaimed from a dead
-        consumer, in a batch of several claims) have none. Only the last claims are remembered."""
+        consumer, in a batch of several claims) have none. Only the last claims not yet asked for whole are
+        remembered."""
         wanted = set(stream_ids)
-        for ids, token in reversed(self._tokens):
+        for claimed in reversed(self._tokens):
+            ids, token = claimed
             if wanted and wanted <= ids:
+                if wanted == ids:
+                    self._tokens.remove(claimed)  # its batch has it: keep only claims still to start
                 return token
         return 0
 
