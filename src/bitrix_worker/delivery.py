@@ -103,7 +103,8 @@ class Delivery:
 
     async def deliver(self, units: Sequence[WorkUnit]) -> Delivered:
         """Plan, lease, reconcile and send; the create leases stay held until ``finish``."""
-        delivered = Delivered([], await self.leases.token())
+        claimed = self.queue.claimed_token([i for u in units for i in u.stream_ids])
+        delivered = Delivered([], await self.leases.adopt(claimed))
         keys = [(u.head.entity.value, u.head.key) for u in units]
         mappings = await self.store.get_many(keys + targets_of(units))
         pending: list[Pending] = []
@@ -158,7 +159,10 @@ class Delivery:
                 self.fence_written = max(self.fence_written, delivered.token)
             now = ms(self.clock)
             settlements = [settlement(r, now) for r in results]
-            settled = await until_written("settlement", lambda: self.queue.settle(settlements), self.log)
+            also = (self.pauses.key, self.pauses.take_unwritten())  # the answers' operating times
+            settled = await until_written(
+                "settlement", lambda: self.queue.settle(settlements, also=also), self.log
+            )
             for r, ok in zip(results, settled, strict=True):
                 if ok:
                     report(r, now, events=self.events, log=self.log, successes=self.settings.log_successes)

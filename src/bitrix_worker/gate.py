@@ -33,7 +33,7 @@ from .events import WorkerEvents
 from .records import HistoryEntry
 from .redis.breaker import Breaker, BreakerState
 from .redis.connection import RedisClient
-from .redis.limits import Limiter
+from .redis.limits import Limiter, LimiterState
 from .sending import Answered, Failed
 from .taxonomy import Classification, ErrorClass, Execution
 from .units import WorkUnit
@@ -194,12 +194,18 @@ class PortalGate:
     async def is_shut(self) -> bool:
         return (await self._breaker.state()).open
 
-    async def holds(self) -> float | None:
+    async def state_with(self, limiter: Limiter) -> tuple[GateState, LimiterState]:
+        """The gate's state and ``limiter``'s in one round trip (``Portal.claim_wait``)."""
+        return await self._breaker.state_with(limiter)
+
+    async def holds(self, state: GateState | None = None) -> float | None:
         """None while the portal is open; else how long to wait before asking again.
 
         After each cool-down one worker (the one that wins the probe lock) probes with a read-only call.
+        ``state``: the gate's state when the caller has just read it (``state_with``).
         """
-        state = await self._breaker.state()
+        if state is None:
+            state = await self._breaker.state()
         if not state.open:
             if self._waiting_since is not None:
                 waited = round(self._clock() - self._waiting_since, 1)

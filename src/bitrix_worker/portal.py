@@ -54,8 +54,15 @@ class Portal:
         (and counted as deliveries) for nothing. Claiming just in time keeps the pending list honest and
         bounds what a crash hands to the reclaimer.
         """
-        wait = (await self.limiter.state()).next_free_s
-        return None if wait <= ahead_s else min(wait - ahead_s, 1.0)
+        return _ahead((await self.limiter.state()).next_free_s, ahead_s)
+
+    async def claim_wait(self, ahead_s: float) -> float | None:
+        """The gate's hold (``gate.holds``: paused, or probing), else ``claim_wait_s``; or None to claim now.
+
+        Both states are read in one round trip, before every claim."""
+        gate_state, bucket = await self.gate.state_with(self.limiter)
+        wait = await self.gate.holds(gate_state)
+        return _ahead(bucket.next_free_s, ahead_s) if wait is None else wait
 
     async def check(self) -> None:
         """One read-only call before consuming: a webhook that cannot work stops the start with one line
@@ -71,6 +78,10 @@ class Portal:
                 raise ConfigError(setting, _refused(c)) from None
             if c.error_class is ErrorClass.NETWORK and c.execution is Execution.NOT_EXECUTED:
                 raise ConfigError(setting, f"cannot reach {self.name}: {c.description}") from None
+
+
+def _ahead(next_free_s: float, ahead_s: float) -> float | None:
+    return None if next_free_s <= ahead_s else min(next_free_s - ahead_s, 1.0)
 
 
 def _refused(c: Classification) -> str:

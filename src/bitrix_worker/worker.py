@@ -175,9 +175,7 @@ class Worker:
 
     async def _step(self, until_idle: bool) -> bool:
         """One turn of the loop; False ends it (until-idle reached)."""
-        wait = await self.portal.gate.holds()
-        if wait is None:
-            wait = await self.portal.claim_wait_s(CLAIM_AHEAD_S)
+        wait = await self.portal.claim_wait(CLAIM_AHEAD_S)  # the gate's hold, else the limiter's pace
         if wait is not None:
             await self._sleep(wait)
             return True

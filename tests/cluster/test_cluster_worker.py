@@ -183,6 +183,11 @@ async def test_a_primary_killed_mid_run_fails_over_and_nothing_is_lost_or_double
             async def some_applied() -> bool:
                 return len(await bench.entities()) >= 30
 
+            async def other_started() -> bool:  # it connects through the primary about to be killed
+                log = tmp_path / "other.log"
+                return log.exists() and '"event": "worker started"' in log.read_text()
+
+            await wait_for(other_started)
             await wait_for(some_applied)
             own_cluster.kill(primary)  # SIGKILL: batches are in flight, their settles hit a dead node
             killed = time.monotonic()

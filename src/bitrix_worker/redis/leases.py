@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from ..config import Settings
 from ..defaults import StreamKeys
+from ..errors import StoreError
 from .connection import RedisClient
 from .errors import translated
 from .scripts import register
@@ -35,6 +36,7 @@ class Leases:
         self._script = register(client, "leases")
         self._held: dict[str, int] = {}
         self._highest = 0
+        self._unsure: dict[str, int] = {}  # ident -> token of a lease we may hold (its answer was lost)
 
     async def token(self) -> int:
         """A fencing token greater than every token handed out before, across all workers.
@@ -51,10 +53,37 @@ class Leases:
         self._highest = max(self._highest, token)
         return token
 
+    async def adopt(self, token: int) -> int:
+        """``token`` if it may serve as a new fencing token (taken elsewhere by INCR, e.g. by the claim),
+        else a fresh one: never one at or below a token this process already took (see ``token``)."""
+        if token > self._highest:
+            self._highest = token
+            return token
+        return await self.token()
+
     async def acquire(self, idents: Sequence[str], token: int) -> dict[str, int]:
         """Try to lease each key; returns the idents that are busy, with the ms until their lease ends."""
         if not idents:
             return {}
+        await self._drop_unsure(idents, token)
+        try:
+            return await self._acquire(idents, token)
+        except StoreError:
+            self._unsure.update(dict.fromkeys(idents, token))
+            raise
+
+    async def _drop_unsure(self, idents: Sequence[str], token: int) -> None:
+        """Release the leases an earlier attempt of ours may have taken without hearing back (Redis went away
+        mid-write): a batch tried again would otherwise find its own lease and wait it out as busy."""
+        by_token: dict[int, list[str]] = {}
+        for ident in idents:
+            old = self._unsure.pop(ident, None)
+            if old is not None and old != token:
+                by_token.setdefault(old, []).append(ident)
+        for old, mine in by_token.items():
+            await self.release(mine, old)
+
+    async def _acquire(self, idents: Sequence[str], token: int) -> dict[str, int]:
         with translated("lease"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for ident in idents:
@@ -92,8 +121,12 @@ class Leases:
         for ident in idents:
             if self._held.get(ident) == token:
                 del self._held[ident]
-        with translated("lease release"):
-            await self._script(keys=[self._keys.lease(i) for i in idents], args=[token, "release", 0])
+        try:
+            with translated("lease release"):
+                await self._script(keys=[self._keys.lease(i) for i in idents], args=[token, "release", 0])
+        except StoreError:
+            self._unsure.update(dict.fromkeys(idents, token))  # released when the key comes back here
+            raise
 
     async def renew(self) -> None:
         """Extend every lease this process holds (called by the worker's heartbeat)."""

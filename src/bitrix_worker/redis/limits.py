@@ -54,17 +54,12 @@ class Limiter:
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(int(self._clock() * 1000))
 
+    def _args(self, command: str) -> list[str | float]:
+        return [command, self._rate, self._burst, self._max_reserve_ms, self._now_arg(), RECOVERY_PER_S]
+
     async def _run(self, command: str) -> Any:
-        args: list[str | float] = [
-            command,
-            self._rate,
-            self._burst,
-            self._max_reserve_ms,
-            self._now_arg(),
-            RECOVERY_PER_S,
-        ]
         with translated("limiter"):
-            return await self._script(keys=[self._key], args=args)
+            return await self._script(keys=[self._key], args=self._args(command))
 
     async def reserve(self) -> float:
         """Book the next slot; returns seconds to wait (negative: nothing booked, ask again after that)."""
@@ -95,10 +90,26 @@ class Limiter:
         await self._run("refund")
 
     async def state(self) -> LimiterState:
-        factor, tat, now, next_ms = await self._run("state")
-        return LimiterState(
-            float(factor), max(0.0, (float(tat) - float(now)) / 1000), max(0.0, float(next_ms) / 1000)
-        )
+        return _state(await self._run("state"))
+
+    def queue_state(self, pipe: Any) -> None:
+        """Queue the read-only ``state`` on a pipeline (``Breaker.state_with``), by EVALSHA alone: redis-py
+        would ask ``SCRIPT EXISTS`` first on every execute of a plain pipeline that runs a script, one more
+        round trip. ``state_from`` runs the script itself if Redis did not know it."""
+        pipe.evalsha(self._script.sha, 1, self._key, *self._args("state"))
+
+    async def state_from(self, answer: Any) -> LimiterState:
+        """The state ``queue_state`` read, or read again when the pipeline could not run it (NOSCRIPT)."""
+        if isinstance(answer, Exception):
+            return await self.state()
+        return _state(answer)
+
+
+def _state(answer: Any) -> LimiterState:
+    factor, tat, now, next_ms = answer
+    return LimiterState(
+        float(factor), max(0.0, (float(tat) - float(now)) / 1000), max(0.0, float(next_ms) / 1000)
+    )
 
 
 class MethodPauses:
@@ -111,6 +122,24 @@ class MethodPauses:
         self._key = key
         self._threshold_s = budget_s * safety
         self._clock = clock
+        self._unwritten: dict[str, str] = {}  # operating:<method> -> JSON, written with the next settlement
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def take_unwritten(self) -> dict[str, str]:
+        """The operating times observed since the last call, as hash fields; the caller writes them (the
+        settlement carries them: one Redis round trip fewer per request, ``OperationQueue.settle``)."""
+        fields, self._unwritten = self._unwritten, {}
+        return fields
+
+    async def flush(self) -> None:
+        """Write the operating times not yet written (before reading them back, or when nothing settles)."""
+        fields = self.take_unwritten()
+        if fields:
+            with translated("method tracking"):
+                await self._client.hset(self._key, mapping=fields)  # type: ignore[arg-type]
 
     async def pause(self, method: str, until: float) -> None:
         with translated("method pause"):
@@ -130,12 +159,14 @@ class MethodPauses:
     async def observe(self, method: str, operating: float | None, reset_at: float | None) -> float | None:
         """Track ``time.operating``; pause the method before it reaches the portal's budget.
 
-        Returns the pause end (unix time) when one was set.
+        Returns the pause end (unix time) when one was set. The figure itself is only kept here until the
+        batch settles (``take_unwritten``): it is read back only after a method's 429 (``reset_at``), which
+        writes what is pending first. A pause is written at once: every worker must see it before its next
+        request.
         """
         if operating is None:
             return None
-        with translated("method tracking"):
-            await self._client.hset(self._key, f"operating:{method}", json.dumps([operating, reset_at]))
+        self._unwritten[f"operating:{method}"] = json.dumps([operating, reset_at])
         if operating >= self._threshold_s and reset_at:
             await self.pause(method, reset_at)
             return reset_at
@@ -143,6 +174,7 @@ class MethodPauses:
 
     async def reset_at(self, method: str) -> float | None:
         """``operating_reset_at`` from the last successful answer of this method (for a 429)."""
+        await self.flush()
         with translated("method tracking"):
             raw = await self._client.hget(self._key, f"operating:{method}")
         if raw is None:

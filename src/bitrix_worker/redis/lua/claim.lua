@@ -1,9 +1,10 @@
 -- claim.lua: read new entries for this consumer and give each key its turn, atomically.
 -- KEYS[1] stream   KEYS[2] holds hash (ident -> live references)   KEYS[3] parked queues hash (turns.lua)
--- KEYS[4] own entries hash (turns.lua)
+-- KEYS[4] own entries hash (turns.lua)   KEYS[5] (optional) the fencing-token counter (leases.py): when
+-- this call owns entries it takes the batch's token by INCR, saving the batch one round trip
 -- ARGV[1] group    ARGV[2] consumer   ARGV[3] count (entries owned at most; up to 4x as many may be read,
 -- since parked ones take no place)
--- Returns {owned, last_id}: owned = {{id, ident, {field, value, ...}, whose}, ...} (ident '' when the
+-- Returns {owned, last_id, token} (token 0 when nothing was owned or KEYS[5] is absent): owned = {{id, ident, {field, value, ...}, whose}, ...} (ident '' when the
 -- entry has none; whose as in turns.lua); last_id is the newest entry
 -- in the stream (or '0-0'), for a blocking XREAD that cannot miss an entry added after this call; when
 -- this call read entries but parked all of them, it is the last id read, so that XREAD returns at once
@@ -108,4 +109,6 @@ elseif #owned == 0 then
   local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if #newest > 0 then last = newest[1][1] end
 end
-return {owned, last}
+local token = 0
+if #owned > 0 and KEYS[5] then token = redis.call('INCR', KEYS[5]) end
+return {owned, last, token}
