@@ -232,7 +232,7 @@ class Screening:
         if isinstance(schema, Unavailable):
             if schema.hold_s:
                 return Result(p.unit, Outcome.RETRY, Reason.SCHEMA_UNAVAILABLE, delay_s=schema.hold_s)
-            self.events.field_finding(SCHEMA_UNAVAILABLE, FindingAction.WARN.value, entity)
+            self.events.field_finding(SCHEMA_UNAVAILABLE, FindingAction.WARN.value, p.unit.head.entity.label)
             return None
         names = producer_names(p.unit)
         decision = self.check(spec, call, p.plan.fields, schema, names)
@@ -336,7 +336,7 @@ class Screening:
             (FindingAction.DROP, decision.drop),
         ):
             for f in findings:
-                self.events.field_finding(f.kind.value, action.value, entity)
+                self.events.field_finding(f.kind.value, action.value, unit.head.entity.label)  # bounded
         if decision.warn or decision.drop:
             self.log.warning(
                 "field findings: sending anyway",

@@ -6,6 +6,8 @@ is the worker's, after 0 ``crm.item.add`` calls.
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from harness import Bench, open_bench
 
 from bitrix_worker.emulator import EmulatorConfig, UserFieldConfig
 from bitrix_worker.emulator.config import SmartProcessType
+from bitrix_worker.events import WorkerEvents
+from bitrix_worker.worker import Worker
 
 PAYMENT = UserFieldConfig(
     name="UF_CRM_5_PAYMENT_METHOD",
@@ -129,3 +133,26 @@ async def test_crm_item_booleans_refuse_1_which_the_portal_would_store_as_false(
     summary = await bench.run()
     assert summary.outcomes == {"dead_lettered": 1, "applied": 1}
     assert "crm.item.* stores 1 as false" in (await _dead(bench))["i-1"]["description"]
+
+
+class Findings(WorkerEvents):
+    def __init__(self) -> None:
+        self.seen: Counter[tuple[str, str, str]] = Counter()
+
+    def field_finding(self, kind: str, action: str, entity: str) -> None:
+        self.seen[(kind, action, entity)] += 1
+
+
+async def test_findings_are_counted_under_a_bounded_entity_label(bench: Bench) -> None:
+    """Every smart process counts as ``item`` (entity type ids are the producers' to choose)."""
+    findings = Findings()
+    bench.with_settings(on_unknown_field="warn")
+    await bench.enqueue("create", "d-1", {"ufCrm5Driver": "A", "nope": 1}, entity="item:128")
+    await bench.enqueue("create", "i-1", {"nope": 1}, entity="smart_invoice")
+    async with Worker.open(bench.settings, events=findings) as worker:
+        summary = await asyncio.wait_for(worker.run(until_idle=True), 30)
+    assert summary.outcomes == {"applied": 2}
+    assert findings.seen == {
+        ("unknown_field", "warn", "item"): 1,
+        ("unknown_field", "warn", "smart_invoice"): 1,
+    }
