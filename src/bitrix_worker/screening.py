@@ -270,8 +270,7 @@ class Screening:
             fields: dict[str, Any] = {}
             for i in live:
                 if i not in blamed:
-                    fields.update(p.unit.members[i].operation.fields)
-            fields = fields_for(spec, fields)
+                    fields.update(fields_for(spec, p.unit.members[i].operation.fields))
             names = producer_names(p.unit, [i for i in live if i not in blamed])
             decision = self.check(spec, call, fields, schema, names)
             findings = decision.reject  # an earlier member's value that the blamed one had hidden

@@ -156,3 +156,18 @@ async def test_findings_are_counted_under_a_bounded_entity_label(bench: Bench) -
         ("unknown_field", "warn", "item"): 1,
         ("unknown_field", "warn", "smart_invoice"): 1,
     }
+
+
+async def test_coalesced_updates_may_spell_one_field_both_ways(bench: Bench) -> None:
+    """``TITLE`` then ``title`` of one key are one field when merged (the last value wins), not a clash."""
+    await bench.enqueue("create", "d-1", {"title": "a", "ufCrm5Driver": "A"}, entity="item:128", version=1)
+    await bench.run()
+    await bench.enqueue("update", "d-1", {"TITLE": "b", "UF_CRM_5_NOPE": 1}, entity="item:128", version=2)
+    await bench.enqueue("update", "d-1", {"title": "c"}, entity="item:128", version=3)
+    summary = await bench.run(batch_size=10)
+    assert summary.outcomes == {"applied": 1, "dead_lettered": 1}
+    [item] = await bench.admin.items(128)
+    assert item["title"] == "c"
+    [(payload, error)] = await bench.dead()
+    assert payload["version"] == 2
+    assert error["description"].startswith("UF_CRM_5_NOPE (sent as ufCrm5Nope): ")
