@@ -11,20 +11,26 @@ import typer
 
 from .cli import JsonFlag, err, fail, out, print_json, run_async, settings_or_exit
 from .cli_support import enum_choice
-from .operations import Entity
+from .operations import Entity, EntityName
+
+ITEM_FORM = "item:<entityTypeId>"
 
 
 def fields(
-    entity: Annotated[str, typer.Argument(help=" | ".join(e.value for e in Entity))],
+    entity: Annotated[str, typer.Argument(help=" | ".join([*(e.value for e in Entity), ITEM_FORM]))],
     as_json: JsonFlag = False,
     refresh: Annotated[bool, typer.Option("--refresh", help="Fetch from the portal now.")] = False,
 ) -> None:
     """The entity's field schema the workers validate with, with labels (cached in Redis, else fetched)."""
     from .fieldcheck import cached_schema, schema_table
 
-    problem = enum_choice("entity", entity, Entity)
+    problem = None if entity.startswith("item:") else enum_choice("entity", entity, Entity, ITEM_FORM)
     if problem is not None:
         fail(problem, 2)
+    try:
+        EntityName.parse(entity)  # item:<entityTypeId> with a smart-process type id
+    except ValueError as exc:
+        fail(str(exc), 2)
     settings = settings_or_exit(require_webhook=True)
     schema = run_async(lambda: cached_schema(settings, entity, refresh=refresh))
     print_json(schema.as_json()) if as_json else out.print(schema_table(schema))
@@ -35,7 +41,9 @@ def check(
     schema: Annotated[
         str | None, typer.Option(help="Validate offline against a `fields --json` file.")
     ] = None,
-    category: Annotated[int | None, typer.Option(help="The deal's pipeline, for STAGE_ID on update.")] = None,
+    category: Annotated[
+        int | None, typer.Option(help="The pipeline, for a stage on update (STAGE_ID, stageId).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate one operation without sending it: exit 0 valid, 1 findings (one line each), 2 bad input."""

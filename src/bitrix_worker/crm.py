@@ -144,6 +144,7 @@ SMART_PROCESS_HINT: Final = (
     "item:<entityTypeId> with a smart-process type id (128..192, or an even number from 1030)"
 )
 _ITEM_PREFIX = "item:"
+MAX_ENTITY_TYPE_ID: Final = 2**31 - 1  # an int column in Bitrix24; also keeps keys named after it bounded
 # crm.item.* with these ids reaches an entity the wire format names directly.
 _BY_TYPE_ID = {spec.entity_type_id: name for name, spec in SYSTEM.items()}
 
@@ -175,7 +176,7 @@ def entity_spec(name: str) -> EntitySpec:
     if not name.startswith(_ITEM_PREFIX):
         raise ValueError(f"unknown entity {name!r}; expected one of {', '.join(known_entities())}")
     raw = name[len(_ITEM_PREFIX) :]
-    if not raw.isdigit() or raw != str(int(raw)):
+    if not raw.isdigit() or raw != str(int(raw)) or int(raw) > MAX_ENTITY_TYPE_ID:
         raise ValueError(f"entity {name!r}: expected {SMART_PROCESS_HINT}")
     type_id = int(raw)
     if type_id in _BY_TYPE_ID:

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from .bitrix.client import BitrixClient
 from .bitrix.schemas import fetch_schema
+from .calls import fields_for
 from .config import Settings
 from .errors import PoisonMessage
 from .operations import Operation, decode_payload
@@ -24,6 +25,7 @@ from .redis.connection import redis_connection
 from .redis.limits import Limiter
 from .redis.schemas import SchemaCache
 from .schema import EntitySchema
+from .spelling import respell
 from .validation import Finding, validate
 
 VALUES_SHOWN = 8
@@ -110,8 +112,12 @@ class CheckResult:
 
 
 def check(operation: Operation, schema: EntitySchema, category_id: int | None = None) -> CheckResult:
-    findings = validate(operation.op.value, operation.fields, schema, category_id=category_id)
-    return CheckResult(operation, findings)
+    """As the worker screens it: crm.item.* entities with the fields as sent (camelCase), findings named
+    as the payload spells them."""
+    spec = operation.entity.spec
+    sent = fields_for(spec, operation.fields)
+    found = validate(operation.op.value, sent, schema, category_id=category_id)
+    return CheckResult(operation, respell(found, spec, operation.fields))
 
 
 def check_report(

@@ -67,6 +67,10 @@ def check_char(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
 
 
 def check_boolean(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
+    if ctx.schema.camel:  # crm.item.*: only true/"true"/"y"/"Y" are true, and 1 or "1" would be stored false
+        text = value.upper() if isinstance(value, str) else None
+        ok = isinstance(value, bool) or text in ("Y", "N", "TRUE", "FALSE")
+        return None if ok else Problem('true/false or "Y"/"N" (crm.item.* stores 1 as false)')
     ok = value in ("Y", "N", "0", "1") or isinstance(value, bool) or (type(value) is int and value in (0, 1))
     return None if ok else Problem('true/false, 1/0 or "Y"/"N"')
 

@@ -101,7 +101,7 @@ def plan_unit(
     fields: dict[str, Any] = {}
     products: list[dict[str, Any]] | None = None
     for m in live:
-        fields.update(m.operation.fields)
+        fields.update(calls.fields_for(spec, m.operation.fields))  # TITLE then title: one field, the last
         if m.operation.products is not None:
             products = m.operation.products  # coalesced updates: the last row set wins
     state = mapping.state if mapping is not None else None

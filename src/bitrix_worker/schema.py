@@ -6,6 +6,11 @@ its fields are: ``crm.<entity>.fields`` (a map ``NAME -> descriptor``) or ``crm.
 {camelName: descriptor with upperName}}``), the pipelines (``crm.category.list``), the status lists that
 enumerate ``STAGE_ID``, ``SOURCE_ID``, ``TYPE_ID``, ... (``crm.status.entity.items``) and the currencies
 (``crm.currency.list``). The parsed ``EntitySchema`` round-trips through JSON for the shared cache.
+
+Entities written with ``crm.item.*`` (quotes, smart invoices, smart processes) are keyed by their camelCase
+names, the names the worker sends; their stage lists are one per pipeline (``stage_lists``:
+``DYNAMIC_<entityTypeId>_STAGE_<categoryId>``, ``SMART_INVOICE_STAGE_<categoryId>``), whatever list the
+stage field's own ``statusType`` names.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 SCHEMA_FORMAT = 1  # bump when the JSON layout changes: a cached schema of another format is refetched
 DEAL_STAGE = "DEAL_STAGE"
+ITEM_STAGE = "stageId"  # the stage field of crm.item.*: its list depends on the pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +42,7 @@ class FieldSchema:
 
     @property
     def user_field(self) -> bool:
-        return self.name.startswith("UF_")
+        return self.name.startswith(("UF_", "ufCrm"))
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type, "label": self.label}
@@ -78,9 +84,14 @@ class EntitySchema:
     categories: Mapping[int, str] = field(default_factory=dict)  # pipeline id -> name
     currencies: tuple[str, ...] = ()
     fetched_at: float = 0.0
+    stage_lists: Mapping[int, str] = field(default_factory=dict)  # crm.item.*: pipeline -> its stage list
+    default_category: int = 0  # the pipeline a create without one lands in
+    camel: bool = False  # written with crm.item.* (camelCase names; "empty" values become null)
 
     def stage_list(self, category_id: int) -> str:
         """``DEAL_STAGE`` for the default pipeline, ``DEAL_STAGE_<id>`` for the others (never ``_0``)."""
+        if self.stage_lists:
+            return self.stage_lists.get(category_id, f"(no pipeline {category_id})")
         return DEAL_STAGE if category_id == 0 else f"{DEAL_STAGE}_{category_id}"
 
     def status_lists(self, spec: FieldSchema, category_id: int | None) -> list[str]:
@@ -92,6 +103,10 @@ class EntitySchema:
         """
         if spec.status_type is None:
             return []
+        if self.stage_lists and spec.name == ITEM_STAGE:
+            if category_id is None:
+                return list(self.stage_lists.values())
+            return [self.stage_list(category_id)]
         if spec.status_type != DEAL_STAGE or not self.categories:
             return [spec.status_type]
         if category_id is None:
@@ -107,6 +122,9 @@ class EntitySchema:
             "statuses": {k: dict(v) for k, v in self.statuses.items()},
             "categories": {str(k): v for k, v in self.categories.items()},
             "currencies": list(self.currencies),
+            "stage_lists": {str(k): v for k, v in self.stage_lists.items()},
+            "default_category": self.default_category,
+            "camel": self.camel,
         }
 
     @classmethod
@@ -125,6 +143,9 @@ class EntitySchema:
                 categories={int(k): str(v) for k, v in data["categories"].items()},
                 currencies=tuple(str(c) for c in data["currencies"]),
                 fetched_at=float(data.get("fetched_at") or 0.0),
+                stage_lists={int(k): str(v) for k, v in data.get("stage_lists", {}).items()},
+                default_category=int(data.get("default_category") or 0),
+                camel=bool(data.get("camel")),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"broken schema document: {type(exc).__name__}: {exc}") from None
@@ -151,8 +172,10 @@ def _parent(info: Mapping[str, Any]) -> int | None:
     return int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else None
 
 
-def parse_fields(result: Any) -> dict[str, FieldSchema]:
-    """``crm.<entity>.fields`` or ``crm.item.fields`` answer -> fields keyed by their write name."""
+def parse_fields(result: Any, *, camel: bool = False) -> dict[str, FieldSchema]:
+    """``crm.<entity>.fields`` or ``crm.item.fields`` answer -> fields keyed by their write name: the
+    ``upperName`` of a ``crm.item.fields`` answer, or with ``camel`` its own (camelCase) key, the name
+    ``crm.item.add``/``update`` take."""
     if not isinstance(result, Mapping):
         raise ValueError(f"field list must be an object, got {type(result).__name__}")
     item_style = set(result) == {"fields"} and isinstance(result["fields"], Mapping)
@@ -161,7 +184,7 @@ def parse_fields(result: Any) -> dict[str, FieldSchema]:
     for key, info in raw.items():
         if not isinstance(info, Mapping) or not isinstance(info.get("type"), str):
             raise ValueError(f"field {key!r} has no type")
-        name = str(info.get("upperName") or key) if item_style else str(key)
+        name = str(info.get("upperName") or key) if item_style and not camel else str(key)
         out[name] = FieldSchema(
             name=name,
             type=str(info["type"]),
@@ -184,6 +207,15 @@ def parse_categories(result: Any) -> dict[int, str]:
     if not isinstance(rows, list):
         raise ValueError("category list must be {'categories': [...]}")
     return {int(r["id"]): str(r.get("name") or r["id"]) for r in rows if isinstance(r, Mapping) and "id" in r}
+
+
+def parse_default_category(result: Any) -> int:
+    """The pipeline ``crm.category.list`` marks ``isDefault``; 0 when none is (or the list is empty)."""
+    rows = result.get("categories") if isinstance(result, Mapping) else None
+    for r in rows if isinstance(rows, list) else []:
+        if isinstance(r, Mapping) and str(r.get("isDefault", "")).upper() == "Y" and "id" in r:
+            return int(r["id"])
+    return 0
 
 
 def parse_statuses(result: Any) -> dict[str, str]:

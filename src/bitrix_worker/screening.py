@@ -10,6 +10,11 @@ resolved to). Per finding kind the configured action applies (``validation.decid
 - ``warn``: it is sent as it is; the finding is logged and counted;
 - ``drop``: it is sent without the field; the outcome record says which fields were dropped.
 
+Every entity is screened: deals, contacts, companies and leads against ``crm.<entity>.fields``; quotes,
+smart invoices and smart processes (``item:<entityTypeId>``, written with ``crm.item.*``) against
+``crm.item.fields``, with the fields as they are sent (camelCase) and findings named in the producer's
+own spelling (``spelling.respell``).
+
 The schema comes from the shared cache (``redis.schemas.SchemaCache``), fetched through the shared limiter
 on a miss. Early refresh, at most once per ``schema_refresh_min_s`` per entity (the cached copy's age is
 the fleet-wide rate limit): when a finding a newer schema could clear would stop or change an operation (an
@@ -34,8 +39,10 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from .bitrix.client import BitrixClient
-from .bitrix.schemas import ENTITY_TYPE_IDS, fetch_schema
+from .bitrix.schemas import fetch_schema
+from .calls import fields_for
 from .config import Settings
+from .crm import SYSTEM, EntitySpec
 from .defaults import DESCRIPTION_MAX_CHARS
 from .errors import BitrixError, PermanentBitrixError
 from .events import WorkerEvents
@@ -49,13 +56,13 @@ from .redaction import redact
 from .redis.connection import RedisClient
 from .redis.schemas import SchemaCache
 from .schema import EntitySchema
+from .spelling import respell, sent_name
 from .taxonomy import Classification, ErrorClass, Execution
 from .units import WorkUnit
 from .validation import SCHEMA_UNAVAILABLE, Decision, Finding, FindingAction, FindingKind, decide, validate
 from .values import Clock
 
-SCREENED_ENTITIES = frozenset(ENTITY_TYPE_IDS)  # the entities whose schema ``fetch_schema`` can read
-WORKER_FIELDS = frozenset({"ORIGINATOR_ID", "ORIGIN_ID"})  # the worker's own on create: not the producer's
+SCREENED_ENTITIES = frozenset(SYSTEM)  # the entities named by a word; every ``item:<entityTypeId>`` too
 SURPRISES = frozenset({FindingKind.UNKNOWN_FIELD, FindingKind.NOT_IN_LIST})  # a newer schema may clear them
 FETCH_BACKOFF_S = 1.0  # a failed schema fetch is tried again (by this process) after this
 HOLD_MAX_S = 600.0  # how long units are held for a schema that keeps failing transiently
@@ -84,6 +91,17 @@ class Planned(Protocol):
     unit: WorkUnit
     plan: Plan
     screened: Screened  # Result fields for the unit's success: ``detail``, ``refused``
+
+
+def own_fields(spec: EntitySpec, call: Call, fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields the producer is answerable for: a create's origin fields are the worker's own."""
+    return {k: v for k, v in fields.items() if call is Call.UPDATE or k not in spec.origin_fields}
+
+
+def producer_names(unit: WorkUnit, live: Sequence[int] | None = None) -> list[str]:
+    """Every field name the unit's (live) members wrote, in their own spelling, in order."""
+    members = unit.members if live is None else [unit.members[i] for i in live]
+    return [name for m in members for name in m.operation.fields]
 
 
 P = TypeVar("P", bound=Planned)
@@ -198,35 +216,44 @@ class Screening:
                 out.append(rejected)
         return kept
 
+    def check(
+        self, spec: EntitySpec, call: Call, sent: dict[str, Any], schema: EntitySchema, names: list[str]
+    ) -> Decision:
+        """Validate the fields as sent; findings named as the producer wrote them."""
+        findings = respell(validate(call.value, own_fields(spec, call, sent), schema), spec, names)
+        return decide(findings, self.actions)
+
     async def _screen_one(self, p: Planned) -> Result | None:
         call, entity = p.plan.call, p.unit.head.entity.value
-        if call not in (Call.CREATE, Call.UPDATE) or entity not in SCREENED_ENTITIES:
+        if call not in (Call.CREATE, Call.UPDATE):
             return None
+        spec = p.unit.head.entity.spec
         schema = await self.schema(entity, refresh=portal_refused(p.unit))
         if isinstance(schema, Unavailable):
             if schema.hold_s:
                 return Result(p.unit, Outcome.RETRY, Reason.SCHEMA_UNAVAILABLE, delay_s=schema.hold_s)
-            self.events.field_finding(SCHEMA_UNAVAILABLE, FindingAction.WARN.value, entity)
+            self.events.field_finding(SCHEMA_UNAVAILABLE, FindingAction.WARN.value, p.unit.head.entity.label)
             return None
-        fields = {k: v for k, v in p.plan.fields.items() if call is Call.UPDATE or k not in WORKER_FIELDS}
-        decision = decide(validate(call.value, fields, schema), self.actions)
+        names = producer_names(p.unit)
+        decision = self.check(spec, call, p.plan.fields, schema, names)
         if self._surprised(decision, schema):
             fresher = await self.schema(entity, refresh=True)
             if isinstance(fresher, EntitySchema) and fresher.fetched_at != schema.fetched_at:
-                decision = decide(validate(call.value, fields, fresher), self.actions)
+                decision = self.check(spec, call, p.plan.fields, fresher, names)
         self._report(p.unit, entity, decision)
         if decision.reject:
-            kept = self._without_culprits(p, call, schema, decision)
+            kept = self._without_culprits(p, spec, call, schema, decision)
             if kept is None:
                 return rejection(p.unit, call, decision.reject, self.known_secrets(), p.plan.stale)
             decision = kept
         if decision.drop:
-            p.plan = replace(p.plan, fields=decision.apply(p.plan.fields))
+            dropped = {sent_name(spec, f) for f in decision.drop_fields}
+            p.plan = replace(p.plan, fields={k: v for k, v in p.plan.fields.items() if k not in dropped})
             p.screened["detail"] = drop_note(call, decision.drop)
         return None
 
     def _without_culprits(
-        self, p: Planned, call: Call, schema: EntitySchema, decision: Decision
+        self, p: Planned, spec: EntitySpec, call: Call, schema: EntitySchema, decision: Decision
     ) -> Decision | None:
         """Coalesced operations are one command, but one bad operation must not take its key's other
         operations down with it: the members the refused findings belong to are refused alone (dead-lettered
@@ -243,11 +270,11 @@ class Screening:
             fields: dict[str, Any] = {}
             for i in live:
                 if i not in blamed:
-                    fields.update(p.unit.members[i].operation.fields)
-            checked = {k: v for k, v in fields.items() if call is Call.UPDATE or k not in WORKER_FIELDS}
-            decision = decide(validate(call.value, checked, schema), self.actions)
+                    fields.update(fields_for(spec, p.unit.members[i].operation.fields))
+            names = producer_names(p.unit, [i for i in live if i not in blamed])
+            decision = self.check(spec, call, fields, schema, names)
             findings = decision.reject  # an earlier member's value that the blamed one had hidden
-        own = {k: v for k, v in p.plan.fields.items() if k in WORKER_FIELDS and call is Call.CREATE}
+        own = {k: v for k, v in p.plan.fields.items() if k in spec.origin_fields and call is Call.CREATE}
         p.plan = replace(p.plan, fields={**fields, **own})
         p.screened["refused"] = {i: refusal(found, self.known_secrets()) for i, found in blamed.items()}
         return decision
@@ -308,7 +335,7 @@ class Screening:
             (FindingAction.DROP, decision.drop),
         ):
             for f in findings:
-                self.events.field_finding(f.kind.value, action.value, entity)
+                self.events.field_finding(f.kind.value, action.value, unit.head.entity.label)  # bounded
         if decision.warn or decision.drop:
             self.log.warning(
                 "field findings: sending anyway",

@@ -124,9 +124,10 @@ def decide(findings: Iterable[Finding], actions: Mapping[FindingKind, FindingAct
 
 def _unknown(name: str, value: Any, schema: EntitySchema) -> Finding:
     names = list(schema.fields)
-    close = difflib.get_close_matches(name.upper(), names, n=1, cutoff=0.75)
+    folded = {n.upper().replace("_", ""): n for n in names}  # camelCase and UPPER_CASE alike
+    close = difflib.get_close_matches(name.upper().replace("_", ""), list(folded), n=1, cutoff=0.75)
     if close:
-        spec = schema.fields[close[0]]
+        spec = schema.fields[folded[close[0]]]
         expected = f"an existing field, e.g. {spec.name} ({spec.label!r})"
         message = f"{schema.entity} has no field {name}; did you mean {spec.name} ({spec.label!r})?"
     else:
@@ -135,7 +136,10 @@ def _unknown(name: str, value: Any, schema: EntitySchema) -> Finding:
     return _finding(FindingKind.UNKNOWN_FIELD, name, value, expected, message)
 
 
-def _empty(value: Any) -> bool:
+def _empty(value: Any, *, php: bool = False) -> bool:
+    """No value. ``php``: crm.item.* also turns ``0``, ``"0"`` and ``false`` into null (PHP ``empty``)."""
+    if php and (value is False or value == "0" or (type(value) in (int, float) and value == 0)):
+        return True
     return value is None or value == "" or (type(value) in (list, dict) and not value)
 
 
@@ -228,14 +232,17 @@ def _check_value(spec: FieldSchema, value: Any, ctx: Context) -> Finding | None:
     return None if problem is None else _problem_finding(spec, value, problem)
 
 
-def _category(op_kind: str, fields: Mapping[str, Any], category_id: int | None) -> int | None:
-    """The pipeline whose stages apply: the caller's, else the created deal's ``CATEGORY_ID``, else 0."""
+def _category(
+    op_kind: str, fields: Mapping[str, Any], category_id: int | None, schema: EntitySchema
+) -> int | None:
+    """The pipeline whose stages apply: the caller's, else the one the fields name (``CATEGORY_ID``,
+    ``categoryId``), else on create the default pipeline; None: unknown (every pipeline's stages)."""
     if category_id is not None:
         return category_id
-    raw = fields.get("CATEGORY_ID")
+    raw = fields.get("categoryId" if schema.camel else "CATEGORY_ID")
     if isinstance(raw, int | str) and not isinstance(raw, bool) and str(raw).isdigit():
         return int(raw)
-    return 0 if op_kind == "create" else None
+    return schema.default_category if op_kind == "create" else None
 
 
 def validate(
@@ -244,7 +251,7 @@ def validate(
     """Every finding for one operation (empty: safe to send). Never raises on any JSON-like input."""
     if op_kind == "delete":
         return []
-    ctx = Context(schema, _category(op_kind, fields, category_id))
+    ctx = Context(schema, _category(op_kind, fields, category_id, schema))
     findings: list[Finding] = []
     for name, value in fields.items():
         spec = schema.fields.get(name)
@@ -273,7 +280,7 @@ def validate(
                 )
             )
             continue
-        if _empty(value):
+        if _empty(value, php=schema.camel):
             if spec.required and op_kind in ("create", "update"):
                 findings.append(_required(spec, value, clearing=True))
             continue

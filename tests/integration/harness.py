@@ -119,13 +119,17 @@ WORKER_CMD = ["-c", "from bitrix_worker.cli import main; main()", "run"]
 
 
 @asynccontextmanager
-async def open_bench(redis_url: str, key_prefix: str, tmp: Path) -> AsyncIterator[Bench]:
+async def open_bench(
+    redis_url: str, key_prefix: str, tmp: Path, config: EmulatorConfig | None = None
+) -> AsyncIterator[Bench]:
     """A real Redis, the emulator on loopback and a SQLite mapping store, wired into worker settings.
 
     Limits are lifted (1000/s) so tests measure behaviour, not the portal's pace; keys under ``key_prefix``
     are deleted afterwards.
     """
-    async with EmulatorServer(EmulatorConfig(seed=7, burst=1000, drain_per_s=1000)) as emulator:
+    config = config or EmulatorConfig()
+    lifted = config.model_copy(update={"seed": 7, "burst": 1000, "drain_per_s": 1000})
+    async with EmulatorServer(lifted) as emulator:
         settings = load_settings(
             webhook_url=emulator.webhook_url,
             redis_url=redis_url,

@@ -143,3 +143,27 @@ def test_check_refuses_a_schema_file_of_another_entity(env: dict[str, str], tmp_
     broken = tmp_path / "broken.json"
     broken.write_text("[]")
     assert invoke(env, "check", _payload(tmp_path, {}), "--schema", str(broken)).exit_code == 2
+
+
+def test_fields_and_check_of_the_crm_item_entities(env: dict[str, str], tmp_path: Path) -> None:
+    """Smart processes, smart invoices and quotes: the crm.item.fields schema, camelCase, with one stage
+    list per pipeline; ``check`` validates as the worker sends (findings in the payload's spelling)."""
+    result = invoke(env, "fields", "item:128", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["entity"] == "item:128"
+    assert {"title", "stageId", "categoryId"} <= {f["name"] for f in data["fields"]}
+    assert data["stage_lists"] == {"0": "DYNAMIC_128_STAGE_0"}
+    human = invoke(env, "fields", "smart_invoice")
+    assert human.exit_code == 0, human.output
+    assert "DT31_0:N" in human.stdout
+    path = tmp_path / "invoice.json"
+    fields = {"TITLE": "x", "OPENED_X": "Y", "stageId": "DT31_0:Q"}
+    path.write_text(json.dumps({"op": "create", "entity": "smart_invoice", "key": "i-1", "fields": fields}))
+    checked = invoke(env, "check", str(path))
+    assert checked.exit_code == 1, checked.output
+    lines = checked.stdout.splitlines()
+    assert lines[0].startswith("unknown_field OPENED_X: OPENED_X (sent as openedX): ")
+    assert "did you mean opened" in lines[0]
+    assert lines[1].startswith("not_in_list stageId: ")
+    assert invoke(env, "fields", "item:127").exit_code == 2  # not a smart-process type id

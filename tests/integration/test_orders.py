@@ -37,7 +37,7 @@ async def start_cost(bench: Bench) -> int:
     validates with are cached (a handful of requests per hour, not per order: not what these tests count)."""
     cached = getattr(bench, "_start_cost", None)
     if cached is None:
-        for entity in SCREENED_ENTITIES:
+        for entity in (*SCREENED_ENTITIES, "item:128"):
             await cached_schema(bench.settings, entity)
         before = await requests(bench)
         await bench.run()

@@ -66,6 +66,10 @@ class SmartProcessType(BaseModel):
     code: str = ""
     products: bool = Field(default=True, alias="isLinkWithProductsEnabled")
     categories: bool = Field(default=True, alias="isCategoriesEnabled")
+    # what ``crm.item.fields`` / ``crm.category.list`` answer for it (emulator/itemschema.py)
+    pipelines: dict[int, str] = Field(default_factory=lambda: {0: "General"}, min_length=1)
+    user_fields: list[UserFieldConfig] = Field(default_factory=list)  # UF_CRM_<id>_... names
+    required: list[str] = Field(default_factory=list)  # camelCase names made required
 
     @field_validator("entity_type_id")
     @classmethod

@@ -8,7 +8,8 @@ differences that are the point of this API are kept: ``crm.item.update`` moves a
 ``false``, ``[]``) become null; a boolean is true only for ``true``/``"true"``/``"y"``/``"Y"``.
 
 Smart invoices (31) and smart processes (types from ``crm.type.list``) have their own tables and store
-what they are given. Answers: ``{"item": {...}}``, ``{"items": [...]}`` with ``total``/``next``,
+what they are given; their fields, pipelines and stage lists are in ``itemschema``.
+Answers: ``{"item": {...}}``, ``{"items": [...]}`` with ``total``/``next``,
 ``[]`` for delete; errors are HTTP 400 with a code (``NOT_FOUND``, ``100`` for a missing parameter, ...).
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 from ..crm import is_smart_process_type, to_camel, to_upper
 from .config import SmartProcessType
 from .errors import ApiError, engine_error, invalid_parameter, missing_parameter
+from .itemschema import ItemType, item_type
 from .schema import CURRENCIES, Field
 from .store import _FILTER_OPS, ENTITIES, PAGE_SIZE, CrmStore, Result, _predicate, portal_time
 
@@ -101,11 +103,22 @@ class ItemStore:
         self.initial_types = list(types)
         self.types: dict[int, SmartProcessType] = {}
         self.tables: dict[int, ItemTable] = {}
+        self.schemas: dict[int, ItemType] = {}
         self.reset()
 
     def reset(self) -> None:
+        """Empty tables; the configured types (after the portal schema's reset, whose status lists get
+        the stage lists of every pipeline back)."""
         self.types = {t.entity_type_id: t for t in self.initial_types}
         self.tables = {SMART_INVOICE: ItemTable()} | {etid: ItemTable() for etid in self.types}
+        self.schemas = {}
+        self._add_schema(SMART_INVOICE, item_type(None))
+        for etid, smart in self.types.items():
+            self._add_schema(etid, item_type(smart))
+
+    def _add_schema(self, etid: int, schema: ItemType) -> None:
+        self.schemas[etid] = schema
+        self.crm.schema.statuses.update(schema.status_lists())
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Result]]:
         return {
@@ -115,6 +128,7 @@ class ItemStore:
             "crm.item.list": self.list,
             "crm.item.delete": self.delete,
             "crm.item.fields": self.fields,
+            "crm.category.list": self.category_list,
             "crm.type.list": self.type_list,
             "crm.type.get": self.type_get,
             "crm.type.add": self.type_add,
@@ -206,8 +220,9 @@ class ItemStore:
         return out
 
     def _defaults(self, etid: int, item_id: int) -> dict[str, Any]:
-        category = 0
-        stage = f"DT{etid}_{category}:N" if etid == SMART_INVOICE else f"DT{etid}_{category}:NEW"
+        schema = self.schemas[etid]
+        category = schema.default_category
+        stage = schema.stages(category)[0][0]
         stamp = portal_time()
         user = int(self.crm.user_id)
         return {
@@ -325,11 +340,16 @@ class ItemStore:
                 if spec.type != "crm_multifield"
             }
         else:
-            described = {
-                name: {"type": "string", "isReadOnly": name in _READ_ONLY, "upperName": to_upper(name, etid)}
-                for name in self._defaults(etid, 0)
-            }
+            described = self.schemas[etid].describe()
         return Result({"fields": described})
+
+    def category_list(self, params: dict[str, Any]) -> Result:
+        """Pipelines of smart invoices and smart processes; the others' are the portal schema's."""
+        raw = params.get("entityTypeId", params.get("ENTITY_TYPE_ID"))
+        etid = int(raw) if isinstance(raw, int | str) and str(raw).strip().isdigit() else 0
+        if etid in self.schemas:
+            return Result(self.schemas[etid].category_list())
+        return Result(self.crm.schema.category_list(params))
 
     # -- smart-process types --------------------------------------------------------------------------
 
@@ -380,6 +400,7 @@ class ItemStore:
         )
         self.types[etid] = smart
         self.tables[etid] = ItemTable()
+        self._add_schema(etid, item_type(smart))
         return Result({"type": self._type_view(smart)})
 
 
