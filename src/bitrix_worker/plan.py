@@ -14,7 +14,7 @@ the caller looked up; an unresolved one dead-letters the unit before any call.
 from __future__ import annotations
 
 from collections.abc import Mapping as MappingOf
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -130,6 +130,28 @@ def plan_unit(
         reconcile=unit.ambiguous_before or state == "unknown" or (mapping is None and not vouched),
         products=products,
     )
+
+
+def without_members(plan: Plan, unit: WorkUnit, refused: set[int]) -> Plan:
+    """The plan of a unit some of whose coalesced operations were refused before sending (screening): the
+    others merged exactly as ``plan_unit`` merges them, so a refused operation's fields, rows and pipeline
+    move go nowhere, and the rest keep their own (a deal's ``CATEGORY_ID`` still becomes its move).
+
+    Operations with references never coalesce (redis/lua/turns.lua), so a unit of several has none to
+    substitute. A create keeps its origin fields."""
+    spec = unit.head.entity.spec
+    fields: dict[str, Any] = {}
+    products: list[dict[str, Any]] | None = None
+    for i, m in enumerate(unit.members):
+        if i in plan.stale or i in refused:
+            continue
+        fields.update(calls.fields_for(spec, m.operation.fields))
+        if m.operation.products is not None:
+            products = m.operation.products
+    if plan.call is Call.CREATE:
+        origin = {k: v for k, v in plan.fields.items() if k in spec.origin_fields}
+        return replace(plan, fields={**calls.fields_for(spec, fields), **origin}, products=products)
+    return _update(spec, plan.bitrix_id, fields, products, plan.stale, followups_only=unit.followups_only)
 
 
 def _update(

@@ -40,7 +40,6 @@ import structlog
 
 from .bitrix.client import BitrixClient
 from .bitrix.schemas import fetch_schema
-from .calls import fields_for
 from .config import Settings
 from .crm import SYSTEM, EntitySpec
 from .defaults import DESCRIPTION_MAX_CHARS
@@ -48,7 +47,7 @@ from .errors import BitrixError, PermanentBitrixError
 from .events import WorkerEvents
 from .gate import PortalGate, portal_suspect
 from .outcomes import Outcome, Refusal, Result
-from .plan import Call, Plan
+from .plan import Call, Plan, without_members
 from .portal import Portal
 from .reasons import Reason
 from .records import ATTEMPT
@@ -262,20 +261,20 @@ class Screening:
         live = [i for i in range(len(p.unit.members)) if i not in p.plan.stale]
         blamed: dict[int, list[Finding]] = {}
         findings: Sequence[Finding] = decision.reject
+        trial = p.plan
         while findings:  # each round blames at least one more member: at most len(live) rounds
             for i, found in culprits(p.unit, [i for i in live if i not in blamed], findings).items():
                 blamed.setdefault(i, []).extend(found)
             if len(blamed) == len(live) or (call is Call.CREATE and live[0] in blamed):
                 return None
-            fields: dict[str, Any] = {}
-            for i in live:
-                if i not in blamed:
-                    fields.update(fields_for(spec, p.unit.members[i].operation.fields))
+            trial = without_members(p.plan, p.unit, set(blamed))  # merged as planning merges them
+            if trial.call is None:  # what is left only sets rows or moves the pipeline: nothing to check
+                decision = decide([], self.actions)
+                break
             names = producer_names(p.unit, [i for i in live if i not in blamed])
-            decision = self.check(spec, call, fields, schema, names)
+            decision = self.check(spec, call, trial.fields, schema, names)
             findings = decision.reject  # an earlier member's value that the blamed one had hidden
-        own = {k: v for k, v in p.plan.fields.items() if k in spec.origin_fields and call is Call.CREATE}
-        p.plan = replace(p.plan, fields={**fields, **own})
+        p.plan = trial
         p.screened["refused"] = {i: refusal(found, self.known_secrets()) for i, found in blamed.items()}
         return decision
 

@@ -77,6 +77,25 @@ async def test_one_bad_operation_does_not_take_its_keys_other_operations_down(be
     assert stored["TITLE"] == "v4.5"
 
 
+async def test_a_refused_update_leaves_its_neighbours_pipeline_move_and_rows_as_planned(bench: Bench) -> None:
+    """The operations left after a refusal are merged as planning merges them: a deal's CATEGORY_ID is still
+    its move (not a field crm.deal.update would drop), and the refused operation's rows go nowhere."""
+    await bench.admin.add_pipeline(1, "Wholesale", ["NEW", "WON"])
+    await bench.enqueue("create", "o-1", {"TITLE": "v1"}, version=1)
+    await bench.run()
+    await bench.enqueue("update", "o-1", {"TITLE": "v2", "CATEGORY_ID": 1}, version=2)
+    await bench.enqueue("update", "o-1", {"UF_CRM_NOPE": "x"}, version=3, products=[{"PRODUCT_NAME": "Lost"}])
+    summary = await bench.run(batch_size=10)
+    assert summary.outcomes == {"applied": 1, "dead_lettered": 1}
+    dead = {p["version"]: e["description"] for p, e in await bench.dead()}
+    assert list(dead) == [3] and "UF_CRM_NOPE" in dead[3]
+    (stored,) = await bench.entities()
+    assert (stored["TITLE"], stored["CATEGORY_ID"]) == ("v2", "1")
+    assert await bench.admin.product_rows() == []
+    codes = [o["code"] for o in await bench.outcomes() if o["ident"] == "deal:o-1"]
+    assert codes == ["created", "moved", "invalid_data"]
+
+
 async def test_the_first_of_a_keys_updates_refused_alone_too(bench: Bench) -> None:
     await bench.enqueue("create", "o-1", {"TITLE": "v1"}, version=1)
     await bench.run()
