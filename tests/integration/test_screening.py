@@ -88,7 +88,8 @@ async def test_a_refused_update_leaves_its_neighbours_pipeline_move_and_rows_as_
     summary = await bench.run(batch_size=10)
     assert summary.outcomes == {"applied": 1, "dead_lettered": 1}
     dead = {p["version"]: e["description"] for p, e in await bench.dead()}
-    assert list(dead) == [3] and "UF_CRM_NOPE" in dead[3]
+    assert list(dead) == [3]
+    assert "UF_CRM_NOPE" in dead[3]
     (stored,) = await bench.entities()
     assert (stored["TITLE"], stored["CATEGORY_ID"]) == ("v2", "1")
     assert await bench.admin.product_rows() == []
