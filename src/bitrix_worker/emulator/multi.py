@@ -14,14 +14,13 @@ import contextlib
 import socket
 import threading
 import time
-from types import TracebackType
 
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from .app import EmulatorApp, create_app
 from .config import EmulatorConfig
-from .server import START_TIMEOUT_S, _uvicorn_config
+from .server import START_TIMEOUT_S, ThreadedServer, _uvicorn_config
 
 __all__ = ["MultiPortalServer"]
 
@@ -40,7 +39,7 @@ class _ByAddress:
         await app(scope, receive, send)
 
 
-class MultiPortalServer:
+class MultiPortalServer(ThreadedServer):
     """``{"127.0.0.2": EmulatorConfig(...), ...}`` served on one port; a ``with`` / ``async with`` block."""
 
     def __init__(self, portals: dict[str, EmulatorConfig], port: int = 0) -> None:
@@ -125,21 +124,3 @@ class MultiPortalServer:
             thread.join(timeout=15)
         self._close_socks()
         self._thread = self._loop = self._server = None
-
-    def __enter__(self) -> MultiPortalServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> MultiPortalServer:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.stop)
