@@ -36,10 +36,12 @@ async def test_sigkill_mid_flight_loses_nothing_and_duplicates_nothing(bench: Be
         await bench.enqueue("create", f"order-{i}", {"TITLE": f"Order {i}"})
     first = spawn(bench, tmp_path / "a.log", batch_size=10, concurrency=4, consumer="victim")
 
-    async def some_applied() -> bool:
-        return len(await bench.entities()) >= 40
+    async def some_applied_and_more_in_flight() -> bool:
+        if len(await bench.entities()) < 40:
+            return False
+        return int((await bench.redis.xpending(bench.settings.stream, bench.settings.group))["pending"]) > 0
 
-    await wait_for(some_applied)
+    await wait_for(some_applied_and_more_in_flight)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     pending = await bench.redis.xpending(bench.settings.stream, bench.settings.group)
