@@ -50,14 +50,13 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def settings_or_exit(
     *,
-    require_webhook: bool = False,
     require_portal: bool = False,
     of_portal: str | None = None,
     **overrides: Any,
 ) -> Settings:
-    """``require_webhook``: commands that call the portal through its webhook; ``require_portal``: commands
-    that only name the default portal (a webhook, or ``BITRIX_WORKER_PORTAL`` in the registry);
-    ``of_portal``: the settings of that portal's stream (``--portal``, docs/scaling.md "Many portals")."""
+    """``require_portal``: commands that name or call the default portal (a webhook, or
+    ``BITRIX_WORKER_PORTAL`` in the registry); ``of_portal``: the settings of that portal's stream
+    (``--portal``, docs/scaling.md "Many portals")."""
     try:
         settings = load_settings(**overrides)
         if of_portal is not None:
@@ -69,8 +68,6 @@ def settings_or_exit(
             except ValueError as exc:
                 raise ConfigError("--portal", str(exc)) from None
             settings = portal_settings(settings, of_portal, None)
-        if require_webhook:
-            settings.webhook  # noqa: B018 - raises ConfigError naming BITRIX_WEBHOOK_URL
         if require_portal:
             settings.portal_name  # noqa: B018 - raises ConfigError naming BITRIX_WEBHOOK_URL
     except ConfigError as exc:

@@ -140,16 +140,20 @@ def dlq_replay(
 
     An entry whose key has moved on since (a newer version, or a later write) is skipped with the reason
     unless --force: replaying it would roll the key back."""
+    from .mapping import DEFAULT_TABLE
+    from .portal_layout import portal_table
     from .status import replay_hazards
 
     wanted = _ids(ids)
     _one_selector(wanted, error_class, everything)
     per_s = parse_rate(rate)
     settings = settings_or_exit(stream=stream, of_portal=portal)
+    default = settings_or_exit(stream=stream).default_portal
+    table = portal_table(DEFAULT_TABLE, portal, default)  # the portal's own mapping table
 
     async def action(d: Any) -> Any:
         chosen, missing = await d.select(ids=wanted, error_class=error_class, everything=everything)
-        hazards = {} if force else await replay_hazards(settings.database_url, chosen)
+        hazards = {} if force else await replay_hazards(settings.database_url, chosen, table=table)
         report = await d.replay([e for e in chosen if e.id not in hazards], rate_per_s=per_s, dry_run=dry_run)
         report.missing[:0] = missing
         report.skipped = [(e.id, hazards[e.id]) for e in chosen if e.id in hazards]

@@ -11,15 +11,32 @@ import typer
 
 from .cli import JsonFlag, err, fail, out, print_json, run_async, settings_or_exit
 from .cli_support import enum_choice
+from .config import Settings
 from .operations import Entity, EntityName
 
 ITEM_FORM = "item:<entityTypeId>"
+CallPortal = Annotated[
+    str | None,
+    typer.Option("--portal", help="This registry portal (its webhook or OAuth app), not the default one."),
+]
+
+
+def _settings(portal: str | None) -> Settings:
+    """The settings to call the default portal, or a registry portal whose client may log a token refresh
+    (on stderr, never in ``--json``)."""
+    settings = settings_or_exit(require_portal=portal is None)
+    if portal is not None:
+        from .logs import configure_logging
+
+        configure_logging(fmt=settings.log_format, level=settings.log_level)
+    return settings
 
 
 def fields(
     entity: Annotated[str, typer.Argument(help=" | ".join([*(e.value for e in Entity), ITEM_FORM]))],
     as_json: JsonFlag = False,
     refresh: Annotated[bool, typer.Option("--refresh", help="Fetch from the portal now.")] = False,
+    portal: CallPortal = None,
 ) -> None:
     """The entity's field schema the workers validate with, with labels (cached in Redis, else fetched)."""
     from .fieldcheck import cached_schema, schema_table
@@ -31,8 +48,8 @@ def fields(
         EntityName.parse(entity)  # item:<entityTypeId> with a smart-process type id
     except ValueError as exc:
         fail(str(exc), 2)
-    settings = settings_or_exit(require_webhook=True)
-    schema = run_async(lambda: cached_schema(settings, entity, refresh=refresh))
+    settings = _settings(portal)
+    schema = run_async(lambda: cached_schema(settings, entity, refresh=refresh, portal=portal))
     print_json(schema.as_json()) if as_json else out.print(schema_table(schema))
 
 
@@ -45,6 +62,7 @@ def check(
         int | None, typer.Option(help="The pipeline, for a stage on update (STAGE_ID, stageId).")
     ] = None,
     as_json: JsonFlag = False,
+    portal: CallPortal = None,
 ) -> None:
     """Validate one operation without sending it: exit 0 valid, 1 findings (one line each), 2 bad input."""
     from .fieldcheck import BadInput, cached_schema, check_report, load_check
@@ -54,8 +72,8 @@ def check(
     except BadInput as exc:
         fail(str(exc), 2)
     if known is None:
-        settings = settings_or_exit(require_webhook=True)
-        known = run_async(lambda: cached_schema(settings, operation.entity.value))
+        settings = _settings(portal)
+        known = run_async(lambda: cached_schema(settings, operation.entity.value, portal=portal))
     text, note, code = check_report(operation, known, category, as_json=as_json)
     sys.stdout.write(text)
     if note:

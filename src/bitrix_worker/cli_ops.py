@@ -19,14 +19,22 @@ def lookup_cmd(
     scan_cap: Annotated[int, typer.Option(help="Entries each stream scan reads at most.")] = 20_000,
     as_json: JsonFlag = False,
     stream: Stream = None,
+    portal: Annotated[
+        str | None,
+        typer.Option("--portal", help="This registry portal's stream and mapping table."),
+    ] = None,
 ) -> None:
     """One key's story: Bitrix24 id, every outcome, what still waits, its dead letters."""
-    from .keylookup import find_stream_id, lookup
+    from .cli_portal import resolved_or_exit
+    from .keylookup import find_stream_id
     from .operations import Entity
+    from .portal_access import portal_lookup
     from .redis.connection import redis_connection
     from .redis.deadletter import parse_id
 
-    settings = settings_or_exit(stream=stream)
+    settings, record = settings_or_exit(stream=stream), None
+    if portal is not None:
+        settings, record = resolved_or_exit(settings, portal)
     by_id = entity == "id"
     if by_id:
         try:
@@ -43,7 +51,7 @@ def lookup_cmd(
             )
             if target is None:
                 return None
-            report = await lookup(client, settings, *target, scan_cap=scan_cap)
+            report = await portal_lookup(client, settings, record, *target, scan_cap=scan_cap)
             report.matched_id = key if by_id else None
             return report
 

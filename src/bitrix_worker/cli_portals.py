@@ -190,26 +190,16 @@ def portals_show(portal_id: PortalId, as_json: JsonFlag = False) -> None:
 
 
 def _gate(settings: Settings, portal_id: str, action: str, reason: str) -> None:
-    """The gate kept under the stream, and the one under the portal's own stream (a multi-portal worker's,
-    docs/scaling.md "Many portals"), when that is another."""
-    from .fleet import portal_settings
+    """Every gate the portal has (``portal_access.gate_targets``): the one under its own stream (a
+    multi-portal worker's, docs/scaling.md "Many portals") and the one under the stream, when another."""
     from .gate import PortalGate
-    from .redis.breaker import Breaker
+    from .portal_access import gate_targets
     from .redis.connection import redis_connection
-
-    own = portal_settings(settings, portal_id, None)
-    targets = [settings] if own.stream == settings.stream else [settings, own]
 
     async def go() -> None:
         async with redis_connection(settings.redis_url) as client:
-            for s in targets:
-                breaker = Breaker(
-                    client,
-                    s.keys.breaker(portal_id),
-                    cooldown_s=s.breaker_cooldown_s,
-                    max_cooldown_s=s.breaker_max_cooldown_s,
-                )
-                gate = PortalGate(s, breaker)
+            for s in gate_targets(settings, portal_id):
+                gate = PortalGate.from_settings(client, s)
                 await (gate.pause(reason) if action == "pause" else gate.resume())
 
     run_async(go)

@@ -15,7 +15,6 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from .bitrix.client import BitrixClient
 from .bitrix.schemas import fetch_schema
 from .calls import fields_for
 from .config import Settings
@@ -35,23 +34,27 @@ class BadInput(ValueError):
     """A payload or schema file that cannot be used: exit 2, one line."""
 
 
-async def cached_schema(settings: Settings, entity: str, *, refresh: bool = False) -> EntitySchema:
-    """The shared cached schema of ``entity`` (fetched and cached when absent, stale or ``refresh``)."""
-    webhook = settings.webhook
+async def cached_schema(
+    settings: Settings, entity: str, *, refresh: bool = False, portal: str | None = None
+) -> EntitySchema:
+    """The shared cached schema of ``entity`` (fetched and cached when absent, stale or ``refresh``), of the
+    default portal or of the registry portal ``portal`` (through its webhook or OAuth app)."""
+    from .portal_access import portal_client
+
+    options = {"connect_timeout_s": settings.connect_timeout_s, "read_timeout_s": settings.read_timeout_s}
     async with (
         redis_connection(settings.redis_url, name="bitrix-worker-cli") as redis,
-        BitrixClient(
-            webhook, connect_timeout_s=settings.connect_timeout_s, read_timeout_s=settings.read_timeout_s
-        ) as client,
+        portal_client(settings, redis, portal, **options) as (own, client),
     ):
+        name = own.portal_name
         limiter = Limiter(
             redis,
-            settings.keys.limiter(webhook.portal),
-            rate_per_s=settings.rate_per_s,
-            burst=settings.limiter_burst,
-            safety=settings.rate_safety,
+            own.keys.limiter(name),
+            rate_per_s=own.rate_per_s,
+            burst=own.limiter_burst,
+            safety=own.rate_safety,
         )
-        cache = SchemaCache(redis, settings.keys, webhook.portal, ttl_s=settings.schema_ttl_s)
+        cache = SchemaCache(redis, own.keys, name, ttl_s=own.schema_ttl_s)
         return await cache.load(
             entity, lambda: fetch_schema(client, entity, acquire=limiter.acquire), refresh=refresh
         )

@@ -15,7 +15,7 @@ from typing import Any
 from .config import Settings
 from .defaults import LIVE_HEARTBEATS
 from .errors import BitrixWorkerError, StoreError
-from .mapping import MappingStore
+from .mapping import DEFAULT_TABLE, MappingStore
 from .redis.breaker import Breaker
 from .redis.connection import RedisClient
 from .redis.deadletter import SCAN_CAP, DeadEntry, DeadLetters
@@ -84,7 +84,7 @@ async def _portal_state(
     )
 
 
-def _missing_sqlite_file(database_url: str) -> str | None:
+def missing_sqlite_file(database_url: str) -> str | None:
     """The path of a SQLite store that does not exist yet (reads must not create it), else None."""
     if database_url.startswith("sqlite") and ":///" in database_url:
         path = database_url.split(":///", 1)[1]
@@ -95,7 +95,7 @@ def _missing_sqlite_file(database_url: str) -> str | None:
 
 async def mapping_counts(database_url: str) -> dict[str, Any]:
     """Rows per state in the mapping store; a missing SQLite file is reported, never created."""
-    path = _missing_sqlite_file(database_url)
+    path = missing_sqlite_file(database_url)
     if path is not None:
         return {"active": 0, "deleted": 0, "note": f"{path} does not exist yet"}
     try:
@@ -110,12 +110,15 @@ async def mapping_counts(database_url: str) -> dict[str, Any]:
         await store.close()
 
 
-async def replay_hazards(database_url: str, entries: Sequence[DeadEntry]) -> dict[str, str]:
-    """Dead-letter id -> why replaying it would roll its key back (``replay_guard``); safe ones are absent."""
+async def replay_hazards(
+    database_url: str, entries: Sequence[DeadEntry], *, table: str = DEFAULT_TABLE
+) -> dict[str, str]:
+    """Dead-letter id -> why replaying it would roll its key back (``replay_guard``); safe ones are absent.
+    ``table``: the mapping table of the dead letters' portal."""
     wanted = [e for e in entries if e.operation.get("entity") and e.operation.get("key")]
-    if not wanted or _missing_sqlite_file(database_url) is not None:
+    if not wanted or missing_sqlite_file(database_url) is not None:
         return {}  # no store yet: nothing was ever applied
-    store = await MappingStore.connect(database_url)
+    store = await MappingStore.connect(database_url, table=table)
     try:
         last = await store.last_writes(
             [(str(e.operation["entity"]), str(e.operation["key"])) for e in wanted]
