@@ -21,12 +21,13 @@ from starlette.staticfiles import StaticFiles
 
 from ..config import Settings
 from ..errors import BitrixWorkerError
-from ..keylookup import KeyReport, find_stream_id, lookup
+from ..keylookup import KeyReport, find_stream_id
 from ..operations import Entity
+from ..portal_access import portal_lookup
 from ..redis.connection import RedisClient, client_for, safe_redis_url
-from . import dead, portal
+from . import dead, portal, portals
 from .data import ClassCache, gather_overview
-from .pages import HERE, problem, redis_of, render, settings_of
+from .pages import HERE, classes_of, problem, record_of, redis_of, render, settings_of, timeline_of
 from .security import SECURITY_HEADERS, SESSION_COOKIE, Guard, csrf_ok
 from .timeline import Timeline
 
@@ -53,6 +54,8 @@ class Guarded(BaseHTTPMiddleware):
             else:
                 response = RedirectResponse("/login", status_code=303)
         else:
+            if not request.url.path.startswith(OPEN_PATHS):  # the nav's Portals link: registry portals?
+                await request.app.state.directory.refresh(request.app.state.settings)
             response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
@@ -62,14 +65,14 @@ class Guarded(BaseHTTPMiddleware):
 
 async def overview(request: Request) -> Response:
     data = await gather_overview(
-        redis_of(request), settings_of(request), request.app.state.timeline, request.app.state.classes
+        redis_of(request), settings_of(request), timeline_of(request), classes_of(request)
     )
     return render(request, "overview.html", o=data)
 
 
 async def live(request: Request) -> Response:
     data = await gather_overview(
-        redis_of(request), settings_of(request), request.app.state.timeline, request.app.state.classes
+        redis_of(request), settings_of(request), timeline_of(request), classes_of(request)
     )
     return render(request, "_live.html", o=data)
 
@@ -85,7 +88,9 @@ async def find(request: Request) -> Response:
         if target is None:
             note = f"No operation with stream id {q} in the stream, schedule, outcomes or dead letters."
         else:
-            report = await lookup(client, settings, *target, scan_cap=settings.dashboard_scan_cap)
+            report = await portal_lookup(
+                client, settings, record_of(request), *target, scan_cap=settings.dashboard_scan_cap
+            )
             report.matched_id = q
     elif q:
         prefix, sep, rest = q.partition(":")
@@ -93,7 +98,9 @@ async def find(request: Request) -> Response:
             entity, q = prefix, rest
         if entity not in {e.value for e in Entity}:
             return problem(request, 400, "Unknown entity", "Use deal, contact, company or lead.")
-        report = await lookup(client, settings, entity, q, scan_cap=settings.dashboard_scan_cap)
+        report = await portal_lookup(
+            client, settings, record_of(request), entity, q, scan_cap=settings.dashboard_scan_cap
+        )
     return render(request, "find.html", q=q, entity=entity, report=report, note=note)
 
 
@@ -143,14 +150,18 @@ def create_app(settings: Settings, *, redis: RedisClient | None = None) -> Starl
         finally:
             await app.state.redis.aclose()
 
-    routes = [
+    pages = [
         Route("/", overview),
         Route("/live", live),
         Route("/find", find),
-        Route("/login", login, methods=["GET", "POST"]),
-        Route("/logout", logout, methods=["POST"]),
         *dead.routes(),
         *portal.routes(),
+    ]
+    routes = [
+        *pages,
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        *portals.routes(pages),  # /portals, and the pages again under /p/<portal id>/
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(
@@ -165,4 +176,5 @@ def create_app(settings: Settings, *, redis: RedisClient | None = None) -> Starl
     app.state.guard = Guard.from_settings(settings)
     app.state.timeline = Timeline(settings.keys.outcomes)
     app.state.classes = ClassCache()
+    app.state.directory = portals.Directory()
     return app

@@ -18,7 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import PoisonMessage
+from ..mapping import DEFAULT_TABLE
 from ..operations import decode_payload
+from ..portal_layout import portal_table
 from ..redis.deadletter import DeadEntry, DeadLetters, parse_id
 from ..status import replay_hazards
 from ..taxonomy import ErrorClass
@@ -32,6 +34,12 @@ MAX_PAYLOAD_CHARS = 1_000_000
 
 def _dead(request: Request) -> DeadLetters:
     return DeadLetters(web.redis_of(request), web.settings_of(request).keys)
+
+
+def _table(request: Request) -> str:
+    """The mapping table of the page's portal (its own for a registry portal)."""
+    record = web.record_of(request)
+    return DEFAULT_TABLE if record is None else portal_table(DEFAULT_TABLE, record.portal_id, None)
 
 
 def _classes() -> list[str]:
@@ -123,7 +131,7 @@ async def dead_action(request: Request) -> Response:
     force = form.get("force") == "yes"
     hazards = {}
     if action == "replay" and not force:  # the CLI's guard: never roll a key back unless forced
-        hazards = await replay_hazards(web.settings_of(request).database_url, chosen)
+        hazards = await replay_hazards(web.settings_of(request).database_url, chosen, table=_table(request))
     if form.get("confirm") != "yes" or form.get("scope") == "filter":
         return web.render(
             request,
@@ -135,7 +143,7 @@ async def dead_action(request: Request) -> Response:
             hazards=hazards,
         )
     dl = _dead(request)
-    request.app.state.classes.at = -1e9  # the breakdown changes: recount on the next refresh
+    web.classes_of(request).at = -1e9  # the breakdown changes: recount on the next refresh
     if action == "replay":
         safe = [e for e in chosen if e.id not in hazards]
         report = await dl.replay(safe, rate_per_s=REPLAY_RATE_PER_S)

@@ -13,9 +13,11 @@ from starlette.templating import Jinja2Templates
 
 from ..config import Settings
 from ..operations import Entity
+from ..portals.model import PortalRecord
 from ..redis.connection import RedisClient
-from .data import ago, utc
+from .data import ClassCache, ago, utc
 from .security import CSRF_COOKIE, SESSION_COOKIE, csrf_ok, csrf_token
+from .timeline import Timeline
 
 HERE = Path(__file__).parent
 
@@ -34,8 +36,29 @@ TEMPLATES = _templates()
 
 
 def settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+    """The settings of the portal the page is about: a registry portal's under ``/p/<id>/``, else the
+    dashboard's own (the default portal)."""
+    view = getattr(request.state, "portal", None)
+    settings: Settings = view.settings if view is not None else request.app.state.settings
     return settings
+
+
+def timeline_of(request: Request) -> Timeline:
+    view = getattr(request.state, "portal", None)
+    timeline: Timeline = view.timeline if view is not None else request.app.state.timeline
+    return timeline
+
+
+def classes_of(request: Request) -> ClassCache:
+    view = getattr(request.state, "portal", None)
+    classes: ClassCache = view.classes if view is not None else request.app.state.classes
+    return classes
+
+
+def record_of(request: Request) -> PortalRecord | None:
+    """The registry record of the page's portal (None: the default portal)."""
+    view = getattr(request.state, "portal", None)
+    return None if view is None else view.record
 
 
 def redis_of(request: Request) -> RedisClient:
@@ -47,7 +70,11 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> Re
     """A page with the context every template uses; sets this browser's CSRF cookie when it has none."""
     settings = settings_of(request)
     token = csrf_token(request)
+    view = getattr(request.state, "portal", None)
     context.update(
+        base=view.base if view is not None else "",
+        portal_id=view.portal_id if view is not None else None,
+        portals_nav=bool(request.app.state.directory.records),
         csrf=token,
         read_only=settings.dashboard_read_only,
         refresh_ms=int(settings.dashboard_refresh_s * 1000),

@@ -12,21 +12,47 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..config import Settings
 from ..errors import ConfigError
 from ..gate import PortalGate
+from ..portal_access import gate_targets
 from ..redis.limits import Limiter
 from . import pages as web
 
 MAX_REASON_CHARS = 200
 
 
-def _gate(request: Request) -> PortalGate | Response:
+class Gates:
+    """Every gate of the page's portal: the default portal's one, or each a registry portal has
+    (``portal_access.gate_targets``, as ``bitrix-worker portal ... --portal`` moves them)."""
+
+    def __init__(self, request: Request, targets: list[Settings]) -> None:
+        self.targets = targets
+        self.redis = web.redis_of(request)
+
+    async def pause(self, reason: str) -> None:
+        for s in self.targets:
+            await PortalGate.from_settings(self.redis, s).pause(reason)
+
+    async def resume(self) -> None:
+        for s in self.targets:
+            await PortalGate.from_settings(self.redis, s).resume()
+
+    async def reset_limiters(self) -> None:
+        for s in self.targets:
+            await Limiter(self.redis, s.keys.limiter(s.portal_name), rate_per_s=1, burst=1).reset()
+
+
+def _gate(request: Request) -> Gates | Response:
     settings = web.settings_of(request)
     try:
         settings.portal_name  # noqa: B018 - raises ConfigError when no portal is configured
     except ConfigError:
         return web.problem(request, 400, "No portal", "Set BITRIX_WEBHOOK_URL for the dashboard to name it.")
-    return PortalGate.from_settings(web.redis_of(request), settings)
+    record = web.record_of(request)
+    if record is None:
+        return Gates(request, [settings])
+    return Gates(request, gate_targets(request.app.state.settings, record.portal_id))
 
 
 async def pause(request: Request) -> Response:
@@ -58,11 +84,7 @@ async def resume(request: Request) -> Response:
     await gate.resume()
     message = "Resumed: the portal is open again and its breaker is reset; workers consume at once."
     if action == "reset":
-        settings = web.settings_of(request)
-        portal_name = settings.portal_name
-        await Limiter(
-            web.redis_of(request), settings.keys.limiter(portal_name), rate_per_s=1, burst=1
-        ).reset()
+        await gate.reset_limiters()
         message += " The limiter's slow-down is forgotten: full rate again."
     return web.render(request, "done.html", message=message, replayed=False, entries=[], ident="")
 
