@@ -233,3 +233,35 @@ def env_base(env: dict[str, str], pid: str) -> str:
     """The registry portal's host as ``portals show`` gives it (its REST endpoint, without ``/rest/``)."""
     shown = json.loads(invoke(env, "portals", "show", pid, "--json").stdout)
     return str(shown["endpoint"]).removesuffix("rest/")
+
+
+def test_dlq_replay_guards_with_the_portals_own_mapping_table(env: dict[str, str]) -> None:
+    stream = env["BITRIX_WORKER_STREAM"]
+    payload = json.dumps({"op": "update", "entity": "deal", "key": "k-5", "version": 3, "fields": {}})
+    error = json.dumps({"class": "auth", "description": "auth", "attempts": 1, "history": []})
+    dead = f"{env['BITRIX_WORKER_DEAD_STREAM']}:{HOOK}"
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        dead_id = client.xadd(dead, {"payload": payload, "error": error})
+    finally:
+        client.close()
+
+    async def applied() -> None:  # the key moved on to version 5 on that portal
+        store = await MappingStore.connect(env["DATABASE_URL"], table=portal_table(DEFAULT_TABLE, HOOK, None))
+        try:
+            await store.record_applied("deal", "k-5", bitrix_id=5, version=5, fence=1)
+        finally:
+            await store.close()
+
+    asyncio.run(applied())
+    replay = invoke(env, "dlq", "replay", "--all", "--json", "--portal", HOOK)
+    assert replay.exit_code == 0, replay.output
+    report = json.loads(replay.stdout)
+    assert report["skipped"] == [
+        {"dead_id": dead_id.decode(), "reason": "the key is at version 5, this operation is version 3"}
+    ]
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        assert (client.xlen(f"{stream}:{HOOK}"), client.xlen(dead)) == (0, 1)  # left in place
+    finally:
+        client.close()

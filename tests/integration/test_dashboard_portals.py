@@ -53,10 +53,23 @@ def _streams(bench: Bench) -> tuple[str, str]:
     return portal_stream(s.stream, ACME, default), portal_dead_stream(s.stream, s.dead_stream, ACME, default)
 
 
-async def _dead_letter(bench: Bench, dead: str, key: str, entry_id: str = "*") -> str:
-    payload = json.dumps({"op": "update", "entity": "deal", "key": key, "fields": {}})
+async def _dead_letter(
+    bench: Bench, dead: str, key: str, entry_id: str = "*", version: int | None = None
+) -> str:
+    op = {"op": "update", "entity": "deal", "key": key, "fields": {}}
+    payload = json.dumps(op if version is None else {**op, "version": version})
     error = json.dumps({"class": "auth", "description": "auth", "attempts": 1, "history": []})
     return (await bench.redis.xadd(dead, {"payload": payload, "error": error}, id=entry_id)).decode()
+
+
+async def _applied(bench: Bench, key: str, bitrix_id: int, *, version: int | None = None) -> None:
+    """What acme's worker writes when it applies ``key``: a row in acme's own mapping table."""
+    table = portal_table(DEFAULT_TABLE, ACME, None)
+    store = await MappingStore.connect(bench.settings.database_url, table=table)
+    try:
+        await store.record_applied("deal", key, bitrix_id=bitrix_id, version=version, fence=1)
+    finally:
+        await store.close()
 
 
 async def test_without_registry_portals_nothing_changes(bench: Bench) -> None:
@@ -87,13 +100,7 @@ async def test_each_registry_portal_has_its_own_pages(registered: Bench) -> None
     )
     mine = await _dead_letter(bench, dead, "k-9")
     theirs = await _dead_letter(bench, bench.settings.dead_stream, "k-8", "1000-7")  # never mine's id
-    store = await MappingStore.connect(
-        bench.settings.database_url, table=portal_table(DEFAULT_TABLE, ACME, None)
-    )
-    try:
-        await store.record_applied("deal", "k-1", bitrix_id=77, version=None, fence=1)
-    finally:
-        await store.close()
+    await _applied(bench, "k-1", 77)
     base = f"/p/{ACME}"
     async with _client(bench) as client:
         home = (await client.get("/")).text
@@ -155,3 +162,15 @@ async def test_actions_on_a_portal_are_confirmed_and_stay_on_it(registered: Benc
         assert re.search(rf'data-portal="{re.escape(ACME)}">.*?paused', listing, re.S)
         await client.post(f"{base}/portal/resume", data={"csrf": csrf, "confirm": "yes"})
         assert await bench.redis.hget(gate, "open") != b"1"
+
+
+async def test_the_replay_guard_reads_the_portals_own_table(registered: Bench) -> None:
+    bench = registered
+    _, dead = _streams(bench)
+    old = await _dead_letter(bench, dead, "k-5", version=3)
+    await _applied(bench, "k-5", 5, version=5)
+    async with _client(bench) as client:
+        csrf = _csrf((await client.get(f"/p/{ACME}/dead")).text)
+        form = {"csrf": csrf, "action": "replay", "id": old}
+        step1 = await client.post(f"/p/{ACME}/dead/action", data=form)
+        assert "the key is at version 5, this operation is version 3" in step1.text
