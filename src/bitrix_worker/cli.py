@@ -282,11 +282,16 @@ def status(
     from .redis.connection import redis_connection
     from .status import gather_status
 
-    settings = settings_or_exit(stream=stream, of_portal=portal)
+    settings = settings_or_exit(stream=stream, of_portal=portal)  # checks the id's spelling
+    base = settings_or_exit(stream=stream)
 
     async def go() -> Any:
-        async with redis_connection(settings.redis_url) as client:
-            return await gather_status(client, settings, scan_cap=scan_cap)
+        from .mapping import DEFAULT_TABLE
+        from .portal_access import status_target
+
+        target, table = (settings, DEFAULT_TABLE) if portal is None else await status_target(base, portal)
+        async with redis_connection(target.redis_url) as client:
+            return await gather_status(client, target, scan_cap=scan_cap, table=table)
 
     result = run_async(go)
     if as_json:

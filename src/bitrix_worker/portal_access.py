@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from .bitrix.client import BitrixClient
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .keylookup import KeyReport, lookup
 from .mapping import DEFAULT_TABLE, MappingStore
 from .portal_layout import portal_table
@@ -33,6 +33,7 @@ __all__ = [
     "portal_lookup",
     "registry_records",
     "resolve_portal",
+    "status_target",
 ]
 
 OPTION = "--portal"
@@ -72,6 +73,20 @@ async def resolve_portal(settings: Settings, portal_id: str) -> tuple[Settings, 
         if record.portal_id == portal_id:
             return settings_for(settings, portal_id, record), record
     raise ConfigError(OPTION, f"no portal {portal_id!r} in the portal registry (bitrix-worker portals list)")
+
+
+async def status_target(settings: Settings, portal_id: str) -> tuple[Settings, str]:
+    """The settings (its plan when the registry has it) and mapping table that ``status --portal`` reads.
+    Lenient on purpose: an id the registry does not know still has a stream to show (its entries are
+    dead-lettered as unknown), and an unreadable registry leaves the default plan."""
+    try:
+        records = await registry_records(settings)
+    except StoreError:
+        records = []
+    record = next((r for r in records if r.portal_id == portal_id), None)
+    return settings_for(settings, portal_id, record), portal_table(
+        DEFAULT_TABLE, portal_id, settings.default_portal
+    )
 
 
 @asynccontextmanager

@@ -93,13 +93,14 @@ def missing_sqlite_file(database_url: str) -> str | None:
     return None
 
 
-async def mapping_counts(database_url: str) -> dict[str, Any]:
-    """Rows per state in the mapping store; a missing SQLite file is reported, never created."""
+async def mapping_counts(database_url: str, *, table: str = DEFAULT_TABLE) -> dict[str, Any]:
+    """Rows per state in the mapping store (``table``: a registry portal's own); a missing SQLite file is
+    reported, never created."""
     path = missing_sqlite_file(database_url)
     if path is not None:
         return {"active": 0, "deleted": 0, "note": f"{path} does not exist yet"}
     try:
-        store = await MappingStore.connect(database_url)
+        store = await MappingStore.connect(database_url, table=table)
     except StoreError as exc:
         return {"error": str(exc)}
     try:
@@ -135,8 +136,11 @@ async def replay_hazards(
     return hazards
 
 
-async def gather_status(client: RedisClient, settings: Settings, *, scan_cap: int = SCAN_CAP) -> Status:
-    """Everything ``bitrix-worker status`` shows. Redis failures raise StoreError."""
+async def gather_status(
+    client: RedisClient, settings: Settings, *, scan_cap: int = SCAN_CAP, table: str = DEFAULT_TABLE
+) -> Status:
+    """Everything ``bitrix-worker status`` shows (``table``: the portal's mapping table). Redis failures
+    raise StoreError."""
     reader = QueueReader(client, settings.keys, settings.group)
     now = await reader.server_ms()
     queue = await reader.gauges(now)
@@ -157,5 +161,5 @@ async def gather_status(client: RedisClient, settings: Settings, *, scan_cap: in
         portal=portal,
         breaker=breaker,
         limiter=limiter,
-        mapping=await mapping_counts(settings.database_url),
+        mapping=await mapping_counts(settings.database_url, table=table),
     )

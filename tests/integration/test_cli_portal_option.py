@@ -265,3 +265,24 @@ def test_dlq_replay_guards_with_the_portals_own_mapping_table(env: dict[str, str
         assert (client.xlen(f"{stream}:{HOOK}"), client.xlen(dead)) == (0, 1)  # left in place
     finally:
         client.close()
+
+
+def test_status_counts_the_portals_own_mapping_table(env: dict[str, str]) -> None:
+    async def applied() -> None:  # two rows in HOOK's table, none in the default one
+        store = await MappingStore.connect(env["DATABASE_URL"], table=portal_table(DEFAULT_TABLE, HOOK, None))
+        try:
+            for n in (1, 2):
+                await store.record_applied("deal", f"s-{n}", bitrix_id=n, version=None, fence=1)
+        finally:
+            await store.close()
+
+    asyncio.run(applied())
+    mine = invoke(env, "status", "--json", "--portal", HOOK)
+    assert mine.exit_code == 0, mine.output
+    data = json.loads(mine.stdout)
+    assert (data["mapping"]["active"], data["stream"]) == (2, f"{env['BITRIX_WORKER_STREAM']}:{HOOK}")
+    default = json.loads(invoke(env, "status", "--json").stdout)
+    assert default["mapping"]["active"] == 0
+    unknown = invoke(env, "status", "--json", "--portal", "not-registered.example.com")
+    assert unknown.exit_code == 0, unknown.output  # an unknown id's stream is still shown
+    assert json.loads(unknown.stdout)["mapping"]["active"] == 0
