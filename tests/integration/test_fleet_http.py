@@ -391,3 +391,22 @@ async def test_a_fleet_reports_a_taken_port_as_a_setting_error(fleet: Fleet) -> 
         with pytest.raises(ConfigError, match="cannot listen") as caught:
             await asyncio.wait_for(run_worker(settings), 30)
     assert caught.value.setting == "BITRIX_WORKER_HTTP_PORT"
+
+
+async def test_the_scrape_bench_runs_and_cleans_up(redis_url: str, capfd: pytest.CaptureFixture[str]) -> None:
+    import argparse
+    import re
+
+    from bench.scrape import main
+
+    await main(argparse.Namespace(portals=5, scrapes=2, redis=redis_url))
+    out = capfd.readouterr().out
+    bounded = re.search(r"5 portals, 32 at a time: .* (\d+) Redis commands per scrape", out)
+    assert bounded is not None, out
+    assert int(bounded.group(1)) >= 8 * 5  # counted server-wide: the shared test Redis adds others'
+    assert "5 portals, one after another: " in out
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        assert [k async for k in client.scan_iter(match=f"bench-scrape-{os.getpid()}*", count=1000)] == []
+    finally:
+        await client.aclose()
