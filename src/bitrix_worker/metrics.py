@@ -3,12 +3,14 @@
 Counters and histograms move with events; the queue gauges are read from Redis when scraped (at most once
 per ``max_age_s``), so they describe the whole deployment, not this process. Every label value comes from a
 small fixed vocabulary: reasons are ``Reason`` codes (never their sentences), methods are the ones we call
-(anything else becomes ``other``). Keys, ids and free text never become labels.
+(anything else becomes ``other``). Keys, operation ids and free text never become labels.
 
 A multi-portal process (``PrometheusEvents(portals=N)``) adds a ``portal`` label to its per-portal series:
 the registry id (an id is a short name of letters, digits and ``._:-``, never a secret), for the first
 ``N`` portals this process serves; later ones, and any id not of that shape, are summed into
-``portal="other"``. A single-portal worker's series have no ``portal`` label (the documented exposition).
+``portal="other"``. Its queue gauges describe each portal it serves now (the whole portal, whichever
+processes hold its entries). A single-portal worker's series have no ``portal`` label (the documented
+exposition).
 """
 
 from __future__ import annotations

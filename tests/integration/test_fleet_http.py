@@ -383,6 +383,8 @@ async def test_an_install_in_fleet_mode_registers_a_portal_the_fleet_then_serves
     assert "p-new" in by_portal(m, "bitrix_worker_stream_length")
     assert f.oauth.refresh_token not in text
     assert f.oauth.access_token not in text
+    assert f.oauth.client_secret not in text
+    assert APP_TOKEN not in text
 
 
 async def _deals_at_least(f: Fleet, n: int) -> bool:
