@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     stall_after_s: float = Field(default=d.STALL_AFTER_S, gt=0, allow_inf_nan=False)
     http_port: int = Field(default=d.HTTP_PORT, ge=0, le=65535)
     http_host: str = "127.0.0.1"
+    metrics_portals: int = Field(default=d.METRICS_PORTALS, ge=1, le=10_000)
     outcomes_maxlen: int = Field(default=d.OUTCOMES_MAXLEN, ge=0)
     schema_ttl_s: float = Field(default=d.SCHEMA_TTL_S, gt=0)
     schema_refresh_min_s: float = Field(default=d.SCHEMA_REFRESH_MIN_S, ge=0)

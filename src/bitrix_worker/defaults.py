@@ -65,6 +65,7 @@ REQUEST_DEADLINE_S = 70.0  # whole request, first byte sent to last byte read: j
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a real answer to 50 commands is well under 1 MiB
 SHUTDOWN_GRACE_S = 30.0
 HTTP_PORT = 9400
+METRICS_PORTALS = 200  # a multi-portal process labels at most this many portals; the rest are "other"
 LIVE_HEARTBEATS = 3  # a worker is live while its last heartbeat is younger than this many intervals
 OUTCOMES_MAXLEN = 100_000
 DASHBOARD_PORT = 9410

@@ -15,6 +15,12 @@ from .taxonomy import ErrorClass
 class WorkerEvents:
     """Subclass and override what you need. Calls are synchronous and must be cheap."""
 
+    def for_portal(self, portal: str) -> WorkerEvents:
+        """The subscriber a multi-portal worker hands one portal's loop (``fleet.py``): by default this one,
+        so a subscriber that does not care which portal an event is about sees every portal's events.
+        ``PrometheusEvents`` answers an adapter that labels the portal's series."""
+        return self
+
     def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
         """One operation ended: applied, skipped or dead_lettered."""
 
@@ -48,6 +54,9 @@ class EventFanout(WorkerEvents):
 
     def __init__(self, *subscribers: WorkerEvents) -> None:
         self._subs = subscribers
+
+    def for_portal(self, portal: str) -> WorkerEvents:
+        return EventFanout(*(s.for_portal(portal) for s in self._subs))
 
     def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
         for s in self._subs:

@@ -169,6 +169,7 @@ class PortalFleet:
         from .worker import Worker
 
         settings = portal_settings(self.settings, pid, record)
+        events = self.events.for_portal(pid) if self.events is not None else None  # labelled metrics
         holder: list[Any] = []
         options = _client_options(settings)
         try:
@@ -180,7 +181,7 @@ class PortalFleet:
                 elif record is None:  # the default portal: the webhook, or BITRIX_WORKER_PORTAL
                     client = await stack.enter_async_context(
                         open_default_client(
-                            settings, self.redis, on_broken=_pauser(holder), events=self.events, **options
+                            settings, self.redis, on_broken=_pauser(holder), events=events, **options
                         )
                     )
                     cls = _paced(Worker)
@@ -192,14 +193,14 @@ class PortalFleet:
                             registry=self.registry,
                             redis=self.redis,
                             on_broken=_pauser(holder),
-                            events=self.events,
+                            events=events,
                             **options,
                         )
                     )
                     client, cls = opened.client, _paced(Worker)
                 table = portal_table(DEFAULT_TABLE, pid, self.default)
                 store = self.store if table == DEFAULT_TABLE else await self.store.sibling(table)
-                worker = cls(settings, redis=self.redis, client=client, store=store, events=self.events)
+                worker = cls(settings, redis=self.redis, client=client, store=store, events=events)
                 holder.append(worker)
                 if record is not None and record.state == "auth_broken":
                     await worker.portal.gate.pause(f"auth_broken: {record.state_reason}")

@@ -137,16 +137,20 @@ def install_route(
 
 
 @asynccontextmanager
-async def install_route_for(settings: Settings, gate: PortalGate) -> AsyncIterator[Route]:
-    """The worker's install route, with its own registry connection; a re-install that repairs the
-    worker's own (auth_broken) default portal reopens its gate."""
+async def install_route_for(
+    settings: Settings, gate_of: Callable[[str], PortalGate | None]
+) -> AsyncIterator[Route]:
+    """The worker's install route, with its own registry connection. A re-install that repairs an
+    ``auth_broken`` portal reopens the gate ``gate_of(portal id)`` gives: a single-portal worker's own
+    portal's; in a multi-portal process any portal's (its gate is in Redis, whichever process serves it)."""
     app_token, client_id, client_secret = _install_settings(settings)
     key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
     box = SecretBox.from_setting(key)  # ConfigError naming the setting when it is missing
     registry = await PortalRegistry.connect(settings.database_url, box=box, table=settings.portals_table)
 
     async def repaired(record: PortalRecord) -> None:
-        if record.portal_id == settings.portal:
+        gate = gate_of(record.portal_id)
+        if gate is not None:
             await gate.resume()
 
     try:

@@ -259,6 +259,14 @@ class PortalRegistry:
         row = await self._run("get", self._runner.read, _first, select(t).where(t.c.portal_id == portal_id))
         return None if row is None else self._record(row, decrypt=True)
 
+    async def ping(self) -> bool:
+        """True when the registry's table answers a trivial query (a multi-portal worker's ``/readyz``)."""
+        try:
+            await self._run("ping", self._runner.read, _first, select(self._t.c.portal_id).limit(1))
+        except StoreError:
+            return False
+        return True
+
     async def records(self) -> list[PortalRecord]:
         """Every portal without its secrets (no key needed): ids, endpoints, plans and states."""
         t = self._t
