@@ -57,3 +57,29 @@ def test_decode_never_raises_anything_but_poison(raw: bytes | str) -> None:
 def test_decode_arbitrary_json(value: object) -> None:
     with contextlib.suppress(PoisonMessage):
         decode_payload(json.dumps(value))
+
+
+def test_references_are_found_once_when_the_operation_is_read() -> None:
+    """``Operation.refs`` is what validation found (first-seen order, each once); an operation built without
+    validation finds the same."""
+    from bitrix_worker.refs import Ref, collect
+
+    fields = {
+        "A": 1,
+        "CONTACT_ID": {"$ref": "contact:c1"},
+        "L": [{"$ref": "company:c2"}, {"$ref": "contact:c1"}],
+    }
+    rows = [{"PRODUCT_ID": 1, "X": {"$ref": "contact:c3"}}]
+    op = decode_payload(
+        json.dumps({"op": "update", "entity": "deal", "key": "k", "fields": fields, "products": rows})
+    )
+    expected = [Ref("contact", "c1"), Ref("company", "c2"), Ref("contact", "c3")]
+    assert op.refs == expected == collect(fields, rows)
+    built = Operation.model_construct(
+        op=OpKind.UPDATE, entity=op.entity, key="k", fields=fields, products=rows
+    )
+    assert built.refs == expected
+    assert (
+        decode_payload(json.dumps({"op": "update", "entity": "deal", "key": "k", "fields": {"A": 1}})).refs
+        == []
+    )
