@@ -44,7 +44,7 @@ def test_tuned_process_freezes_the_start_and_collects_less_often() -> None:
     plain, tuned = _probe("plain"), _probe("tuned")
     assert plain["frozen"] == 0
     assert tuned["frozen"] > 10_000
-    assert tuned["threshold"] == 10_000
+    assert tuned["threshold"] == 5_000
     assert plain["threshold"] == 700
     assert plain["srcfile"] is True
     assert tuned["srcfile"] is False
