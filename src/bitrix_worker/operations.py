@@ -23,7 +23,6 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
-    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -119,7 +118,6 @@ class Operation(BaseModel):
     products: list[Any] | None = None  # the whole row set (``[]`` clears it); absent: rows untouched
     version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
     portal: str | None = Field(default=None, pattern=PORTAL_ID_PATTERN)  # absent: the default portal
-    _refs: list[refs.Ref] | None = PrivateAttr(default=None)  # found by validation; see ``refs``
 
     @field_validator("key")
     @classmethod
@@ -149,19 +147,10 @@ class Operation(BaseModel):
             for n, row in enumerate(self.products):
                 if not isinstance(row, dict):
                     raise ValueError(f"products[{n}]: a product row must be an object, got {_kind(row)}")
-        self._refs = refs.check(str(self.entity), self.key, self.fields, self.products or [])
+        refs.check(str(self.entity), self.key, self.fields, self.products or [])
         if spec.api.value == "item":
             to_item_fields(self.fields, spec.entity_type_id)  # two spellings of one field: refused
         return self
-
-    @property
-    def refs(self) -> list[refs.Ref]:
-        """The distinct references in ``fields`` and ``products``, in first-seen order (found once, when the
-        operation was validated; an operation built without validation finds them here)."""
-        found = self._refs
-        if found is None:
-            found = self._refs = refs.collect(self.fields, self.products or [])
-        return found
 
     @property
     def ident(self) -> str:

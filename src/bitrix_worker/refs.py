@@ -145,7 +145,13 @@ def collect(*values: Any) -> list[Ref]:
 
 
 def _gather(value: Any, found: dict[Ref, None]) -> None:
-    if type(value) in _SCALARS:
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is dict and REF not in value:  # what JSON gives, without the ABC checks below
+        for inner in value.values():
+            if type(inner) not in _SCALARS:
+                _gather(inner, found)
         return
     if is_ref_like(value):
         ref = parse_ref(value)
@@ -203,5 +209,5 @@ def targets_of(units: Iterable[Any]) -> list[tuple[str, str]]:
         ref.pair
         for unit in units
         for m in unit.members
-        for ref in m.operation.refs  # found when the operation was read
+        for ref in collect(m.operation.fields, m.operation.products)
     ]

@@ -59,27 +59,21 @@ def test_decode_arbitrary_json(value: object) -> None:
         decode_payload(json.dumps(value))
 
 
-def test_references_are_found_once_when_the_operation_is_read() -> None:
-    """``Operation.refs`` is what validation found (first-seen order, each once); an operation built without
-    validation finds the same."""
-    from bitrix_worker.refs import Ref, collect
+def test_references_are_collected_as_walk_finds_them() -> None:
+    """``refs.collect`` gathers what ``walk`` yields (first-seen order, each once) without a generator per
+    level; validation and the lookup of a batch's targets both rely on it."""
+    from bitrix_worker.refs import Ref, collect, walk
 
     fields = {
         "A": 1,
         "CONTACT_ID": {"$ref": "contact:c1"},
-        "L": [{"$ref": "company:c2"}, {"$ref": "contact:c1"}],
+        "L": [{"$ref": "company:c2"}, {"$ref": "contact:c1"}, ({"$ref": "lead:l1"},)],
+        "N": {"deep": [{"x": {"$ref": "company:c2"}}]},
     }
     rows = [{"PRODUCT_ID": 1, "X": {"$ref": "contact:c3"}}]
-    op = decode_payload(
-        json.dumps({"op": "update", "entity": "deal", "key": "k", "fields": fields, "products": rows})
-    )
-    expected = [Ref("contact", "c1"), Ref("company", "c2"), Ref("contact", "c3")]
-    assert op.refs == expected == collect(fields, rows)
-    built = Operation.model_construct(
-        op=OpKind.UPDATE, entity=op.entity, key="k", fields=fields, products=rows
-    )
-    assert built.refs == expected
-    assert (
-        decode_payload(json.dumps({"op": "update", "entity": "deal", "key": "k", "fields": {"A": 1}})).refs
-        == []
-    )
+    expected = [Ref("contact", "c1"), Ref("company", "c2"), Ref("lead", "l1"), Ref("contact", "c3")]
+    assert collect(fields, rows) == expected
+    assert collect(fields, rows) == list(dict.fromkeys(r for v in (fields, rows) for r in walk(v)))
+    assert collect({"A": 1, "B": "x"}, None) == []
+    with pytest.raises(ValueError, match="malformed reference"):
+        collect({"A": {"$ref": "contact:c1", "extra": 1}})
