@@ -59,8 +59,9 @@ from .common import (
 
 VARIANTS = ("baseline", "previous", "current")
 """Every variant, in the order a round starts with; ``main`` runs ``baseline`` and ``current`` unless told."""
-PREVIOUS_COMMIT = "5a6b446"
-"""The commit the *previous* variant runs by default: the end of the first round of issue 14's cost work."""
+PREVIOUS_COMMIT = "a46049a"
+"""The commit the *previous* variant runs by default: the code before the third round of issue 14's cost work
+(the second round, measured against 5a6b446, ended with it)."""
 BASELINE_CLI = [
     "-c",
     f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.baseline import install; install(); "

@@ -1,6 +1,6 @@
 """CPU per operation of the worker's per-operation code paths, in-process, beside an earlier commit's.
 
-    python -m bench.cost_micro                      # today's code beside 5a6b446 (bench.cost.PREVIOUS_COMMIT)
+    python -m bench.cost_micro                      # today's code beside bench.cost.PREVIOUS_COMMIT
     python -m bench.cost_micro --previous <commit>  # beside another commit
     python -m bench.cost_micro --postgres           # the store's read and write on PostgreSQL too
 

@@ -32,6 +32,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+import orjson
+
 from .defaults import DESCRIPTION_MAX_CHARS
 from .redaction import redact
 from .taxonomy import Classification, ErrorClass, Execution, TimeInfo
@@ -230,9 +232,18 @@ def _non_json_description(body: bytes, secrets: Iterable[str]) -> str:
     return _clean(f"non-JSON body ({len(body)} bytes): {text}", secrets)
 
 
+_LONG_DIGITS = re.compile(rb"[0-9]{19}").search
+"""19 digits in a row: an integer that may not fit 64 bits, which orjson reads as a float (json: an int)."""
+
+
 def decode_answer(body: bytes) -> tuple[bool, Any]:
     """(True, the JSON value) or (False, None) when the body is not JSON: decoded once per answer, for
     ``classify_response`` and for the caller that reads the result (a 50-command batch answer is ~13 KB)."""
+    if not _LONG_DIGITS(body):
+        try:
+            return True, orjson.loads(body)  # ~3x faster; it reads these bodies to the same values
+        except ValueError:
+            pass  # not UTF-8 JSON orjson takes (NaN, 1e400, a lone surrogate, UTF-16, depth): json decides
     try:
         return True, json.loads(body)
     except (ValueError, RecursionError):

@@ -119,7 +119,9 @@ def run(
     except ConfigError as exc:
         fail(f"bad setting {exc}", 2)
     from .runner import run_worker
+    from .tuning import tune_process
 
+    tune_process()  # garbage collector and log records for a long run (tuning.py)
     summary = run_async(lambda: run_worker(settings, until_idle=until_idle, check=check))
     if until_idle:
         err.print(run_summary(summary.outcomes), highlight=False)

@@ -36,13 +36,16 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from .redaction import redact
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "get_logger", "lean_records"]
 
 QUIET_LOGGERS = ("httpx", "httpcore")
 """Held at WARNING at least: they log request URLs (which contain the webhook secret) at INFO/DEBUG."""
 
 SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 """Routed through our redacting handler even if uvicorn configured them before us."""
+
+_PLAIN = frozenset({int, float, bool, type(None)})
+"""Exact types a line's value may have that ``redact`` never changes (checked before ``isinstance``)."""
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -84,7 +87,12 @@ class _Redactor:
         line's strings instead of one ``redact`` per value; the worker writes such a line per operation."""
         texts = []
         for value in event_dict.values():
-            if isinstance(value, str):
+            kind = type(value)
+            if kind is str:
+                texts.append(value)
+            elif kind in _PLAIN:
+                continue
+            elif isinstance(value, str):  # a str subclass (an enum member)
                 texts.append(value)
             elif not (value is None or isinstance(value, bool | int | float)):
                 return False
@@ -207,6 +215,19 @@ def configure_logging(
         # a later call replaces), and a logger used before this call was made is not cached.
         cache_logger_on_first_use=True,
     )
+
+
+def lean_records() -> None:
+    """For a worker process, which writes a line per operation: log records stop looking up their caller's
+    file, line and function, their thread, process id and process name, which no line printed here shows.
+
+    These are the knobs of the ``logging`` HOWTO's "Optimization" section: without them every record walks
+    the stack (``findCaller``; structlog's own version walks it further) and asks for its thread and
+    process. Process-wide, so only the ``run`` command calls it (``tuning``)."""
+    logging._srcfile = None  # documented as the way to skip findCaller
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 LOGGER_NAME = "bitrix_worker"

@@ -291,7 +291,7 @@ class _Labelled(WorkerEvents):
         return self._m.for_portal(portal)
 
     def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
-        ent = _entity_label(entity)
+        ent = entity if entity in _ENTITIES else _entity_label(entity)  # a word is its own label
         key = (outcome, reason, ent, error_class)
         children = self._outcomes.get(key)
         if children is None:

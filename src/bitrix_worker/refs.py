@@ -27,6 +27,9 @@ from .values import Mapping as StoreRow
 REF = "$ref"
 MAX_REF_KEY_LENGTH = 200  # operations.MAX_KEY_LENGTH (imported there from here would be circular)
 _ITEM_PREFIX = "item:"
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Exact types that are never a reference and hold none: skipped before the ``Mapping`` checks (an ABC's
+``isinstance`` is slow, and almost every value of an operation is one of these)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,8 @@ def _short(value: Any) -> str:
 def walk(value: Any) -> Iterator[Ref]:
     """Every reference in a JSON-like value (objects and lists, any depth), in order; raises ValueError at
     the first malformed one."""
+    if type(value) in _SCALARS:
+        return
     if is_ref_like(value):
         yield parse_ref(value)
     elif isinstance(value, Mapping):
@@ -130,8 +135,34 @@ def walk(value: Any) -> Iterator[Ref]:
 
 
 def collect(*values: Any) -> list[Ref]:
-    """The distinct references in ``values``, in first-seen order (ValueError on a malformed one)."""
-    return list(dict.fromkeys(ref for value in values for ref in walk(value)))
+    """The distinct references in ``values``, in first-seen order (ValueError on a malformed one).
+
+    What ``walk`` yields, gathered without a generator per level (this runs for every operation read)."""
+    found: dict[Ref, None] = {}
+    for value in values:
+        _gather(value, found)
+    return list(found)
+
+
+def _gather(value: Any, found: dict[Ref, None]) -> None:
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is dict and REF not in value:  # what JSON gives, without the ABC checks below
+        for inner in value.values():
+            if type(inner) not in _SCALARS:
+                _gather(inner, found)
+        return
+    if is_ref_like(value):
+        ref = parse_ref(value)
+        if ref not in found:
+            found[ref] = None
+    elif isinstance(value, Mapping):
+        for inner in value.values():
+            _gather(inner, found)
+    elif isinstance(value, list | tuple):
+        for inner in value:
+            _gather(inner, found)
 
 
 def check(entity: str, key: str, *values: Any) -> list[Ref]:
@@ -156,6 +187,8 @@ def substitute(value: Any, known: Mapping[tuple[str, str], StoreRow]) -> Any:
 
     ``known``: the mapping store's rows of the targets (a missing one was never created). Raises
     ``Unresolved`` for the first target without a live id."""
+    if type(value) in _SCALARS:
+        return value
     if is_ref_like(value):
         ref = parse_ref(value)
         row = known.get(ref.pair)

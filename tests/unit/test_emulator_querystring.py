@@ -80,3 +80,11 @@ _values = st.recursive(
 @given(st.dictionaries(_keys, _values, max_size=6))
 def test_round_trip(params: dict[str, Any]) -> None:
     assert parse_query(encode_query(params)) == _php_strings(params)
+
+
+@given(st.text(), st.text())
+def test_names_and_values_are_quoted_as_quote_plus_quotes_them(name: str, value: str) -> None:
+    """The encoder skips ``quote_plus`` for text it would return unchanged; the result must not differ."""
+    from urllib.parse import quote_plus
+
+    assert encode_query({"f": {name: value}}) == f"f[{quote_plus(name)}]={quote_plus(value)}"

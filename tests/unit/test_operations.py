@@ -57,3 +57,23 @@ def test_decode_never_raises_anything_but_poison(raw: bytes | str) -> None:
 def test_decode_arbitrary_json(value: object) -> None:
     with contextlib.suppress(PoisonMessage):
         decode_payload(json.dumps(value))
+
+
+def test_references_are_collected_as_walk_finds_them() -> None:
+    """``refs.collect`` gathers what ``walk`` yields (first-seen order, each once) without a generator per
+    level; validation and the lookup of a batch's targets both rely on it."""
+    from bitrix_worker.refs import Ref, collect, walk
+
+    fields = {
+        "A": 1,
+        "CONTACT_ID": {"$ref": "contact:c1"},
+        "L": [{"$ref": "company:c2"}, {"$ref": "contact:c1"}, ({"$ref": "lead:l1"},)],
+        "N": {"deep": [{"x": {"$ref": "company:c2"}}]},
+    }
+    rows = [{"PRODUCT_ID": 1, "X": {"$ref": "contact:c3"}}]
+    expected = [Ref("contact", "c1"), Ref("company", "c2"), Ref("lead", "l1"), Ref("contact", "c3")]
+    assert collect(fields, rows) == expected
+    assert collect(fields, rows) == list(dict.fromkeys(r for v in (fields, rows) for r in walk(v)))
+    assert collect({"A": 1, "B": "x"}, None) == []
+    with pytest.raises(ValueError, match="malformed reference"):
+        collect({"A": {"$ref": "contact:c1", "extra": 1}})

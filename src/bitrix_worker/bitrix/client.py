@@ -66,6 +66,8 @@ _NOT_SENT: Final = (
 )
 
 _T = TypeVar("_T")
+MAX_PARSED_URLS: Final = 64
+"""Method URLs kept parsed per client (a worker calls a handful of methods)."""
 MAX_RENEWALS: Final = 2
 """Fresh-token resends of one call: a token can go stale again while the resend is in flight (another
 process refreshed), but a portal that keeps refusing new tokens is an auth failure, not a loop."""
@@ -161,6 +163,7 @@ class BitrixClient:
         self._auth: RequestAuth = WebhookAuth(webhook) if isinstance(webhook, WebhookUrl) else webhook
         self._deadline_s = request_deadline_s
         self._max_bytes = max_response_bytes
+        self._urls: dict[str, httpx.URL] = {}  # parsed once: httpx parses a str URL anew for every request
         self._http = httpx.AsyncClient(
             http1=True,
             http2=False,
@@ -301,7 +304,12 @@ class BitrixClient:
         Leaving the ``stream`` block early (cap passed, deadline cancelled) closes the response, and httpcore
         drops a connection whose answer was not read to the end, so the rest is never received.
         """
-        async with self._http.stream("POST", url, content=content) as response:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= MAX_PARSED_URLS:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        async with self._http.stream("POST", parsed, content=content) as response:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self._max_bytes:
                 raise _TooLarge(response.status_code, response.headers, int(declared), declared=True)

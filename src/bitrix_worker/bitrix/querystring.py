@@ -13,11 +13,19 @@ keys are exactly ``0..n-1`` comes back as a list, and ``a[]=x`` appends.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
 __all__ = ["encode_query", "parse_query"]
+
+_UNCHANGED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
+"""Text ``quote_plus`` returns as it is (its always-safe characters): most names and values of a command."""
+
+
+def _quote(text: str) -> str:
+    return text if _UNCHANGED(text) else quote_plus(text)
 
 
 def _scalar(value: Any) -> str:
@@ -33,21 +41,23 @@ def _scalar(value: Any) -> str:
 def _flatten(prefix: str, value: Any, out: list[str]) -> None:
     if value is None:
         return
-    if isinstance(value, Mapping):
+    if type(value) is str:  # the common case first: no ABC checks
+        out.append(f"{prefix}={_quote(value)}")
+    elif isinstance(value, Mapping):
         for key, item in value.items():
-            _flatten(f"{prefix}[{quote_plus(str(key))}]", item, out)
+            _flatten(f"{prefix}[{_quote(str(key))}]", item, out)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _flatten(f"{prefix}[{index}]", item, out)
     else:
-        out.append(f"{prefix}={quote_plus(_scalar(value))}")
+        out.append(f"{prefix}={_quote(_scalar(value))}")
 
 
 def encode_query(params: Mapping[str, Any]) -> str:
     """Encode nested params like PHP ``http_build_query`` (brackets left unescaped for readability)."""
     out: list[str] = []
     for key, value in params.items():
-        _flatten(quote_plus(str(key)), value, out)
+        _flatten(_quote(str(key)), value, out)
     return "&".join(out)
 
 
