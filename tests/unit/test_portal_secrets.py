@@ -78,3 +78,19 @@ def test_portal_ids_are_short_names(bad: str) -> None:
 def test_portal_ids_accept_domains_and_member_ids() -> None:
     for good in ("p1.bitrix24.com", "a1b2c3d4e5", "portal:eu_1"):
         assert check_portal_id(good) == good
+
+
+def test_a_worker_without_registry_secrets_does_not_load_openssl() -> None:
+    """cryptography's OpenSSL bindings are ~6.5 MB resident: loaded when a SecretBox is made, not before."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bitrix_worker.cli, bitrix_worker.runner, bitrix_worker.worker, bitrix_worker.fleet\n"
+        "print(any('openssl' in m for m in sys.modules))\n"
+        "from bitrix_worker.portals.secrets import SecretBox, new_key\n"
+        "SecretBox([new_key()])\n"
+        "print(any('openssl' in m for m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]

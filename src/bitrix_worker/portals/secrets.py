@@ -10,13 +10,19 @@ encrypts; every key decrypts (``MultiFernet``), so a key is rotated without down
 A Fernet token is authenticated (AES-128-CBC + HMAC-SHA256): a row changed in the database, or encrypted
 with a key not in the setting, is refused with a ``RegistryError`` that names the setting, never
 decrypted into garbage. Keys and plaintexts never appear in messages.
+
+``cryptography`` is imported when a box is made, not with this module: its OpenSSL bindings are ~6.5 MB of
+resident memory that a worker with one webhook (no registry secrets) never needs.
 """
 
 from __future__ import annotations
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, RegistryError
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 __all__ = ["SECRETS_KEY_ENV", "SecretBox", "new_key"]
 
@@ -25,6 +31,8 @@ SECRETS_KEY_ENV = "BITRIX_WORKER_SECRETS_KEY"
 
 def new_key() -> str:
     """A fresh random key (url-safe base64 of 32 bytes), as ``portals new-key`` prints it."""
+    from cryptography.fernet import Fernet
+
     return Fernet.generate_key().decode()
 
 
@@ -32,6 +40,8 @@ class SecretBox:
     """Encrypts with the newest key, decrypts with any; see the module docstring for rotation."""
 
     def __init__(self, keys: list[str]) -> None:
+        from cryptography.fernet import Fernet, MultiFernet
+
         if not keys:
             raise ConfigError(
                 SECRETS_KEY_ENV,
@@ -47,7 +57,7 @@ class SecretBox:
                     f"key #{n} is not a Fernet key (32 url-safe base64-encoded bytes; "
                     "generate one: bitrix-worker portals new-key)",
                 ) from None
-        self._box = MultiFernet(fernets)
+        self._box: MultiFernet = MultiFernet(fernets)
         self.keys = len(fernets)
 
     @classmethod
@@ -62,6 +72,8 @@ class SecretBox:
         return self._box.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, token: str, *, what: str = "a secret") -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._box.decrypt(token.encode()).decode()
         except InvalidToken:
@@ -72,6 +84,8 @@ class SecretBox:
 
     def rotate(self, token: str, *, what: str = "a secret") -> str:
         """The same secret encrypted with the newest key."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._box.rotate(token.encode()).decode()
         except InvalidToken:
