@@ -341,10 +341,11 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         busy = ids[: args.backlog_portals]
         # enough for the initial bucket (50 requests of 50) and the limit over warm-up and window, +10%
         per_portal = args.backlog_ops or int((2500 + LIMIT_OPS_S * (args.warmup_s + args.window_s)) * 1.1)
-        for name in args.scenarios.split(","):
-            if name == "broken":  # the first backlog portal's webhook secret is wrong: every call refused
-                bad = f"http://{host(0)}:{port}/rest/1/wrong-secret/"
-                await registry.add(webhook_portal(pid(0), bad), replace=True)
+        for name in args.scenarios.split(",") * args.repeat:  # rounds in turn: the machine's load varies
+            # broken: the first backlog portal's webhook secret is wrong (every call refused); else right
+            secret = "wrong-secret" if name == "broken" else "emulator-secret"
+            first = f"http://{host(0)}:{port}/rest/1/{secret}/"
+            await registry.add(webhook_portal(pid(0), first), replace=True)
             hot_run = name in {"hot", "hot-shared"}
             many = name in {"idle", "trickle"} or hot_run  # all the portals; else the backlog ones
             serve_ids = ids if many else busy[1:] if name == "nineteen" else busy
@@ -382,6 +383,7 @@ if __name__ == "__main__":
     parser.add_argument("--warmup-s", type=float, default=40.0)
     parser.add_argument("--window-s", type=float, default=60.0)
     parser.add_argument("--scenarios", default="idle,trickle,hot,hot-shared,backlog,nineteen,broken")
+    parser.add_argument("--repeat", type=int, default=1, help="run the scenarios this many rounds")
     parser.add_argument("--workdir", default="/tmp/bench-portals")
     parsed = parser.parse_args()
     if parsed.serve:
