@@ -6,16 +6,21 @@ processes ``bitrix-worker run --portals all`` dividing them. Scenarios, each on 
 
 * ``trickle``: every portal but one gets one create every 2 s; nothing else (the baseline);
 * ``hot``: the same, plus ``--hot-ops`` creates queued for the remaining portal before the start;
+* ``hot-shared``: ``hot`` with load-aware placement off (``BITRIX_WORKER_PORTAL_BUSY_AFTER_S`` huge), as
+  before it existed: the hot portal shares a process with about half the trickle portals;
 * ``backlog``: ``--backlog-portals`` portals with a backlog each, nothing else;
-* ``broken``: the same, with the first portal's webhook secret wrong (every call refused: auth).
+* ``nineteen``: the same less the first portal (the others alone: the baseline of ``broken``);
+* ``broken``: ``backlog`` with the first portal's webhook secret wrong (every call refused: auth).
 
 Measured from the outcomes streams (each outcome's Redis id is when it was settled, its ``stream_id`` when
 it was added): the applied rate per portal over the window (after a warm-up that spends the initial burst),
-and the trickle portals' p50/p99 from XADD to applied. CPU: user+system seconds of the two worker processes
-over the window (``/proc``), as a share of one core. The machine's load average is printed beside it: the
-bench host is shared, so the figures are a floor.
+also over each third of the window (a rate still falling is a window that caught the initial burst), and
+the trickle portals' p50/p99 from XADD to applied. CPU: user+system seconds of each worker process over the
+window (``/proc``), as a share of one core. The machine's load average is printed beside it: the bench host
+is shared, so the figures are a floor.
 
-    python -m bench.portals --portals 100 --hot-ops 50000 --backlog-portals 20
+    python -m bench.portals --portals 100 --scenarios trickle,hot,hot-shared
+    python -m bench.portals --backlog-portals 20 --scenarios backlog,nineteen,broken --warmup-s 90
 """
 
 from __future__ import annotations
@@ -70,16 +75,25 @@ def serve(n: int, port: int) -> None:
         time.sleep(3600)
 
 
+THIRDS = 3
+NO_PLACEMENT = {"BITRIX_WORKER_PORTAL_BUSY_AFTER_S": "1000000000"}
+
+
 @dataclass
 class Run:
     name: str
     rates: dict[str, float]  # portal -> applied ops/s over the window
+    thirds: dict[str, list[float]]  # portal -> applied ops/s over each third of the window
     latencies_ms: list[int]  # trickle: XADD -> applied
-    cpu_core_share: float
+    cpu_each: list[float]  # each worker process's share of one core
     load: float
     window_s: float
     redis_ops_s: float  # every client's commands: a figure of this bench only on a Redis of its own
     memory: dict[str, Any]
+
+    @property
+    def cpu_core_share(self) -> float:
+        return sum(self.cpu_each)
 
     def summary(self, hot: str | None, backlog: list[str]) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -93,9 +107,16 @@ class Run:
             out["hot_share_of_limit"] = round(self.rates.get(hot, 0.0) / LIMIT_OPS_S, 3)
         if backlog:
             shares = [self.rates.get(p, 0.0) / LIMIT_OPS_S for p in backlog]
+            out["backlog_portals"] = len(backlog)
             out["backlog_min_share"] = round(min(shares), 3)
-            out["backlog_mean_share"] = round(statistics.mean(shares), 3)
+            out["backlog_mean_share"] = round(statistics.mean(shares), 4)
+            out["backlog_stdev_share"] = round(statistics.pstdev(shares), 4)
+            thirds = [
+                statistics.mean(self.thirds[p][k] for p in backlog) / LIMIT_OPS_S for k in range(THIRDS)
+            ]
+            out["backlog_mean_share_by_third"] = [round(t, 4) for t in thirds]
         out["worker_cpu_cores"] = round(self.cpu_core_share, 2)
+        out["worker_cpu_cores_each"] = [round(c, 2) for c in self.cpu_each]
         out["loadavg_1m"] = round(self.load, 2)
         out["redis_commands_s"] = round(self.redis_ops_s)
         applied = sum(self.rates.values())
@@ -104,13 +125,13 @@ class Run:
         return out
 
 
-def cpu_s(pids: list[int]) -> float:
-    total = 0.0
+def cpu_s(pids: list[int]) -> list[float]:
+    each = []
     for p in pids:
         with open(f"/proc/{p}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        each.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return each
 
 
 async def fill(r: aioredis.Redis, base: str, portal: str, n: int, *, tag: str) -> None:
@@ -170,6 +191,18 @@ async def key_bytes(r: aioredis.Redis, base: str, portals: list[str]) -> dict[st
     return out
 
 
+def served(log: Path) -> set[str]:
+    """The portals a worker process serves now, from its log: loops started less those moved away."""
+    found: set[str] = set()
+    for line in log.read_text(errors="replace").splitlines():
+        record = json.loads(line) if line.startswith("{") else {}
+        if record.get("event") == "worker started" and record.get("portal"):
+            found.add(record["portal"])
+        elif str(record.get("event", "")).startswith("portal moves"):
+            found.discard(record.get("portal", ""))
+    return found
+
+
 async def now_ms(r: aioredis.Redis) -> int:
     sec, us = await r.time()
     return int(sec) * 1000 + int(us) // 1000
@@ -185,6 +218,7 @@ async def scenario(
     trickle_ids: list[str],
     warmup_s: float,
     window_s: float,
+    extra_env: dict[str, str],
 ) -> Run:
     r = aioredis.Redis.from_url(redis_url())
     ns = Namespace(r)
@@ -192,12 +226,16 @@ async def scenario(
     try:
         for p, n in backlog.items():
             await fill(r, ns.stream, p, n, tag=tag)
-        wenv = env | {
-            "BITRIX_WORKER_STREAM": ns.stream,
-            "BITRIX_WORKER_DEAD_STREAM": ns.dead,
-            "BITRIX_WORKER_GROUP": ns.group,
-            "BITRIX_WORKER_PORTALS": ",".join(serve_ids),
-        }
+        wenv = (
+            env
+            | {
+                "BITRIX_WORKER_STREAM": ns.stream,
+                "BITRIX_WORKER_DEAD_STREAM": ns.dead,
+                "BITRIX_WORKER_GROUP": ns.group,
+                "BITRIX_WORKER_PORTALS": ",".join(serve_ids),
+            }
+            | extra_env
+        )
         procs = [
             subprocess.Popen(  # noqa: ASYNC220 - started once per scenario
                 [sys.executable, *CLI, "run"],
@@ -227,20 +265,35 @@ async def scenario(
         load = os.getloadavg()[0]
         await producer
         memory: dict[str, Any] = await key_bytes(r, ns.stream, serve_ids)
+        memory["busy_at_end"] = sorted(
+            [
+                m.decode()
+                async for k in r.scan_iter(match=f"{{{ns.stream}}}:fleet*:busy")
+                for m in await r.zrange(k, 0, -1)
+            ]
+        )
         calls = {k: stats1[k]["calls"] - stats0.get(k, {}).get("calls", 0) for k in stats1}
         top = sorted(calls.items(), key=lambda kv: -kv[1])[:8]
         memory["top_commands_s"] = {k.removeprefix("cmdstat_"): round(v / window_s, 1) for k, v in top}
         stop_all(procs)
+        memory["portals_per_process_at_end"] = [len(served(workdir / f"{name}-w{k}.log")) for k in range(2)]
         rates: dict[str, float] = {}
+        thirds: dict[str, list[float]] = {}
         latencies: list[int] = []
+        third_ms = (t1_ms - t0_ms) / THIRDS
         for p in serve_ids:
             rows = await outcomes(r, portal_stream(ns.stream, p, None))
             rates[p] = sum(1 for at, _ in rows if t0_ms <= at < t1_ms) / ((t1_ms - t0_ms) / 1000)
+            cuts = [t0_ms + k * third_ms for k in range(THIRDS + 1)]
+            thirds[p] = [
+                sum(1 for at, _ in rows if cuts[k] <= at < cuts[k + 1]) / (third_ms / 1000)
+                for k in range(THIRDS)
+            ]
             if p in trickle_ids:
                 latencies += [at - added for at, added in rows if t0_ms <= added < t1_ms - 5000]
         redis_ops_s = (cmds1 - cmds0) / ((t1_ms - t0_ms) / 1000)
-        cpu = (cpu1 - cpu0) / window_s
-        return Run(name, rates, latencies, cpu, load, window_s, redis_ops_s, memory)
+        cpu = [(b - a) / window_s for a, b in zip(cpu0, cpu1, strict=True)]
+        return Run(name, rates, thirds, latencies, cpu, load, window_s, redis_ops_s, memory)
     finally:
         await ns.cleanup()
         await r.aclose()
@@ -285,31 +338,28 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         hot, others = ids[0], ids[1:]
         common = {"workdir": workdir, "env": env, "warmup_s": args.warmup_s, "window_s": args.window_s}
         results: list[dict[str, Any]] = []
-        only = set(args.scenarios.split(","))
         busy = ids[: args.backlog_portals]
-        full = dict.fromkeys(busy, args.backlog_ops)
-        for name in ("idle", "trickle", "hot", "backlog", "broken"):
-            if name not in only:
-                continue
-            if name == "broken":  # the first backlog portal's webhook secret is wrong: every call refused
-                bad = f"http://{host(0)}:{port}/rest/1/wrong-secret/"
-                await registry.add(webhook_portal(pid(0), bad), replace=True)
-            serve_ids = busy if name in {"backlog", "broken"} else ids
+        # enough for the initial bucket (50 requests of 50) and the limit over warm-up and window, +10%
+        per_portal = args.backlog_ops or int((2500 + LIMIT_OPS_S * (args.warmup_s + args.window_s)) * 1.1)
+        for name in args.scenarios.split(",") * args.repeat:  # rounds in turn: the machine's load varies
+            # broken: the first backlog portal's webhook secret is wrong (every call refused); else right
+            secret = "wrong-secret" if name == "broken" else "emulator-secret"
+            first = f"http://{host(0)}:{port}/rest/1/{secret}/"
+            await registry.add(webhook_portal(pid(0), first), replace=True)
+            hot_run = name in {"hot", "hot-shared"}
+            many = name in {"idle", "trickle"} or hot_run  # all the portals; else the backlog ones
+            serve_ids = ids if many else busy[1:] if name == "nineteen" else busy
+            queued = {hot: args.hot_ops} if hot_run else {} if many else dict.fromkeys(serve_ids, per_portal)
             run = await scenario(
                 name,
                 serve_ids=serve_ids,
-                backlog={hot: args.hot_ops}
-                if name == "hot"
-                else full
-                if name in {"backlog", "broken"}
-                else {},
-                trickle_ids=others if name in {"trickle", "hot"} else [],
+                backlog=queued,
+                trickle_ids=others if name == "trickle" or hot_run else [],
+                extra_env=NO_PLACEMENT if name == "hot-shared" else {},
                 **common,
             )
-            row = run.summary(
-                hot if name == "hot" else None,
-                busy[1:] if name == "broken" else busy if name == "backlog" else [],
-            )
+            measured = [] if many else busy[1:] if name in {"broken", "nineteen"} else busy
+            row = run.summary(hot if hot_run else None, measured)
             if name == "broken":
                 row["broken_portal_ops_s"] = round(run.rates.get(busy[0], 0.0), 1)
             results.append(row)
@@ -329,10 +379,11 @@ if __name__ == "__main__":
     parser.add_argument("--portals", type=int, default=100)
     parser.add_argument("--hot-ops", type=int, default=50_000)
     parser.add_argument("--backlog-portals", type=int, default=20)
-    parser.add_argument("--backlog-ops", type=int, default=18_000)
+    parser.add_argument("--backlog-ops", type=int, default=0, help="per portal; 0: enough for the run")
     parser.add_argument("--warmup-s", type=float, default=40.0)
     parser.add_argument("--window-s", type=float, default=60.0)
-    parser.add_argument("--scenarios", default="idle,trickle,hot,backlog,broken")
+    parser.add_argument("--scenarios", default="idle,trickle,hot,hot-shared,backlog,nineteen,broken")
+    parser.add_argument("--repeat", type=int, default=1, help="run the scenarios this many rounds")
     parser.add_argument("--workdir", default="/tmp/bench-portals")
     parsed = parser.parse_args()
     if parsed.serve:

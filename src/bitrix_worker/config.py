@@ -142,6 +142,8 @@ class Settings(BaseSettings):
         default=None,
         pattern=r"^(all|[A-Za-z0-9][A-Za-z0-9._:-]{0,199}(,[A-Za-z0-9][A-Za-z0-9._:-]{0,199})*)$",
     )  # multi-portal worker: all | id,id
+    portal_busy_after_s: float = Field(default=d.PORTAL_BUSY_AFTER_S, ge=0, allow_inf_nan=False)
+    portal_quiet_after_s: float = Field(default=d.PORTAL_QUIET_AFTER_S, ge=0, allow_inf_nan=False)
     secrets_key: SecretStr | None = None  # Fernet keys, newest first, comma-separated
     portals_table: str = Field(default="bitrix_portals", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     install_enabled: bool = False  # POST /install on the HTTP port registers a portal (ONAPPINSTALL)

@@ -8,6 +8,11 @@ the portals by rendezvous hashing over the live processes of this fleet, recompu
 portal that moves away is drained (its loop stops claiming and finishes what it holds), and entries a dead
 process held are reclaimed by the new owner's loop like any dead consumer's.
 
+Placement is load-aware: each loop tells whether its portal is busy (claims coming back full for a while,
+``portal_layout.Backlog``); at each heartbeat a process marks its busy portals on the fleet's board
+(``BusyBoard``) and reads everyone's, and all processes place busy portals apart from the quiet ones
+(``portal_layout.place``) while there are processes enough.
+
 A stream of a portal the registry does not know (a producer named a wrong id) is served by a loop that
 dead-letters every entry with the reason, so nothing waits forever unseen.
 """
@@ -31,14 +36,14 @@ from .errors import StoreError
 from .events import WorkerEvents
 from .intake import Poison
 from .mapping import DEFAULT_TABLE, MappingStore
-from .portal_layout import assigned, portal_dead_stream, portal_stream, portal_table
+from .portal_layout import Backlog, assigned, portal_dead_stream, portal_stream, portal_table
 from .portals.clients import open_default_client, open_portal_client
 from .portals.model import PortalRecord
 from .portals.registry import PortalRegistry
 from .redaction import WebhookUrl
 from .redis.connection import RedisClient
 from .redis.producing import portal_ids
-from .redis.workers import WorkerRegistry
+from .redis.workers import BusyBoard, WorkerRegistry
 from .values import Entry
 
 SCHEDULE_POLL_TICKS = 10
@@ -83,6 +88,7 @@ class PortalFleet:
     wanted: frozenset[str] | None = None
     served: dict[str, _Served] = field(default_factory=dict)
     draining: set[asyncio.Task[Any]] = field(default_factory=set)  # loops told to stop, still finishing
+    busy: set[str] = field(default_factory=set)  # the fleet's busy portals, as last read from the board
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -91,6 +97,8 @@ class PortalFleet:
         if self.wanted is not None:
             key += ":" + hashlib.blake2b(",".join(sorted(self.wanted)).encode(), digest_size=6).hexdigest()
         self.members = WorkerRegistry(self.redis, key)
+        ttl_ms = int(LIVE_HEARTBEATS * self.settings.heartbeat_interval_s * 1000)
+        self.board = BusyBoard(self.redis, key + ":busy", ttl_ms)
         self.log = structlog.get_logger("bitrix_worker.fleet").bind(consumer=self.settings.consumer)
 
     @property
@@ -141,7 +149,8 @@ class PortalFleet:
         live = [w for w, seen in (await self.members.last_seen()).items() if now - seen < window]
         records, unknown = await self.portals()
         every = sorted({*records, *unknown, *([self.default] if self.default else [])})
-        mine = set(every if everything else assigned(every, live, me))
+        busy = set() if everything else await self._exchange_busy(now)
+        mine = set(every if everything else assigned(every, live, me, busy))
         for pid, served in list(self.served.items()):
             if served.task.done() or served.unknown != (pid in unknown):  # failed, or added/removed
                 self._drain(pid)
@@ -154,6 +163,24 @@ class PortalFleet:
             worker = await ready
             if worker is not None:
                 self.served[pid] = _Served(worker, task, pid in unknown)
+                if pid in busy and isinstance(getattr(worker, "backlog", None), Backlog):
+                    worker.backlog.seed(time.monotonic())  # busy where it was: it stays busy here
+
+    async def _exchange_busy(self, now_ms: int) -> set[str]:
+        """Mark this process's busy portals on the board, unmark those that turned quiet, read the fleet's."""
+        at = time.monotonic()
+        marks: dict[bool, list[str]] = {True: [], False: []}
+        for pid, served in sorted(self.served.items()):
+            backlog = getattr(served.worker, "backlog", None)
+            if isinstance(backlog, Backlog):
+                busy = backlog.is_busy(at)
+                if busy or pid in self.busy:  # only a change of state is written: O(busy portals)
+                    marks[busy].append(pid)
+        busy_now = await self.board.exchange(marks[True], marks[False], now_ms)
+        if busy_now != self.busy:
+            self.log.info("busy portals", busy=sorted(busy_now), marked_here=marks[True])
+        self.busy = busy_now
+        return busy_now
 
     def _drain(self, pid: str) -> None:
         """Stop the portal's loop: it claims nothing more and finishes its batches in flight, then ends."""
@@ -235,10 +262,23 @@ def _pauser(holder: list[Any]) -> Any:
 
 def _paced(base: type[Any]) -> type[Any]:
     """A ``Worker`` that polls an idle retry schedule once a second, and every tick while retries fall due:
-    a due retry waits at most 1 s more; an idle portal costs a quarter of the Redis commands."""
+    a due retry waits at most 1 s more; an idle portal costs a quarter of the Redis commands. It also keeps
+    its portal's ``backlog`` (busy or quiet, for placement) from what its claims bring back."""
 
     class Paced(base):  # type: ignore[misc]
         _quiet_ticks = 0
+
+        def __init__(self, settings: Settings, **kwargs: Any) -> None:
+            super().__init__(settings, **kwargs)
+            self.backlog = Backlog(settings.portal_busy_after_s, settings.portal_quiet_after_s)
+
+        async def _handle(self, entries: list[Entry]) -> None:
+            self.backlog.claimed(len(entries) >= self.settings.batch_size, time.monotonic())
+            await super()._handle(entries)
+
+        async def _wait_for_work(self, last: str) -> None:
+            self.backlog.claimed(False, time.monotonic())  # a claim came back empty: no backlog
+            await super()._wait_for_work(last)
 
         async def _promote(self) -> None:
             self._quiet_ticks += 1

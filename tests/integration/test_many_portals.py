@@ -4,7 +4,8 @@ emulated portals on loopback (``MultiPortalServer``, one address per portal):
 * operations for three portals are applied to the right portal's emulator, recorded in that portal's own
   mapping table; an unknown portal's stream and an operation on the wrong portal's stream are poison;
 * a portal that refuses every connection (its breaker opens) does not slow the others;
-* two worker processes divide the portals, and a killed one's portals move to the survivor, nothing lost.
+* two worker processes divide the portals, and a killed one's portals move to the survivor, nothing lost;
+* a portal given a backlog gets a process of its own, and goes back among the others once it has drained.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bitrix_worker.emulator.multi import MultiPortalServer
 from bitrix_worker.fleet import PortalFleet, portal_settings
 from bitrix_worker.mapping import MappingStore
 from bitrix_worker.operations import Entity, OpKind
-from bitrix_worker.portal_layout import portal_table
+from bitrix_worker.portal_layout import assigned, portal_table
 from bitrix_worker.portals.model import PlanLimits, PortalRecord
 from bitrix_worker.portals.registry import PortalRegistry
 from bitrix_worker.portals.secrets import SecretBox, new_key
@@ -201,6 +202,52 @@ async def test_a_portal_that_refuses_every_connection_does_not_slow_the_others(f
     ideal = (n - plan.burst) / (plan.rate_per_s * s.rate_fraction)
     assert elapsed < ideal * 1.5 + 2, f"{elapsed:.1f}s for what the limit allows in {ideal:.1f}s"
     assert await f.dead("p-down") == []  # the down portal's operations wait; nothing is dead-lettered
+
+
+async def test_a_busy_portal_gets_a_process_of_its_own_then_rejoins_the_others(fleet: Fleet) -> None:
+    """Two fleets (two processes' worth, in one event loop): p-a's backlog keeps its claims full, so it is
+    marked busy and served alone while the other fleet serves the five quiet portals; once drained and
+    quiet for a while it is placed by plain rendezvous again, and its operations were applied once each."""
+    f = fleet
+    slow = PlanLimits("slow", 10, 20.0)
+    url = f.server.webhook_url(HOSTS["p-a"])
+    await f.registry.add(PortalRecord("p-a", "webhook", "x", plan=slow, webhook_url=url), replace=True)
+    for pid in ("p-d", "p-e", "p-f"):
+        await _register(f.registry, pid, f.server.webhook_url(HOSTS["p-b"]))
+    pids = ["p-a", "p-b", "p-c", "p-d", "p-e", "p-f"]
+    n = 1200  # batches of 5 at 20 requests/s: about 12 s of full claims
+    await f.enqueue("p-a", [f"hot-{i}" for i in range(n)])
+    names = ["w-one", "w-two"]
+    store = await MappingStore.connect(f.settings.database_url)
+    update = {"batch_size": 5, "portal_busy_after_s": 1.0, "portal_quiet_after_s": 2.0}
+    fleets = [
+        PortalFleet(f.settings.model_copy(update=update | {"consumer": c}), f.redis, store, f.registry)
+        for c in names
+    ]
+    tasks = [asyncio.create_task(fl.run()) for fl in fleets]
+
+    def shares() -> list[set[str]]:
+        return [set(fl.served) for fl in fleets]
+
+    try:
+        await _until(lambda: sorted(map(sorted, shares())) == [["p-a"], pids[1:]], 20)
+        assert len(f.deals("p-a")) < n, "p-a drained before it was seen alone: the test proves nothing"
+        assert all(fl.busy == {"p-a"} for fl in fleets)
+        for pid in pids[1:]:  # the quiet portals are served meanwhile
+            await f.enqueue(pid, [f"{pid}-quiet-{i}" for i in range(3)])
+        await _until(lambda: len(f.deals("p-a")) >= n, 60)
+        plain = [set(assigned(pids, names, c)) for c in names]
+        await _until(lambda: shares() == plain and not any(fl.busy for fl in fleets), 20)
+    finally:
+        for fl in fleets:
+            fl.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        await store.close()
+    titles = [d["TITLE"] for d in f.deals("p-a")]
+    assert len(titles) == len(set(titles)) == n  # nothing twice across the hand-overs
+    quiet = [d["TITLE"] for h in ("p-b", "p-c") for d in f.deals(h) if "-quiet-" in d["TITLE"]]
+    assert sorted(quiet) == sorted(f"{p}:{p}-quiet-{i}" for p in pids[1:] for i in range(3))
+    assert await f.redis.zcard(f.settings.keys.fleet + ":busy") == 0  # the board is empty again
 
 
 async def _start(f: Fleet, name: str, log: Path) -> asyncio.subprocess.Process:
