@@ -24,7 +24,7 @@ from .errors import BitrixError, StoreError
 from .events import EventFanout, RunSummary, Tally, WorkerEvents
 from .gathering import Batch, Gathering
 from .inflight import InFlight
-from .intake import build_units
+from .intake import Poison, build_units
 from .mapping import MappingStore
 from .portal import Portal
 from .portals.clients import client_options, open_default_client
@@ -198,12 +198,9 @@ class Worker:
             self._batches.spawn(batch)
             return True
         self._batches.give_slot()
-        if self.gathering.held:
-            await self._wait_for_work(last, self.gathering.wait_s(self.clock()))
-        elif until_idle and not self._batches.busy and await self.reader.is_idle():
+        if not self.gathering.held and until_idle and not self._batches.busy and await self.reader.is_idle():
             return False
-        else:
-            await self._wait_for_work(last)
+        await self._wait_for_work(last, self.gathering.wait_s(self.clock()) if self.gathering.held else None)
         return True
 
     async def _gather(self, entries: list[Entry]) -> list[Entry]:
@@ -242,7 +239,7 @@ class Worker:
                 poison, found = await look_up_crash_looping_creates(
                     poison, self.delivery.sender, originator_id=self.settings.originator_id, at_ms=at
                 )
-                await dead_letter_poison(poison, self.queue, self.events, self.log, self.clock)
+                await self._dead_letter_poison(poison)
                 units = merge(units, found)
                 if units:
                     await self.delivery.run(units, batch)
@@ -260,6 +257,9 @@ class Worker:
 
     async def _rescue(self) -> None:
         await self._batches.rescue(self.reader.ping, self._stopping)
+
+    async def _dead_letter_poison(self, poison: list[Poison]) -> None:
+        await dead_letter_poison(poison, self.queue, self.events, self.log, self.clock)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
