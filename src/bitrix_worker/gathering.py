@@ -19,8 +19,9 @@ appears sends a lone call or a small batch per retry: on the fault mix, 7 reques
 
 So a claim that comes back short is held (its entries stay this consumer's, pending, kept fresh by the
 heartbeat like a batch in flight) and topped up by the next claims while more work is expected at once:
-another batch of this process is still in flight (its answer may schedule retries), or a retry in the
-schedule falls due within the linger. The held entries go as one batch as soon as they fill it, when
+another batch of this process is still in flight (its answer may schedule retries), or a retry this process
+scheduled falls due within the linger (it remembers their due times, so the check costs no round trip; a retry
+another process scheduled is not waited for). The held entries go as one batch as soon as they fill it, when
 nothing more is expected, or after ``tail_linger_s`` (the bound on the latency this adds; 0 turns it off).
 
 Held or handed back, entries stay claimed and their keys' turns this consumer's; a batch of several
@@ -38,6 +39,7 @@ from .values import Entry
 POLL_S = 0.1  # while holding, look again this often (an answer in flight may schedule a retry meanwhile)
 SHORTFALL_WINDOW = 8  # batches whose shortfall sets how many more entries a claim takes
 MAX_EXTRA_FRACTION = 5  # a claim takes at most batch_size / this more entries than a request holds
+RETRIES_REMEMBERED = 1000  # due times of this process's scheduled retries kept for ``retry_due_within``
 
 
 @dataclass(slots=True)
@@ -47,6 +49,18 @@ class Gathering:
     held: list[Entry] = field(default_factory=list)
     since: float = 0.0  # when the oldest held entry was claimed
     shortfalls: deque[int] = field(default_factory=lambda: deque(maxlen=SHORTFALL_WINDOW))
+    retries_due: deque[float] = field(default_factory=lambda: deque(maxlen=RETRIES_REMEMBERED))
+
+    def scheduled(self, due_at: float) -> None:
+        """A retry this process scheduled falls due at ``due_at``."""
+        self.retries_due.append(due_at)
+
+    def retry_due_within(self, now: float) -> bool:
+        """Whether a retry this process scheduled falls due within the linger (past ones are forgotten)."""
+        live = [t for t in self.retries_due if t >= now]
+        if len(live) != len(self.retries_due):
+            self.retries_due = deque(live, maxlen=RETRIES_REMEMBERED)
+        return any(t <= now + self.linger_s for t in live)
 
     @property
     def want(self) -> int:

@@ -26,6 +26,7 @@ from .gathering import Batch, Gathering
 from .inflight import InFlight
 from .intake import Poison, build_units
 from .mapping import MappingStore
+from .outcomes import Outcome
 from .portal import Portal
 from .portals.clients import client_options, open_default_client
 from .reclaiming import Reclaimer
@@ -190,7 +191,7 @@ class Worker:
             entries, last = await self.queue.claim(self.gathering.room())
             if entries:
                 self.progress.touch()
-            batch = entries if self.gathering.full(entries) else await self._gather(entries)
+            batch = entries if self.gathering.full(entries) else self._gather(entries)
         except BaseException:
             self._batches.give_slot()
             raise
@@ -203,14 +204,12 @@ class Worker:
         await self._wait_for_work(last, self.gathering.wait_s(self.clock()) if self.gathering.held else None)
         return True
 
-    async def _gather(self, entries: list[Entry]) -> list[Entry]:
+    def _gather(self, entries: list[Entry]) -> list[Entry]:
         """A short claim is held while more work is expected at once (``gathering``); what goes now."""
         g, now = self.gathering, self.clock()
         g.add(entries, now)
         self._batches.ids.update(e.id for e in entries)  # the heartbeat keeps held entries fresh
-        expecting = g.linger_s > 0 and (
-            self._batches.busy or await self.queue.retry_due_within(g.linger_s, ms(self.clock))
-        )
+        expecting = g.linger_s > 0 and (self._batches.busy or g.retry_due_within(now))
         return g.take() if g.ready(now, expecting=expecting) else []
 
     async def _wait_for_work(self, last: str, within_s: float | None = None) -> None:
@@ -241,8 +240,9 @@ class Worker:
                 )
                 await self._dead_letter_poison(poison)
                 units = merge(units, found)
-                if units:
-                    await self.delivery.run(units, batch)
+                for r in await self.delivery.run(units, batch) if units else []:
+                    if r.outcome is Outcome.RETRY:  # the tail's gathering waits for these (``gathering``)
+                        self.gathering.scheduled(self.clock() + r.delay_s)
         except StoreError as exc:
             # Nothing was sent (what follows a request is retried until written): keep the entries and
             # try them again here as soon as the store answers, instead of waiting to be reclaimed.

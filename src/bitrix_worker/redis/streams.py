@@ -247,12 +247,6 @@ class OperationQueue:
             )
         return int(moved)
 
-    async def retry_due_within(self, seconds: float, now_ms: int) -> bool:
-        """Whether a scheduled retry falls due within ``seconds`` of ``now_ms`` (this host's clock: a skew
-        only lengthens or shortens the tail's gathering, which ``tail_linger_s`` bounds)."""
-        with translated("schedule"):
-            return int(await self.client.zcount(self.keys.schedule, "-inf", now_ms + int(seconds * 1000))) > 0
-
     async def reclaim(self, min_idle_ms: int, count: int, start: str = "0-0") -> tuple[list[Entry], str]:
         """Entries idle on other (presumed dead) consumers, now ours, with delivery counts."""
         with translated("reclaim"):

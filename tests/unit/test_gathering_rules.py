@@ -56,3 +56,14 @@ def test_held_entries_go_when_full_or_when_nothing_more_is_expected() -> None:
     assert [e.id for e in g.take()] == ["a", "b"]
     assert not g.held
     assert not Gathering(batch_size=2, linger_s=0.0).ready(0.0, expecting=False)  # nothing held
+
+
+def test_retries_this_process_scheduled_are_expected_while_due_within_the_linger() -> None:
+    g = Gathering(batch_size=10, linger_s=4.0)
+    assert not g.retry_due_within(100.0)
+    g.scheduled(103.0)
+    g.scheduled(110.0)
+    assert g.retry_due_within(100.0)  # 103 is within 4 s
+    assert not g.retry_due_within(103.5)  # 103 has passed (forgotten); 110 is 6.5 s away
+    assert list(g.retries_due) == [110.0]
+    assert g.retry_due_within(106.5)
