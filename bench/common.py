@@ -205,6 +205,8 @@ def diff_stats(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
         "calls": calls,
         "faults_injected": injected,
         "batch_sizes": sizes,  # commands per batch request the portal ran -> how many such requests
+        "read_batches": after.get("read_batches", 0) - before.get("read_batches", 0),  # of those, reads only
+        "read_batch_commands": after.get("read_batch_commands", 0) - before.get("read_batch_commands", 0),
     }
 
 

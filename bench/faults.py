@@ -114,19 +114,21 @@ def front_door_refusals(delta: dict[str, Any], code: str) -> int:
 def excess(delta: dict[str, Any], *, batch: int = 50) -> dict[str, int]:
     """Where the requests went, from the portal's statistics: requests carrying operations (batches and
     lone calls of the operation's method) against the fewest that could carry the same commands; reads that
-    carry no operation (the start check, the field schema, the probe after a pause); front-door refusals."""
+    carry no operation (the start check, the field schema, the probe after a pause); front-door refusals.
+    Batches that only read (the emulator counts them) are reads, not requests carrying operations."""
     sizes = {int(k): v for k, v in delta.get("batch_sizes", {}).items()}
-    carried = sum(k * v for k, v in sizes.items())
     update = delta["calls"].get("crm.deal.update", {})
     commands = sum(n for outcome, n in update.items() if outcome not in FRONT_DOOR)
-    lone = max(0, commands - carried)  # updates not in a batch went out as plain calls, one request each
-    with_ops = sum(sizes.values()) + lone
+    read_batches = int(delta.get("read_batches", 0))  # batches of reads only (the field schema's)
+    in_batches = sum(k * v for k, v in sizes.items()) - int(delta.get("read_batch_commands", 0))
+    lone = max(0, commands - in_batches)  # updates not in a batch went out as plain calls, one request each
+    with_ops = sum(sizes.values()) - read_batches + lone
     refused = {code: front_door_refusals(delta, code) for code in FRONT_DOOR}
     reads = delta["requests"] - with_ops - sum(refused.values())
     return {
         "requests_with_operations": with_ops,
         "fewest_for_those_commands": math.ceil(commands / batch),
-        "partial_batches": sum(v for k, v in sizes.items() if k < batch),
+        "partial_batches": sum(v for k, v in sizes.items() if k < batch) - read_batches,
         "lone_calls": lone,
         "reads_without_operations": reads,
         "limit_refusals": refused["QUERY_LIMIT_EXCEEDED"],

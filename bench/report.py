@@ -185,10 +185,15 @@ def _faults(res: dict[str, Any]) -> list[str]:
                 f"{_v(w['requests_with_operations'])} carried operations, where "
                 f"{_v(w['fewest_for_those_commands'])} full batches could have carried the same commands "
                 f"(it sent {_v(w['partial_batches'])} partial batches and {_v(w['lone_calls'])} lone calls); "
-                f"{_v(w['reads_without_operations'])} reads that carry no operation (such as the start check "
-                "and the probe that reopens the portal after the outage); "
+                f"{_v(w['reads_without_operations'])} reads that carry no operation (the start check, which "
+                "also asks the deal schema's first part, the schema's status lists, its early refreshes "
+                "after a currency no schema has, and the probe that reopens the portal after the outage); "
                 f"{_v(w['limit_refusals'])} limit refusals (all injected) and {_v(w['auth_refusals'])} auth "
-                "refusals (the minimum counts 1: batches already past the gate when the outage began).",
+                + (
+                    "refusal (the one the minimum counts)."
+                    if w["auth_refusals"] == 1
+                    else "refusals (the minimum counts 1: batches already past the gate when it shut)."
+                ),
             ]
     return out
 

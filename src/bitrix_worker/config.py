@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=d.BATCH_SIZE, ge=1, le=50)
     block_ms: int = Field(default=d.BLOCK_MS, ge=10, le=60_000)
     claim_idle_ms: int = Field(default=d.CLAIM_IDLE_MS, ge=100)
+    tail_linger_s: float = Field(default=d.TAIL_LINGER_S, ge=0, le=60)
     max_deliveries: int = Field(default=d.MAX_DELIVERIES, ge=1, le=1000)
 
     rate_burst: int = Field(default=d.RATE_BURST, ge=1)

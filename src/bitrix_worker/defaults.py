@@ -44,6 +44,7 @@ CONCURRENCY = 4  # batch calls in flight per worker process
 BATCH_SIZE = 50  # commands per `batch` call; Bitrix24 allows at most 50
 BLOCK_MS = 1000
 CLAIM_IDLE_MS = 60_000
+TAIL_LINGER_S = 4.0  # a short claim waits at most this long for retries about to join it (``gathering``)
 MAX_DELIVERIES = 5
 
 RATE_BURST = 50

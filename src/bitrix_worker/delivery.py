@@ -27,6 +27,7 @@ from .errors import StoreError
 from .events import WorkerEvents
 from .followups import Followups, Written, already_written, lone_chain, write_result
 from .gate import PortalGate, PortalView, own_failure
+from .gathering import Batch
 from .judge import Circumstances, judge_failure
 from .mapping import MappingStore
 from .outcomes import Outcome, Result, mapping_row, settlement
@@ -98,10 +99,11 @@ class Delivery:
         self.sender = Sender(
             client, limiter=limiter, pauses=pauses, events=events, policy=self.policy, rng=self.rng
         )
+        self.sender.paused = gate.paused_here  # a request whose slot comes after a pause is not sent
         self.log = structlog.get_logger("bitrix_worker.delivery")
         self.followups = Followups(self.sender, gate, self._failure)
 
-    async def deliver(self, units: Sequence[WorkUnit]) -> Delivered:
+    async def deliver(self, units: Sequence[WorkUnit], batch: Batch | None = None) -> Delivered:
         """Plan, lease, reconcile and send; the create leases stay held until ``finish``."""
         claimed = self.queue.claimed_token([i for u in units for i in u.stream_ids])
         delivered = Delivered([], await self.leases.adopt(claimed))
@@ -131,6 +133,8 @@ class Delivery:
                 delivered.results.append(Result(u, Outcome.APPLIED, reason, stale=plan.stale))
         delivered.results += await unresolved_results(unresolved, self.queue.client, self.settings.keys.dead)
         pending = await self.screening.screen(pending, delivered.results)  # field validation, 0 calls
+        if batch is not None:  # units beyond one full request go back to the gathering, nothing sent
+            pending = pending[: batch.keep([(p.plan.call is not None, p.unit.stream_ids) for p in pending])]
         screened = {id(p.unit): p.screened for p in pending if p.screened}
         creates = [p.unit.ident for p in pending if p.plan.call is Call.CREATE]
         busy = await self.leases.acquire(creates, delivered.token)
@@ -176,8 +180,8 @@ class Delivery:
             except StoreError as exc:  # bookkeeping: an unreleased lease lapses by itself
                 self.log.warning("could not release create leases; they will lapse", error=str(exc))
 
-    async def run(self, units: Sequence[WorkUnit]) -> list[Result]:
-        delivered = await self.deliver(units)
+    async def run(self, units: Sequence[WorkUnit], batch: Batch | None = None) -> list[Result]:
+        delivered = await self.deliver(units, batch)
         await self.finish(delivered, delivered.results)
         return delivered.results
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -105,6 +105,7 @@ class PortalGate:
         self._clock = clock
         self._ok_written = float("-inf")
         self._waiting_since: float | None = None
+        self._shut_here: Classification | None = None  # this process paused the portal (``paused_here``)
         self._log = structlog.get_logger("bitrix_worker.gate")
 
     @classmethod
@@ -138,6 +139,7 @@ class PortalGate:
     async def resume(self) -> None:
         """Reopen now, whatever paused the portal (a fixed webhook need not wait out its cool-down)."""
         await self._breaker.close()
+        self._shut_here = None
         self._events.breaker(False, "resumed")
 
     # ---- health, as the worker's requests see it ------------------------------------------------------
@@ -174,7 +176,16 @@ class PortalGate:
         streak = await self._breaker.record_failure()
         if c.error_class in _AT_ONCE or streak >= self._settings.portal_failure_threshold:
             blocked = c.error_class is ErrorClass.BLOCKED
+            self._shut_here = replace(
+                c, execution=Execution.NOT_EXECUTED, description=f"not sent: {_reason(c)}"
+            )
             await self._shut(_reason(c), cooldown_s=self._settings.blocked_cooldown_s if blocked else None)
+
+    def paused_here(self) -> Classification | None:
+        """Set from the moment this process paused the portal until it sees it open again: a request that
+        got its slot meanwhile is not sent (``Sender``), since it would meet the same refusal; its units are
+        held like those of the request that paused it, nothing spent. Read in memory, no round trip."""
+        return self._shut_here
 
     async def healthy_since_ms(self) -> int:
         return (await self._breaker.state()).ok_at_ms
@@ -207,6 +218,7 @@ class PortalGate:
         if state is None:
             state = await self._breaker.state()
         if not state.open:
+            self._shut_here = None
             if self._waiting_since is not None:
                 waited = round(self._clock() - self._waiting_since, 1)
                 self._log.info("portal open again; consuming", waited_s=waited)
@@ -245,6 +257,7 @@ class PortalGate:
                 )
                 return
         await self._breaker.close()
+        self._shut_here = None
         await self._breaker.record_ok(ms(self._clock))
         self._events.breaker(False, "probe succeeded")
         self._log.info("portal probe succeeded: reopened")

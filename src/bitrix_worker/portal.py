@@ -4,10 +4,14 @@ from the same settings shape."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from .bitrix.client import BitrixClient
+from .bitrix.schemas import first_commands
 from .config import Settings
+from .crm import entity_spec
 from .errors import BitrixError, ConfigError
 from .events import WorkerEvents
 from .gate import PortalGate
@@ -23,6 +27,7 @@ class Portal:
     limiter: Limiter
     pauses: MethodPauses
     gate: PortalGate
+    primed: tuple[float, dict[str, Any]] | None = None  # the start check's answers (``take_primed``)
 
     @classmethod
     def from_settings(
@@ -65,19 +70,40 @@ class Portal:
         return _ahead(bucket.next_free_s, ahead_s) if wait is None else wait
 
     async def check(self) -> None:
-        """One read-only call before consuming: a webhook that cannot work stops the start with one line
+        """One read-only request before consuming: a webhook that cannot work stops the start with one line
         naming the setting, instead of being found after a cool-down. A portal that is merely unwell
-        (5xx, limits) is the gate's business, not a reason not to start."""
+        (5xx, limits) is the gate's business, not a reason not to start.
+
+        The request asks what the deal schema's first request asks (``crm.deal.fields``, currencies,
+        pipelines), so field validation starts from its answers (``take_primed``): one request fewer."""
         await self.limiter.acquire()
         setting = "BITRIX_WEBHOOK_URL" if self.client.webhook is not None else "BITRIX_WORKER_PORTAL"
+        commands = first_commands(entity_spec("deal"))
         try:
-            await self.client.fields("deal")
+            answer = await self.client.batch(commands, halt=True)
         except BitrixError as exc:
             c = exc.classification
             if c.error_class is ErrorClass.AUTH:
                 raise ConfigError(setting, _refused(c)) from None
             if c.error_class is ErrorClass.NETWORK and c.execution is Execution.NOT_EXECUTED:
                 raise ConfigError(setting, f"cannot reach {self.name}: {c.description}") from None
+            return
+        refused = answer.errors.get("fields")
+        if refused is not None and refused.error_class is ErrorClass.AUTH:  # e.g. no crm scope
+            raise ConfigError(setting, _refused(refused))
+        if all(name in answer.results for name in commands):
+            self.primed = (time.monotonic(), answer.results)
+
+    def take_primed(self, entity: str) -> dict[str, Any] | None:
+        """The start check's answers, once, for the deal schema's first request while they are fresh."""
+        if entity != "deal" or self.primed is None:
+            return None
+        at, answers = self.primed
+        self.primed = None
+        return answers if time.monotonic() - at < PRIMED_FOR_S else None
+
+
+PRIMED_FOR_S = 60.0  # how long the start check's answers may stand in for the deal schema's first request
 
 
 def _ahead(next_free_s: float, ahead_s: float) -> float | None:

@@ -12,13 +12,19 @@ fails, it is dead-lettered with a reason that says it may exist.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from . import calls
-from .intake import Poison
+from .events import WorkerEvents
+from .intake import Poison, poison_error, poison_items, poison_outcome, poison_settlement
 from .operations import OpKind
+from .reasons import Reason
 from .records import redelivery_entry
+from .redis.streams import OperationQueue
 from .sending import Answered, Sender
+from .taxonomy import ErrorClass
 from .units import WorkUnit
+from .values import Clock, ms
 
 _MAY_CREATE = (OpKind.CREATE, OpKind.UPSERT)
 
@@ -77,3 +83,22 @@ def _order(stream_id: str) -> tuple[int, int]:
         return int(ms), int(seq or 0)
     except ValueError:
         return (0, 0)
+
+
+async def dead_letter_poison(
+    poison: Sequence[Poison], queue: OperationQueue, events: WorkerEvents, log: Any, clock: Clock
+) -> None:
+    """Dead-letter entries that can never be processed, one dead-letter entry per operation in them."""
+    settlements = []
+    for p in poison:
+        log.error("dead-lettered", reason=p.reason, error_class="poison", stream_id=p.entry.id)
+        at = ms(clock)
+        for _ in poison_items(p.entry):
+            events.outcome("dead_lettered", Reason.POISON, "", ErrorClass.POISON)
+        if p.ident:
+            settlements.append(poison_settlement(p, at))
+        else:
+            await queue.dead_letter_raw(
+                p.entry, poison_error(p.reason, p.entry.id, [], at), poison_outcome(p.entry.id, "", at)
+            )
+    await queue.settle(settlements)

@@ -198,7 +198,8 @@ class Screening:
         cache = SchemaCache(redis, settings.keys, portal.name, ttl_s=settings.schema_ttl_s)
 
         async def fetch(entity: str) -> EntitySchema:
-            return await fetch_schema(client, entity, acquire=portal.limiter.acquire)
+            first = portal.take_primed(entity)  # the start check asked the deal schema's first part
+            return await fetch_schema(client, entity, acquire=portal.limiter.acquire, first=first)
 
         return cls(settings, cache, fetch, events=events, gate=portal.gate, secrets=client.auth.secrets)
 

@@ -67,6 +67,7 @@ class Sender:
         self.events = events
         self.policy = policy
         self.rng = rng
+        self.paused: Callable[[], Classification | None] | None = None  # ``PortalGate.paused_here``
         self.log = structlog.get_logger("bitrix_worker.sending")
 
     async def send(
@@ -93,6 +94,10 @@ class Sender:
             if more is not None:
                 commands = {**commands, **await more()}
             method = "batch" if len(commands) > 1 else next(iter(commands.values())).method
+            held = self.paused() if self.paused is not None else None
+            if held is not None:  # this process paused the portal while the request waited for its slot
+                await self.limiter.refund()
+                return Failed(held, method, 0.0, refusals)
             started = time.monotonic()
             try:
                 answered = await self._request(commands, method, halt)

@@ -22,12 +22,13 @@ from .config import Settings
 from .delivery import Delivery
 from .errors import BitrixError, StoreError
 from .events import EventFanout, RunSummary, Tally, WorkerEvents
+from .gathering import Batch, Gathering
 from .inflight import InFlight
-from .intake import Poison, build_units, poison_error, poison_items, poison_outcome, poison_settlement
+from .intake import Poison, build_units
 from .mapping import MappingStore
+from .outcomes import Outcome
 from .portal import Portal
 from .portals.clients import client_options, open_default_client
-from .reasons import Reason
 from .reclaiming import Reclaimer
 from .redis.connection import RedisClient, check_cluster_layout, client_for, ping_or_fail
 from .redis.gauges import QueueReader
@@ -35,11 +36,10 @@ from .redis.leases import Leases, lease_ttl_ms
 from .redis.stores import StoreRegistry
 from .redis.streams import OperationQueue
 from .redis.workers import WorkerRegistry
-from .rescue import look_up_crash_looping_creates, merge
+from .rescue import dead_letter_poison, look_up_crash_looping_creates, merge
 from .screening import Screening
 from .stall import Progress, stuck_reason
 from .store_check import check_store
-from .taxonomy import ErrorClass
 from .values import Clock, Entry, ms
 
 PROMOTE_INTERVAL_S = 0.1
@@ -100,6 +100,7 @@ class Worker:
         )
         self._stopping = asyncio.Event()
         self._batches = InFlight(settings.concurrency, self._handle, self.log)
+        self.gathering = Gathering(settings.batch_size, settings.tail_linger_s)
         self.reclaimer = Reclaimer(
             self.queue, self._batches, claim_idle_ms=settings.claim_idle_ms, batch_size=settings.batch_size
         )
@@ -159,6 +160,9 @@ class Worker:
                     self.log.error("redis or mapping store unavailable; retrying", error=str(exc))
                     await self._sleep(STORE_RETRY_S)
         finally:
+            if self.gathering.held:  # claimed for a batch that was gathering: send it like one in flight
+                await self._batches.take_slot()
+                self._batches.spawn(self.gathering.take())
             await self._batches.drain(self.settings.shutdown_grace_s)
             # Tell the duties to end, not only cancel them: on 3.11 a cancel landing while redis-py sends a
             # command can be swallowed, and ``run --until-idle`` never returned.
@@ -184,22 +188,33 @@ class Worker:
             self._batches.give_slot()
             return True
         try:
-            entries, last = await self.queue.claim(self.settings.batch_size)
+            entries, last = await self.queue.claim(self.gathering.room())
+            if entries:
+                self.progress.touch()
+            batch = entries if self.gathering.full(entries) else self._gather(entries)
         except BaseException:
             self._batches.give_slot()
             raise
-        if entries:
-            self.progress.touch()
-            self._batches.spawn(entries)
+        if batch:
+            self._batches.spawn(batch)
             return True
         self._batches.give_slot()
-        if until_idle and not self._batches.busy and await self.reader.is_idle():
+        if not self.gathering.held and until_idle and not self._batches.busy and await self.reader.is_idle():
             return False
-        await self._wait_for_work(last)
+        await self._wait_for_work(last, self.gathering.wait_s(self.clock()) if self.gathering.held else None)
         return True
 
-    async def _wait_for_work(self, last: str) -> None:
-        waiter = asyncio.create_task(self.queue.wait_for_new(last, self.settings.block_ms))
+    def _gather(self, entries: list[Entry]) -> list[Entry]:
+        """A short claim is held while more work is expected at once (``gathering``); what goes now."""
+        g, now = self.gathering, self.clock()
+        g.add(entries, now)
+        self._batches.ids.update(e.id for e in entries)  # the heartbeat keeps held entries fresh
+        expecting = g.linger_s > 0 and (self._batches.busy or g.retry_due_within(now))
+        return g.take() if g.ready(now, expecting=expecting) else []
+
+    async def _wait_for_work(self, last: str, within_s: float | None = None) -> None:
+        block_ms = self.settings.block_ms if within_s is None else max(1, int(within_s * 1000))
+        waiter = asyncio.create_task(self.queue.wait_for_new(last, block_ms))
         stopper = asyncio.create_task(self._stopping.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -213,6 +228,7 @@ class Worker:
         """Judge each entry alone; dead-letter the poison (a crash-looping create once looked up); deliver.
         Right before the batch's first request leaves, its entries are marked sent (the poison cap)."""
         ids = [e.id for e in entries]
+        batch = Batch(self.gathering, entries, ids, self.clock())  # units beyond a request's worth go back
         try:
             with before_first_request(lambda: self.queue.mark_sent(ids)):
                 at = ms(self.clock)
@@ -224,8 +240,9 @@ class Worker:
                 )
                 await self._dead_letter_poison(poison)
                 units = merge(units, found)
-                if units:
-                    await self.delivery.run(units)
+                for r in await self.delivery.run(units, batch) if units else []:
+                    if r.outcome is Outcome.RETRY:  # the tail's gathering waits for these (``gathering``)
+                        self.gathering.scheduled(self.clock() + r.delay_s)
         except StoreError as exc:
             # Nothing was sent (what follows a request is retried until written): keep the entries and
             # try them again here as soon as the store answers, instead of waiting to be reclaimed.
@@ -242,20 +259,7 @@ class Worker:
         await self._batches.rescue(self.reader.ping, self._stopping)
 
     async def _dead_letter_poison(self, poison: list[Poison]) -> None:
-        """Dead-letter entries that can never be processed, one dead-letter entry per operation in them."""
-        settlements = []
-        for p in poison:
-            self.log.error("dead-lettered", reason=p.reason, error_class="poison", stream_id=p.entry.id)
-            at = ms(self.clock)
-            for _ in poison_items(p.entry):
-                self.events.outcome("dead_lettered", Reason.POISON, "", ErrorClass.POISON)
-            if p.ident:
-                settlements.append(poison_settlement(p, at))
-            else:
-                await self.queue.dead_letter_raw(
-                    p.entry, poison_error(p.reason, p.entry.id, [], at), poison_outcome(p.entry.id, "", at)
-                )
-        await self.queue.settle(settlements)
+        await dead_letter_poison(poison, self.queue, self.events, self.log, self.clock)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -71,6 +71,23 @@ async def test_run_no_check_skips_the_test_call(bench: Bench) -> None:
     assert await bench.total_calls("crm.deal.fields") == 1
 
 
+async def test_the_start_check_is_the_deal_schemas_first_request(bench: Bench) -> None:
+    # The check asks what the deal schema's first request asks (fields, currencies, pipelines); field
+    # validation starts from those answers and asks only the status lists: two reads before the first
+    # batch instead of three.
+    await bench.enqueue("create", "s-1", {"TITLE": "x", "CURRENCY_ID": "USD"})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bitrix_worker", "run", "--until-idle", env=settings_env(bench.settings),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    stats = await bench.admin.stats()
+    assert stats["calls"]["crm.deal.fields"] == {"ok": 1}
+    assert stats["calls"]["crm.deal.add"] == {"ok": 1}
+    assert stats["requests"] == 3, stats  # the check, the status lists, the create
+    assert len(await bench.entities()) == 1
+
+
 async def test_an_operator_pauses_and_resumes_the_portal_and_reset_resumes_at_once(bench: Bench) -> None:
     env = settings_env(bench.settings)
     paused = await cli(env, "portal", "pause", "--reason", "maintenance window", "--json")

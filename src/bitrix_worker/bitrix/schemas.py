@@ -69,7 +69,7 @@ def item_stage_list(entity_type_id: int, category_id: int) -> str:
     return f"DYNAMIC_{entity_type_id}_STAGE_{category_id}"
 
 
-def _first_commands(spec: EntitySpec) -> dict[str, Command]:
+def first_commands(spec: EntitySpec) -> dict[str, Command]:
     params = spec.base_params()  # {"entityTypeId": ...} for crm.item.fields, none for crm.<entity>.fields
     first = {
         "fields": Command(spec.method("fields"), params) if params else Command(spec.method("fields")),
@@ -90,12 +90,20 @@ def _lists(
 
 
 async def fetch_schema(
-    client: BitrixClient, entity: str, *, acquire: Acquire, clock: Clock = time.time
+    client: BitrixClient,
+    entity: str,
+    *,
+    acquire: Acquire,
+    clock: Clock = time.time,
+    first: Mapping[str, Any] | None = None,
 ) -> EntitySchema:
-    """The schema as the portal describes it now; BitrixError (classified) when any part fails."""
+    """The schema as the portal describes it now; BitrixError (classified) when any part fails.
+
+    ``first``: the answers to ``first_commands`` when a caller already has them (the start check asks
+    them for deals, ``Portal.check``), so that only the status lists are asked here."""
     spec = entity_spec(entity)
     camel = spec.api is Api.ITEM
-    answers = await _batch(client, acquire, _first_commands(spec))
+    answers = first if first is not None else await _batch(client, acquire, first_commands(spec))
     try:
         fields = parse_fields(answers["fields"], camel=camel)
         currencies = parse_currencies(answers["currencies"])

@@ -63,11 +63,20 @@ def php_section(items: dict[str, Any]) -> Any:
     return items
 
 
+READ_SUFFIXES = (".fields", ".list", ".get", ".items")
+
+
+def _reads_only(spec: str) -> bool:
+    return spec.partition("?")[0].strip().lower().removesuffix(".json").endswith(READ_SUFFIXES)
+
+
 @dataclass(slots=True)
 class Stats:
     requests: int = 0
     calls: dict[str, dict[str, int]] = field(default_factory=dict)
     batch_sizes: dict[int, int] = field(default_factory=dict)  # commands per executed batch -> batches
+    read_batches: int = 0  # batches whose every command only reads (a field schema, lists, a lookup)
+    read_batch_commands: int = 0  # the commands in those
 
     def count(self, method: str, outcome: str) -> None:
         per = self.calls.get(method)
@@ -185,6 +194,8 @@ class Portal:
             "requests": self.stats.requests,
             "calls": {m: dict(c) for m, c in self.stats.calls.items()},
             "batch_sizes": {str(k): v for k, v in sorted(self.stats.batch_sizes.items())},
+            "read_batches": self.stats.read_batches,
+            "read_batch_commands": self.stats.read_batch_commands,
             "faults_injected": dict(self.faults.injected),
             "entities": {e: len(t.rows) for e, t in self.store.tables.items()},
             "items": {str(etid): len(t.rows) for etid, t in self.items.tables.items()},
@@ -282,6 +293,9 @@ class Portal:
         )
         halt = truthy(params.get("halt", False))
         self.stats.batch_sizes[len(commands)] = self.stats.batch_sizes.get(len(commands), 0) + 1
+        if commands and all(isinstance(c, str) and _reads_only(c) for _, c in commands):
+            self.stats.read_batches += 1
+            self.stats.read_batch_commands += len(commands)
         result: dict[str, Any] = {}
         errors: dict[str, Any] = {}
         totals: dict[str, Any] = {}
