@@ -276,9 +276,9 @@ def _paced(base: type[Any]) -> type[Any]:
             self.backlog.claimed(len(entries) >= self.settings.batch_size, time.monotonic())
             await super()._handle(entries)
 
-        async def _wait_for_work(self, last: str) -> None:
-            self.backlog.claimed(False, time.monotonic())  # a claim came back empty: no backlog
-            await super()._wait_for_work(last)
+        async def _wait_for_work(self, last: str, within_s: float | None = None) -> None:
+            self.backlog.claimed(False, time.monotonic())  # a claim came back empty or short: no backlog
+            await super()._wait_for_work(last, within_s)
 
         async def _promote(self) -> None:
             self._quiet_ticks += 1

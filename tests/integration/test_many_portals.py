@@ -390,3 +390,26 @@ def test_the_sync_producer_writes_a_portal_stream_too(redis_url: str, key_prefix
         if keys:
             client.delete(*keys)
         client.close()
+
+
+async def test_a_lone_operation_on_a_running_fleet_is_applied_at_once(fleet: Fleet) -> None:
+    """A portal's loop waits for work between lone operations; it must keep running (a loop that failed is
+    restarted only at the next heartbeat, seconds later), so each lone operation is applied promptly."""
+    f = fleet
+    s = f.settings.model_copy(update={"heartbeat_interval_s": 30.0})  # no restart would hide a failed loop
+    store = await MappingStore.connect(s.database_url)
+    fl = PortalFleet(s, f.redis, store, f.registry)
+    task = asyncio.create_task(fl.run())
+    try:
+        await asyncio.sleep(1.5)  # every loop has claimed nothing and waits for work
+        for n in range(3):
+            started = time.monotonic()
+            await f.enqueue("p-a", [f"lone-{n}"])
+            while len(f.deals("p-a")) < n + 1:
+                assert time.monotonic() - started < 2.5, f"lone operation {n} not applied in 2.5 s"
+                await asyncio.sleep(0.02)
+        assert all(not served.task.done() for served in fl.served.values())
+    finally:
+        fl.stop()
+        await asyncio.wait_for(task, 30)
+        await store.close()
