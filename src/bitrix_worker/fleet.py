@@ -29,7 +29,6 @@ from typing import Any
 import structlog
 
 from .bitrix.client import BitrixClient
-from .bitrix.marking import marking_transport
 from .config import Settings
 from .defaults import LIVE_HEARTBEATS
 from .errors import StoreError
@@ -37,7 +36,7 @@ from .events import WorkerEvents
 from .intake import Poison
 from .mapping import DEFAULT_TABLE, MappingStore
 from .portal_layout import Backlog, assigned, portal_dead_stream, portal_stream, portal_table
-from .portals.clients import open_default_client, open_portal_client
+from .portals.clients import client_options, open_default_client, open_portal_client
 from .portals.model import PortalRecord
 from .portals.registry import PortalRegistry
 from .redaction import WebhookUrl
@@ -198,7 +197,7 @@ class PortalFleet:
         settings = portal_settings(self.settings, pid, record)
         events = self.events.for_portal(pid) if self.events is not None else None  # labelled metrics
         holder: list[Any] = []
-        options = _client_options(settings)
+        options = client_options(settings)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if unknown:
@@ -238,18 +237,6 @@ class PortalFleet:
         finally:
             if not ready.done():
                 ready.set_result(None)
-
-
-def _client_options(settings: Settings) -> dict[str, Any]:
-    pool = settings.concurrency * 2 + 4
-    return {
-        "connect_timeout_s": settings.connect_timeout_s,
-        "read_timeout_s": settings.read_timeout_s,
-        "max_connections": pool,
-        "request_deadline_s": settings.request_deadline_s,
-        "max_response_bytes": settings.max_response_bytes,
-        "transport": marking_transport(pool),
-    }
 
 
 def _pauser(holder: list[Any]) -> Any:
