@@ -2,7 +2,7 @@
 
 Sends ``--calls`` concurrent ``crm.deal.add`` requests through ``BitrixClient`` with the production
 defaults (``max_response_bytes``, ``request_deadline_s``) to a webhook whose answers are huge (the emulator's
-``huge`` fault), then prints JSON: each call's outcome and this process's peak RSS (``ru_maxrss``). Run it
+``huge`` fault), then prints JSON: each call's outcome and this process's peak RSS (``VmHWM``). Run it
 in its own process so that nothing else (an emulator in the same interpreter) is counted:
 
     bitrix-worker emulator --port 9424 --no-limits \\
@@ -26,7 +26,16 @@ from bitrix_worker.redaction import WebhookUrl
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's own peak (``VmHWM``). Not ``ru_maxrss``: Linux carries it across ``exec``, so a child of
+    a large process (pytest after a thousand tests) would report its parent's size at the fork."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; elsewhere no /proc
 
 
 async def _one(client: BitrixClient, n: int) -> str:
