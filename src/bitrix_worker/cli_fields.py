@@ -67,6 +67,8 @@ def check(
     """Validate one operation without sending it: exit 0 valid, 1 findings (one line each), 2 bad input."""
     from .fieldcheck import BadInput, cached_schema, check_report, load_check
 
+    if schema is not None and portal is not None:
+        fail("--schema validates offline against its file and --portal names a portal to ask: give one", 2)
     try:
         operation, known = load_check(sys.stdin.read() if payload == "-" else None, payload, schema)
     except BadInput as exc:

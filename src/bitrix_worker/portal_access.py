@@ -75,18 +75,19 @@ async def resolve_portal(settings: Settings, portal_id: str) -> tuple[Settings, 
     raise ConfigError(OPTION, f"no portal {portal_id!r} in the portal registry (bitrix-worker portals list)")
 
 
-async def status_target(settings: Settings, portal_id: str) -> tuple[Settings, str]:
+async def status_target(settings: Settings, portal_id: str) -> tuple[Settings, str | None]:
     """The settings (its plan when the registry has it) and mapping table that ``status --portal`` reads.
     Lenient on purpose: an id the registry does not know still has a stream to show (its entries are
-    dead-lettered as unknown), and an unreadable registry leaves the default plan."""
+    dead-lettered as unknown), and an unreadable registry leaves the default plan. The table is None for an
+    id a readable registry does not hold: counting its rows would create an empty table for a typo."""
     try:
-        records = await registry_records(settings)
+        records: list[PortalRecord] | None = await registry_records(settings)
     except StoreError:
-        records = []
-    record = next((r for r in records if r.portal_id == portal_id), None)
-    return settings_for(settings, portal_id, record), portal_table(
-        DEFAULT_TABLE, portal_id, settings.default_portal
-    )
+        records = None
+    record = next((r for r in records or () if r.portal_id == portal_id), None)
+    table = portal_table(DEFAULT_TABLE, portal_id, settings.default_portal)
+    unknown = records is not None and record is None and portal_id != settings.default_portal
+    return settings_for(settings, portal_id, record), None if unknown else table
 
 
 @asynccontextmanager

@@ -93,9 +93,11 @@ def missing_sqlite_file(database_url: str) -> str | None:
     return None
 
 
-async def mapping_counts(database_url: str, *, table: str = DEFAULT_TABLE) -> dict[str, Any]:
-    """Rows per state in the mapping store (``table``: a registry portal's own); a missing SQLite file is
-    reported, never created."""
+async def mapping_counts(database_url: str, *, table: str | None = DEFAULT_TABLE) -> dict[str, Any]:
+    """Rows per state in the mapping store (``table``: a registry portal's own; None for an id the registry
+    does not hold); a missing SQLite file or table is reported, never created."""
+    if table is None:
+        return {"active": 0, "deleted": 0, "note": "not a registry portal: it has no mapping table"}
     path = missing_sqlite_file(database_url)
     if path is not None:
         return {"active": 0, "deleted": 0, "note": f"{path} does not exist yet"}
@@ -137,7 +139,7 @@ async def replay_hazards(
 
 
 async def gather_status(
-    client: RedisClient, settings: Settings, *, scan_cap: int = SCAN_CAP, table: str = DEFAULT_TABLE
+    client: RedisClient, settings: Settings, *, scan_cap: int = SCAN_CAP, table: str | None = DEFAULT_TABLE
 ) -> Status:
     """Everything ``bitrix-worker status`` shows (``table``: the portal's mapping table). Redis failures
     raise StoreError."""

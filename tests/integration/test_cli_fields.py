@@ -134,6 +134,16 @@ def test_check_bad_input_exits_2_with_one_line(
     assert "Traceback" not in result.output
 
 
+def test_check_refuses_a_schema_file_together_with_a_portal(env: dict[str, str], tmp_path: Path) -> None:
+    """``--schema`` never asks a portal, so ``--portal`` beside it would be silently ignored: refused."""
+    saved = tmp_path / "deal.schema.json"
+    saved.write_text(invoke(env, "fields", "deal", "--json").stdout)
+    result = invoke(env, "check", _payload(tmp_path, {}), "--schema", str(saved), "--portal", "shop-1")
+    assert result.exit_code == 2
+    assert "give one" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_check_refuses_a_schema_file_of_another_entity(env: dict[str, str], tmp_path: Path) -> None:
     saved = tmp_path / "contact.json"
     saved.write_text(invoke(env, "fields", "contact", "--json").stdout)

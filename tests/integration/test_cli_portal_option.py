@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,4 +286,13 @@ def test_status_counts_the_portals_own_mapping_table(env: dict[str, str]) -> Non
     assert default["mapping"]["active"] == 0
     unknown = invoke(env, "status", "--json", "--portal", "not-registered.example.com")
     assert unknown.exit_code == 0, unknown.output  # an unknown id's stream is still shown
-    assert json.loads(unknown.stdout)["mapping"]["active"] == 0
+    assert json.loads(unknown.stdout)["mapping"] == {
+        "active": 0,
+        "deleted": 0,
+        "note": "not a registry portal: it has no mapping table",
+    }
+    typo = portal_table(DEFAULT_TABLE, "not-registered.example.com", None)
+    with sqlite3.connect(env["DATABASE_URL"].split(":///", 1)[1]) as db:  # a typo creates no table
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert typo not in tables
+    assert portal_table(DEFAULT_TABLE, HOOK, None) in tables

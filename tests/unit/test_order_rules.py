@@ -108,8 +108,10 @@ def test_substitute_uses_only_live_ids() -> None:
 @given(
     st.recursive(
         st.none() | st.integers() | st.text(max_size=5) | st.just({"$ref": "contact:a"}),
-        lambda c: st.lists(c, max_size=3)
-        | st.dictionaries(st.text(max_size=4).filter(lambda k: k != refs.REF), c, max_size=3),
+        lambda c: (
+            st.lists(c, max_size=3)
+            | st.dictionaries(st.text(max_size=4).filter(lambda k: k != refs.REF), c, max_size=3)
+        ),
         max_leaves=12,
     )
 )
