@@ -91,7 +91,7 @@ with tempfile.TemporaryDirectory() as tmp:
 if len(sys.argv) > 3:
     out["store_postgresql"] = asyncio.run(store(sys.argv[3]))
 # the intake and outcome paths as the worker runs them per batch: claim.lua's reply (bytes, as redis-py
-# gives it) -> entries -> units; each unit's successful update -> result -> mapping row + settlement + argument
+# gives it) -> entries -> units; each unit's update answered -> result -> mapping row + settle argument
 from bitrix_worker.followups import write_result
 from bitrix_worker.outcomes import mapping_row
 from bitrix_worker.plan import Plan
