@@ -204,8 +204,10 @@ def _common(data: dict[str, Any]) -> Operation | None:
     except ValueError:
         return None
     operation = Operation.__new__(Operation)
-    values = {"op": kind, "entity": EntityName(spec.name), "key": key, "fields": fields}
-    _new(operation, "__dict__", {**values, "products": None, "version": version, "portal": portal})
+    name = EntityName(spec.name)
+    values = {"op": kind, "entity": name, "key": key, "fields": fields, "products": None, "version": version}
+    values["portal"] = portal  # the fields in the model's order, as its __dict__ holds them
+    _new(operation, "__dict__", values)
     _new(operation, "__pydantic_fields_set__", set(data))
     _new(operation, "__pydantic_extra__", None)
     _new(operation, "__pydantic_private__", None)
