@@ -96,7 +96,9 @@ def mapping_row(r: Result, token: int) -> Mapping | None:
     members = r.unit.members
     op = members[0].operation
     version = None
-    if r.mapping_state == "active":  # a refused member's version was never applied
+    if r.mapping_state == "active" and len(members) == 1 and not r.refused:  # the common case
+        version = op.version
+    elif r.mapping_state == "active":  # a refused member's version was never applied
         applied = [m.operation.version for i, m in enumerate(members) if i not in r.refused]
         version = max((v for v in applied if v is not None), default=None)
     return Mapping(str(op.entity), op.key, r.bitrix_id, version, state, token)
