@@ -90,6 +90,23 @@ with tempfile.TemporaryDirectory() as tmp:
     out["store_sqlite"] = asyncio.run(store(f"sqlite:///{tmp}/micro.sqlite3"))
 if len(sys.argv) > 3:
     out["store_postgresql"] = asyncio.run(store(sys.argv[3]))
+# the intake and outcome paths as the worker runs them per batch: claim.lua's reply (bytes, as redis-py
+# gives it) -> entries -> units; each unit's update answered -> result -> mapping row + settle argument
+from bitrix_worker.followups import write_result
+from bitrix_worker.outcomes import mapping_row
+from bitrix_worker.plan import Plan
+from bitrix_worker.redis.streams import _entry
+reply = [[e.id.encode(), e.ident.encode(), [b"payload", e.fields["payload"]], b""] for e in entries]
+plans = [Plan(Call.UPDATE, 1000 + i) for i in range(N)]
+def claimed():
+    got = [_entry(i, ident, flat, whose) for i, ident, flat, whose in reply]
+    return build_units(got, max_deliveries=5, at_ms=1765000001000)
+def finished():
+    done = [write_result(u, p, {"result": True}) for u, p in zip(units, plans)]
+    rows = [row for r in done if (row := mapping_row(r, 7)) is not None]
+    return rows, lua_json([settlement(r, 1765000002000).as_json() for r in done])
+out["claim_to_units"] = best(claimed)
+out["results_to_settle"] = best(finished)
 print(json.dumps(out))
 """
 LABELS = {
@@ -99,6 +116,8 @@ LABELS = {
     "report": "the `applied` log line and metrics (`reporting.report`)",
     "store_sqlite": "mapping store read + write, SQLite (worker CPU, all threads)",
     "store_postgresql": "mapping store read + write, PostgreSQL (worker CPU, not the server's)",
+    "claim_to_units": "claim reply -> entries -> units (`streams._entry`, `intake.build_units`)",
+    "results_to_settle": "answer -> result -> mapping row + settle argument (`write_result`, `outcomes`)",
 }
 
 

@@ -61,8 +61,11 @@ class Result:
         return self.detail or self.reason.sentence
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MemberOutcome:
+    """Not frozen: two are built for every operation (its settlement, its report), and a frozen
+    dataclass's ``__init__`` costs twice as much. Nothing changes one once built."""
+
     index: int
     outcome: Outcome
     reason: Reason
@@ -90,11 +93,15 @@ def mapping_row(r: Result, token: int) -> Mapping | None:
         state = "unknown" if r.unit.ambiguous_before else "failed"
     if state is None:
         return None
-    op = r.unit.head
-    versions = [m.operation.version for i, m in enumerate(r.unit.members) if i not in r.refused]
-    applied = [v for v in versions if v is not None]  # a refused member's version was never applied
-    version = max(applied, default=None) if r.mapping_state == "active" else None
-    return Mapping(op.entity.value, op.key, r.bitrix_id, version, state, token)
+    members = r.unit.members
+    op = members[0].operation
+    version = None
+    if r.mapping_state == "active" and len(members) == 1 and not r.refused:  # the common case
+        version = op.version
+    elif r.mapping_state == "active":  # a refused member's version was never applied
+        applied = [m.operation.version for i, m in enumerate(members) if i not in r.refused]
+        version = max((v for v in applied if v is not None), default=None)
+    return Mapping(str(op.entity), op.key, r.bitrix_id, version, state, token)
 
 
 def member_outcomes(r: Result) -> list[MemberOutcome]:
@@ -112,6 +119,9 @@ def member_outcomes(r: Result) -> list[MemberOutcome]:
     ]
 
 
+_COUNTED = {outcome: f"outcome:{outcome.value}" for outcome in Outcome}
+
+
 def settlement(r: Result, at_ms: int) -> Settlement:
     u = r.unit
     if r.outcome is Outcome.RETRY:
@@ -124,45 +134,34 @@ def settlement(r: Result, at_ms: int) -> Settlement:
             unit=u.to_json(),
             counters={"retries": 1},
         )
-    finals = member_outcomes(r)
     counters: dict[str, int] = {}
-    for f in finals:
-        counters[f"outcome:{f.outcome}"] = counters.get(f"outcome:{f.outcome}", 0) + 1
-        if f.outcome is not Outcome.APPLIED:
-            counters[f"{f.outcome}:{f.text}"] = counters.get(f"{f.outcome}:{f.text}", 0) + 1
-    dead = [
-        [
-            "payload",
-            u.members[f.index].payload,
-            "error",
-            dead_letter_error(
+    dead: list[list[str]] = []
+    records: list[list[str]] = []
+    attempts = u.attempts
+    for f in member_outcomes(r):  # one pass: counters, dead letters and records in the order they had
+        member, outcome, c = u.members[f.index], f.outcome, r.classification_of(f.index)
+        counters[_COUNTED[outcome]] = counters.get(_COUNTED[outcome], 0) + 1
+        if outcome is not Outcome.APPLIED:
+            named = f"{outcome.value}:{f.text}"
+            counters[named] = counters.get(named, 0) + 1
+        if outcome is Outcome.DEAD:
+            dead.append(
+                ["payload", member.payload, "error", _dead_letter(r, f.text, member.origin, c, at_ms)]
+            )
+        records.append(
+            outcome_record(
+                stream_id=member.origin,
+                ident=u.ident,
+                op=member.operation.op.value,
+                outcome=outcome.value,
                 reason=f.text,
-                history=u.history,
-                stream_id=u.members[f.index].origin,
+                code=f.reason.value,
+                attempts=attempts,
                 at_ms=at_ms,
-                classification=r.classification_of(f.index),
-                error_class=_dead_class(r.reason) or ErrorClass.POISON.value,
-                may_have_run=u.ambiguous_before and u.head.op in (OpKind.CREATE, OpKind.UPSERT),
-            ),
-        ]
-        for f in finals
-        if f.outcome is Outcome.DEAD
-    ]
-    records = [
-        outcome_record(
-            stream_id=u.members[f.index].origin,
-            ident=u.ident,
-            op=u.members[f.index].operation.op.value,
-            outcome=f.outcome.value,
-            reason=f.text,
-            code=f.reason.value,
-            attempts=u.attempts,
-            at_ms=at_ms,
-            error_class=c.error_class.value if (c := r.classification_of(f.index)) else _dead_class(f.reason),
-            bitrix_id=r.bitrix_id,
+                error_class=c.error_class.value if c else _dead_class(f.reason),
+                bitrix_id=r.bitrix_id,
+            )
         )
-        for f in finals
-    ]
     return Settlement(
         ids=list(u.stream_ids),
         ident=u.ident,
@@ -170,4 +169,17 @@ def settlement(r: Result, at_ms: int) -> Settlement:
         dead=dead,
         outcomes=records,
         counters=counters,
+    )
+
+
+def _dead_letter(r: Result, text: str, origin: str, c: Classification | None, at_ms: int) -> str:
+    u = r.unit
+    return dead_letter_error(
+        reason=text,
+        history=u.history,
+        stream_id=origin,
+        at_ms=at_ms,
+        classification=c,
+        error_class=_dead_class(r.reason) or ErrorClass.POISON.value,
+        may_have_run=u.ambiguous_before and u.head.op in (OpKind.CREATE, OpKind.UPSERT),
     )

@@ -55,7 +55,7 @@ class WorkUnit:
 
     @property
     def attempts(self) -> int:
-        return attempts_in(self.history)
+        return attempts_in(self.history) if self.history else 0  # most units have none: no generator
 
     @property
     def ambiguous_before(self) -> bool:

@@ -63,3 +63,51 @@ def test_version_is_bounded_by_what_the_mapping_store_holds(version: int, ok: bo
 def test_decode_payload_raises_nothing_but_poison(raw: bytes) -> None:
     with contextlib.suppress(PoisonMessage):  # anything else (RecursionError, UnicodeError) fails the test
         decode_payload(raw)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal values of the very same types, dict order and float sign included."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(v, b[k]) for k, v in a.items())  # type: ignore[index]
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
+    return repr(a) == repr(b)
+
+
+_NUMBERS = st.from_regex(r"\A-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?\Z")
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+    max_leaves=12,
+)
+_TEXTS = (
+    st.builds(json.dumps, _JSON, ensure_ascii=st.booleans())
+    | _NUMBERS
+    | st.builds(str, st.integers(2**62, 2**66) | st.integers(-(2**66), -(2**62)))  # around 64 bits
+    | st.builds("[{}]".format, st.lists(_NUMBERS, max_size=4).map(",".join))
+    | st.builds('{{"a":{},"b":1,"a":{}}}'.format, _NUMBERS, _NUMBERS)  # a name twice: the last value wins
+    | st.text(alphabet='{}[]",:0123456789.eE+- \t\nabtrulfsn\\u', max_size=30)
+)
+
+
+@given(_TEXTS)
+def test_the_orjson_path_reads_what_json_reads(text: str) -> None:
+    """``_plain`` (orjson) answers only where ``json`` gives the very same value, and ``loads`` then gives
+    it; anything else takes the ``json`` path, whose wording a dead letter carries."""
+    from bitrix_worker.boundedjson import _DECODER, _REFUSED, _plain
+
+    value = _plain(text.encode("utf-8", errors="surrogatepass"))
+    if value is _REFUSED:
+        return
+    assert _same(value, _DECODER.decode(text))
+    assert _same(loads(text, max_bytes=MB), value)
+
+
+def test_integers_beyond_64_bits_stay_exact() -> None:
+    assert loads('{"a":18446744073709551616,"b":-9223372036854775809}', max_bytes=MB) == {
+        "a": 18446744073709551616,
+        "b": -9223372036854775809,
+    }
+    assert loads("[123456789012345678]", max_bytes=MB) == [123456789012345678]

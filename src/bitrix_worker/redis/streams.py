@@ -32,7 +32,10 @@ CLAIMED_TOKENS_KEPT = 16  # the last claims whose fencing token a batch may stil
 def _entry(
     raw_id: Any, ident: Any, flat: Sequence[Any], whose: Any, *, deliveries: int = 1, sent: int = 0
 ) -> Entry:
-    fields = {as_text(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+    if len(flat) == 2:  # a producer's entry: its payload alone (built without a loop: every entry read)
+        fields = {as_text(flat[0]): bytes(flat[1])}
+    else:
+        fields = {as_text(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
     return Entry(as_text(raw_id), _ident(ident), fields, deliveries, as_text(whose), sent)
 
 
