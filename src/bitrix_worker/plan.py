@@ -38,8 +38,12 @@ class Call(StrEnum):
     DELETE = "delete"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Plan:
+    """What to do for one unit. Never changed in place (``dataclasses.replace`` makes a changed copy), yet
+    not a frozen dataclass: that one's ``__init__`` sets each field through ``object.__setattr__``, and
+    building every unit's plan cost three times as much CPU (~2-3 µs)."""
+
     call: Call | None  # None: nothing to send
     bitrix_id: int | None = None
     fields: dict[str, Any] = field(default_factory=dict)
