@@ -107,6 +107,55 @@ def finished():
     return rows, lua_json([settlement(r, 1765000002000).as_json() for r in done])
 out["claim_to_units"] = best(claimed)
 out["results_to_settle"] = best(finished)
+from dataclasses import dataclass, field as _field
+from bitrix_worker.config import load_settings
+from bitrix_worker.emulator import EmulatorConfig
+from bitrix_worker.emulator.portal import Portal
+from bitrix_worker.plan import command_for, plan_unit
+from bitrix_worker.redis.schemas import SchemaCache
+from bitrix_worker.refs import targets_of
+from bitrix_worker.schema import (EntitySchema, parse_categories, parse_currencies, parse_fields,
+                                  parse_statuses, status_lists_needed)
+from bitrix_worker.screening import Screening
+
+emu = Portal(EmulatorConfig())  # the deal schema bench.cost's emulator serves, parsed as the worker does
+answer = lambda method, **params: emu.call(method, params)[0].value
+deal_fields = parse_fields(answer("crm.deal.fields"))
+pipelines = parse_categories(answer("crm.category.list", entityTypeId=2))
+schema = EntitySchema("deal", deal_fields, {n: parse_statuses(answer("crm.status.entity.items", entityId=n))
+                      for n in status_lists_needed(deal_fields, pipelines)}, pipelines,
+                      parse_currencies(answer("crm.currency.list")), fetched_at=time.time())
+settings = load_settings(webhook_url="https://micro.bitrix24.com/rest/1/0123456789abcdef/")
+schemas = SchemaCache(None, settings.keys, "micro.bitrix24.com", ttl_s=3600.0, memo_s=float("inf"))
+schemas._memo["deal"] = (schema, time.time())  # what the first load of every 10 s leaves (no Redis here)
+
+async def no_fetch(entity):
+    raise AssertionError("the micro benchmark must not fetch a schema")
+
+screening = Screening(settings, schemas, no_fetch, events=events)
+known = {("deal", u.head.key): Mapping("deal", u.head.key, 1000 + i, None, "active", 1)
+         for i, u in enumerate(units)}
+
+@dataclass(slots=True)
+class Pending:
+    unit: object
+    plan: object
+    screened: dict = _field(default_factory=dict)
+
+def plan_and_screen():
+    keys = [(u.head.entity.value, u.head.key) for u in units]
+    targets_of(units)
+    pending = [Pending(u, plan_unit(u, known.get(k), originator_id="micro", recreate_deleted=False,
+                                    known=known)) for u, k in zip(units, keys)]
+    coro = screening.screen(pending, [])
+    try:
+        coro.send(None)  # a memo hit never suspends: no event loop needed
+    except StopIteration as done:
+        assert len(done.value) == N
+        return [command_for(p.plan, p.unit.head.entity.spec) for p in done.value]
+    raise AssertionError("screening suspended")
+
+out["plan_screen"] = best(plan_and_screen)
 print(json.dumps(out))
 """
 LABELS = {
@@ -118,6 +167,7 @@ LABELS = {
     "store_postgresql": "mapping store read + write, PostgreSQL (worker CPU, not the server's)",
     "claim_to_units": "claim reply -> entries -> units (`streams._entry`, `intake.build_units`)",
     "results_to_settle": "answer -> result -> mapping row + settle argument (`write_result`, `outcomes`)",
+    "plan_screen": "planning, field screening and the command (`plan_unit`, `Screening.screen`)",
 }
 
 

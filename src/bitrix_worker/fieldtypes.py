@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -45,6 +45,7 @@ class Context:
 
 
 Check = Callable[[Any, FieldSchema, Context], Problem | None]
+Accept = Callable[[Any], bool]
 
 
 def is_ref(value: Any) -> bool:
@@ -82,7 +83,9 @@ def check_integer(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None
 
 
 def check_double(value: Any, spec: FieldSchema, ctx: Context) -> Problem | None:
-    if type(value) in (int, float):
+    if type(value) is int:  # never through float: math.isfinite(10**400) raises OverflowError
+        return None
+    if type(value) is float:
         return None if math.isfinite(value) else Problem("a finite number")
     ok = isinstance(value, str) and _DECIMAL.match(value)
     return None if ok else Problem('a number (decimal point ".", no thousands separators)')
@@ -228,3 +231,76 @@ CHECKS: dict[str, Check] = {
 
 def check_for(field_type: str) -> Check:
     return CHECKS.get(field_type, check_anything)
+
+
+def quick_accept(spec: FieldSchema, ctx: Context) -> Accept | None:
+    """A test true only of values ``validation`` lets through for this field: filled plain ``str``/``int``/
+    ``float`` values the field's check accepts; None for types without one (their values take the full check).
+
+    Why: nearly every value a worker sends is such a value of a handful of types (text, a status, a list
+    item, an id), and the full path (emptiness, ``_check_value``, the check, a status lookup through every
+    pipeline's list) cost more per field than the rest of planning. ``validation`` builds these once per
+    schema and pipeline; a value they do not accept goes through the full check, so verdicts and their texts
+    stay exactly the full check's (tests/unit/test_quick_accept.py compares the two on generated values).
+    """
+    if spec.type == "crm_multifield":  # entries, whatever the value: ``validation._multifield``
+        return None
+    build = _QUICK.get(check_for(spec.type))
+    return None if build is None else build(spec, ctx)
+
+
+def _quick_status(spec: FieldSchema, ctx: Context) -> Accept:
+    lists = ctx.schema.status_lists(spec, ctx.category_id)
+    known = [ctx.schema.statuses[name] for name in lists if name in ctx.schema.statuses]
+    camel = ctx.schema.camel
+    return _among([s for statuses in known for s in statuses], camel) if known else _filled(camel)
+
+
+def _quick_double(spec: FieldSchema, ctx: Context) -> Accept:
+    camel = ctx.schema.camel
+    return lambda value: (
+        (type(value) is int or (type(value) is float and math.isfinite(value))) and not (camel and value == 0)
+    )
+
+
+def _quick_integer(spec: FieldSchema, ctx: Context) -> Accept:
+    camel = ctx.schema.camel
+    return lambda value: type(value) is int and not (camel and value == 0)
+
+
+def _quick_currency(spec: FieldSchema, ctx: Context) -> Accept | None:
+    return _among(ctx.schema.currencies, ctx.schema.camel) if ctx.schema.currencies else None
+
+
+_QUICK: dict[Check, Callable[[FieldSchema, Context], Accept | None]] = {
+    check_string: lambda spec, ctx: _filled(ctx.schema.camel),
+    check_anything: lambda spec, ctx: _filled(ctx.schema.camel),
+    check_status: _quick_status,
+    check_enumeration: lambda spec, ctx: _among([i for i, _ in spec.items], ctx.schema.camel),
+    check_char: lambda spec, ctx: _among(("Y", "N"), ctx.schema.camel),
+    check_integer: _quick_integer,
+    check_double: _quick_double,
+    check_currency: _quick_currency,
+    check_user: lambda spec, ctx: _positive_id,
+    check_link: lambda spec, ctx: _positive_id,
+}
+"""The quick check of each field check that has one (``quick_accept``)."""
+
+
+def _filled(camel: bool) -> Accept:
+    """Any text or number but an empty one (``""``; with crm.item.*'s PHP ``empty`` also ``"0"`` and 0)."""
+    blank = ("", "0") if camel else ("",)
+
+    def accept(value: Any) -> bool:
+        kind = type(value)
+        if kind is str:
+            return value not in blank
+        return (kind is int or kind is float) and not (camel and value == 0)
+
+    return accept
+
+
+def _among(ids: Iterable[str], camel: bool) -> Accept:
+    """One of ``ids`` as a string (an empty one is left to the full check: it may be a required field's)."""
+    allowed = frozenset(ids) - {"", "0" if camel else ""}
+    return lambda value: type(value) is str and value in allowed

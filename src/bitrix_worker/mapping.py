@@ -283,10 +283,12 @@ class MappingStore:
         if len(rounds) == 1 and len(rows) <= CHUNK_ROWS:  # a worker's batch: one statement, atomic alone
             stmt = self._sql.upsert(len(rows))
             params = stmt.params([_values(row, stamp) for row in rows])
-            done = {
-                (r[0], r[1])
-                for r in await self._run("record_many", self._runner.fetch, stmt.sql, params, write=True)
-            }
+            found = await self._run(
+                "record_many", self._runner.upsert, stmt.sql, stmt.quiet, params, len(rows)
+            )
+            if found is None:  # every row applied
+                return [True] * len(rows)
+            done = {(r[0], r[1]) for r in found}
             return [(row.entity, row.key) in done for row in rows]
         return await self._run("record_many", self._runner.write, self._write, rows, rounds, stamp)
 
@@ -360,6 +362,8 @@ def _values(row: Mapping, stamp: Any) -> tuple[Any, ...]:
 
 def _rounds(rows: Sequence[Mapping]) -> list[list[int]]:
     """Split row indexes so no key repeats within a round (one upsert cannot touch a row twice)."""
+    if len({(row.entity, row.key) for row in rows}) == len(rows):  # a worker's batch: one round
+        return [list(range(len(rows)))]
     rounds: list[list[int]] = []
     seen: dict[tuple[str, str], int] = {}
     for i, row in enumerate(rows):

@@ -182,6 +182,12 @@ def live_id(row: StoreRow | None) -> int | None:
     return row.bitrix_id
 
 
+def plain(fields: Mapping[str, Any]) -> bool:
+    """Every value a scalar (no object or list): ``fields`` holds no reference and ``substitute`` of it
+    would only copy it."""
+    return all(type(value) in _SCALARS for value in fields.values())
+
+
 def substitute(value: Any, known: Mapping[tuple[str, str], StoreRow]) -> Any:
     """``value`` with every reference replaced by its target's Bitrix24 id (an int).
 

@@ -87,6 +87,9 @@ class EntitySchema:
     stage_lists: Mapping[int, str] = field(default_factory=dict)  # crm.item.*: pipeline -> its stage list
     default_category: int = 0  # the pipeline a create without one lands in
     camel: bool = False  # written with crm.item.* (camelCase names; "empty" values become null)
+    compiled: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """What ``validation`` derives from this schema once (per-field quick checks): a schema never changes,
+    a newer one is another object, so the memo lives and goes with it."""
 
     def stage_list(self, category_id: int) -> str:
         """``DEAL_STAGE`` for the default pipeline, ``DEAL_STAGE_<id>`` for the others (never ``_0``)."""

@@ -58,7 +58,16 @@ from .schema import EntitySchema
 from .spelling import respell, sent_name
 from .taxonomy import Classification, ErrorClass, Execution
 from .units import WorkUnit
-from .validation import SCHEMA_UNAVAILABLE, Decision, Finding, FindingAction, FindingKind, decide, validate
+from .validation import (
+    CLEAN,
+    SCHEMA_UNAVAILABLE,
+    Decision,
+    Finding,
+    FindingAction,
+    FindingKind,
+    decide,
+    validate,
+)
 from .values import Clock
 
 SCREENED_ENTITIES = frozenset(SYSTEM)  # the entities named by a word; every ``item:<entityTypeId>`` too
@@ -93,8 +102,11 @@ class Planned(Protocol):
 
 
 def own_fields(spec: EntitySpec, call: Call, fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields the producer is answerable for: a create's origin fields are the worker's own."""
-    return {k: v for k, v in fields.items() if call is Call.UPDATE or k not in spec.origin_fields}
+    """The fields the producer is answerable for: a create's origin fields are the worker's own (an
+    update's are all its own: the same dict, not a copy)."""
+    if call is Call.UPDATE:
+        return fields
+    return {k: v for k, v in fields.items() if k not in spec.origin_fields}
 
 
 def producer_names(unit: WorkUnit, live: Sequence[int] | None = None) -> list[str]:
@@ -208,8 +220,9 @@ class Screening:
         if not self.enabled:
             return pending
         kept: list[P] = []
+        batch: dict[str, EntitySchema] = {}  # entity -> its schema, asked once per batch (``_schema``)
         for p in pending:
-            rejected = await self._screen_one(p)
+            rejected = await self._screen_one(p, batch)
             if rejected is None:
                 kept.append(p)
             else:
@@ -217,29 +230,40 @@ class Screening:
         return kept
 
     def check(
-        self, spec: EntitySpec, call: Call, sent: dict[str, Any], schema: EntitySchema, names: list[str]
+        self,
+        spec: EntitySpec,
+        call: Call,
+        sent: dict[str, Any],
+        schema: EntitySchema,
+        unit: WorkUnit,
+        *,
+        live: Sequence[int] | None = None,
     ) -> Decision:
-        """Validate the fields as sent; findings named as the producer wrote them."""
-        findings = respell(validate(call.value, own_fields(spec, call, sent), schema), spec, names)
-        return decide(findings, self.actions)
+        """Validate the fields as sent; findings named as the (``live``) members of ``unit`` wrote them."""
+        findings = validate(call.value, own_fields(spec, call, sent), schema)
+        if not findings:
+            return CLEAN
+        return decide(respell(findings, spec, producer_names(unit, live)), self.actions)
 
-    async def _screen_one(self, p: Planned) -> Result | None:
+    async def _screen_one(self, p: Planned, batch: dict[str, EntitySchema] | None = None) -> Result | None:
         call, entity = p.plan.call, p.unit.head.entity.value
         if call not in (Call.CREATE, Call.UPDATE):
             return None
+        batch = {} if batch is None else batch
         spec = p.unit.head.entity.spec
-        schema = await self.schema(entity, refresh=portal_refused(p.unit))
+        schema = await self._schema(entity, batch, refresh=portal_refused(p.unit))
         if isinstance(schema, Unavailable):
             if schema.hold_s:
                 return Result(p.unit, Outcome.RETRY, Reason.SCHEMA_UNAVAILABLE, delay_s=schema.hold_s)
             self.events.field_finding(SCHEMA_UNAVAILABLE, FindingAction.WARN.value, p.unit.head.entity.label)
             return None
-        names = producer_names(p.unit)
-        decision = self.check(spec, call, p.plan.fields, schema, names)
+        decision = self.check(spec, call, p.plan.fields, schema, p.unit)
+        if decision is CLEAN:
+            return None
         if self._surprised(decision, schema):
-            fresher = await self.schema(entity, refresh=True)
+            fresher = await self._schema(entity, batch, refresh=True)
             if isinstance(fresher, EntitySchema) and fresher.fetched_at != schema.fetched_at:
-                decision = self.check(spec, call, p.plan.fields, fresher, names)
+                decision = self.check(spec, call, p.plan.fields, fresher, p.unit)
         self._report(p.unit, entity, decision)
         if decision.reject:
             kept = self._without_culprits(p, spec, call, schema, decision)
@@ -272,8 +296,8 @@ class Screening:
             if trial.call is None:  # what is left only sets rows or moves the pipeline: nothing to check
                 decision = decide([], self.actions)
                 break
-            names = producer_names(p.unit, [i for i in live if i not in blamed])
-            decision = self.check(spec, call, trial.fields, schema, names)
+            rest = [i for i in live if i not in blamed]
+            decision = self.check(spec, call, trial.fields, schema, p.unit, live=rest)
             findings = decision.reject  # an earlier member's value that the blamed one had hidden
         p.plan = trial
         p.screened["refused"] = {i: refusal(found, self.known_secrets()) for i, found in blamed.items()}
@@ -285,9 +309,26 @@ class Screening:
         old_enough = self.clock() - schema.fetched_at >= self.refresh_min_s
         return old_enough and any(f.kind in SURPRISES for f in stopping)
 
+    async def _schema(
+        self, entity: str, batch: dict[str, EntitySchema], *, refresh: bool
+    ) -> EntitySchema | Unavailable:
+        """``schema`` asked once per entity per batch: the answer is the memo's, the same for every unit of
+        the batch (the CPU of asking was a tenth of screening). A refresh always asks, and what it gives
+        is the batch's from then on, as it is the memo's."""
+        found = None if refresh else batch.get(entity)
+        if found is None:
+            answer = await self.schema(entity, refresh=refresh)
+            if not isinstance(answer, EntitySchema):
+                return answer  # Unavailable: asked again for the next unit, as each has its own hold
+            batch[entity] = found = answer
+        return found
+
     async def schema(self, entity: str, *, refresh: bool = False) -> EntitySchema | Unavailable:
         """The schema to validate with, or what to do without one (hold the unit, or send it unchecked)."""
-        async with self.fetching.setdefault(entity, asyncio.Lock()):  # concurrent batches: one cold fetch
+        lock = self.fetching.get(entity)
+        if lock is None:
+            lock = self.fetching[entity] = asyncio.Lock()
+        async with lock:  # concurrent batches: one cold fetch
             now = self.clock()
             failing = self.failing.get(entity)
             if failing is not None and failing.retry_at > now:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .fieldtypes import Context, Problem, check_for, is_ref
+from .fieldtypes import Accept, Context, Problem, check_for, is_ref, quick_accept
 from .schema import EntitySchema, FieldSchema
 
 VALUE_REPR_MAX = 80
@@ -108,6 +108,10 @@ class Decision:
     def apply(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The fields to send when nothing is rejected: dropped ones removed."""
         return {k: v for k, v in fields.items() if k not in self.drop_fields}
+
+
+CLEAN = Decision()
+"""The decision on an operation without findings (immutable, shared: most operations have none)."""
 
 
 def decide(findings: Iterable[Finding], actions: Mapping[FindingKind, FindingAction]) -> Decision:
@@ -246,45 +250,29 @@ def _category(
 
 
 def validate(
-    op_kind: str, fields: Mapping[str, Any], schema: EntitySchema, *, category_id: int | None = None
+    op_kind: str,
+    fields: Mapping[str, Any],
+    schema: EntitySchema,
+    *,
+    category_id: int | None = None,
+    quick: bool = True,
 ) -> list[Finding]:
-    """Every finding for one operation (empty: safe to send). Never raises on any JSON-like input."""
+    """Every finding for one operation (empty: safe to send). Never raises on any JSON-like input.
+
+    ``quick``: values a per-field quick check accepts skip the full one (``fieldtypes.quick_accept``: same
+    verdicts); False checks every value in full (the tests compare the two)."""
     if op_kind == "delete":
         return []
-    ctx = Context(schema, _category(op_kind, fields, category_id, schema))
+    category = _category(op_kind, fields, category_id, schema)
+    accepts = _accepts(schema, op_kind, category) if quick else {}
+    ctx: Context | None = None
     findings: list[Finding] = []
     for name, value in fields.items():
-        spec = schema.fields.get(name)
-        if spec is None:
-            findings.append(_unknown(str(name), value, schema))
+        accept = accepts.get(name)
+        if accept is not None and accept(value):
             continue
-        if spec.read_only:
-            findings.append(
-                _finding(
-                    FindingKind.READ_ONLY,
-                    name,
-                    value,
-                    "no value (the portal sets it)",
-                    f"{name} ({spec.label!r}) is read-only: Bitrix24 would ignore it",
-                )
-            )
-            continue
-        if spec.immutable and op_kind == "update":
-            findings.append(
-                _finding(
-                    FindingKind.IMMUTABLE,
-                    name,
-                    value,
-                    "no value on update (set it on create)",
-                    f"{name} ({spec.label!r}) can only be set on create: Bitrix24 ignores it on update",
-                )
-            )
-            continue
-        if _empty(value, php=schema.camel):
-            if spec.required and op_kind in ("create", "update"):
-                findings.append(_required(spec, value, clearing=True))
-            continue
-        finding = _check_value(spec, value, ctx)
+        ctx = ctx or Context(schema, category)
+        finding = _field_finding(op_kind, name, value, schema, ctx)
         if finding is not None:
             findings.append(finding)
     if op_kind == "create":
@@ -294,6 +282,55 @@ def validate(
             if spec.required and not spec.read_only and spec.name not in fields
         )
     return findings
+
+
+def _accepts(schema: EntitySchema, op_kind: str, category: int | None) -> Mapping[str, Accept]:
+    """The quick checks of the fields a value may be written to, built once per schema and pipeline (a
+    pipeline the schema does not know gets none: producers' numbers must not grow the memo)."""
+    if category is not None and category not in schema.categories and category != schema.default_category:
+        return {}
+    update = op_kind == "update"  # the only rule by operation kind a value of a field can meet
+    key = ("accepts", update, category)
+    found: dict[str, Accept] | None = schema.compiled.get(key)
+    if found is None:
+        ctx = Context(schema, category)
+        found = {}
+        for name, spec in schema.fields.items():
+            if spec.read_only or (spec.immutable and update):
+                continue
+            accept = quick_accept(spec, ctx)
+            if accept is not None:
+                found[name] = accept
+        schema.compiled[key] = found
+    return found
+
+
+def _field_finding(op_kind: str, name: str, value: Any, schema: EntitySchema, ctx: Context) -> Finding | None:
+    """The full check of one field's value."""
+    spec = schema.fields.get(name)
+    if spec is None:
+        return _unknown(str(name), value, schema)
+    if spec.read_only:
+        return _finding(
+            FindingKind.READ_ONLY,
+            name,
+            value,
+            "no value (the portal sets it)",
+            f"{name} ({spec.label!r}) is read-only: Bitrix24 would ignore it",
+        )
+    if spec.immutable and op_kind == "update":
+        return _finding(
+            FindingKind.IMMUTABLE,
+            name,
+            value,
+            "no value on update (set it on create)",
+            f"{name} ({spec.label!r}) can only be set on create: Bitrix24 ignores it on update",
+        )
+    if _empty(value, php=schema.camel):
+        if spec.required and op_kind in ("create", "update"):
+            return _required(spec, value, clearing=True)
+        return None
+    return _check_value(spec, value, ctx)
 
 
 def _required(spec: FieldSchema, value: Any, *, clearing: bool) -> Finding:

@@ -46,6 +46,31 @@ async def test_record_many_same_key_applies_in_order(mapping_store: MappingStore
     assert await mapping_store.get("deal", "a") == Mapping("deal", "a", 1, 5, "active", 1)
 
 
+async def test_one_batch_applies_some_rows_and_refuses_others(mapping_store: MappingStore) -> None:
+    """A batch of distinct keys is one statement; SQLite learns which rows applied from the count of rows
+    changed, and only when some were refused writes again returning their keys: either way the refused
+    rows, and their time of last write (the replay guard's), are untouched."""
+    seed = [Mapping("deal", "a", 1, 5, "active", 3), Mapping("deal", "b", 2, 1, "active", 3),
+            Mapping("deal", "c", 3, None, "active", 9)]  # fmt: skip
+    assert await mapping_store.record_many(seed) == [True] * 3
+    before = await mapping_store.last_writes([("deal", "a"), ("deal", "c")])
+    await asyncio.sleep(0.01)
+    batch = [
+        Mapping("deal", "a", 1, 4, "active", 3),  # stale version
+        Mapping("deal", "b", 2, 2, "active", 3),
+        Mapping("deal", "c", 3, None, "deleted", 8),  # lower fence
+        Mapping("deal", "d", 4, None, "active", 3),  # new
+    ]
+    assert await mapping_store.record_many(batch) == [False, True, False, True]
+    found = await mapping_store.get_many([("deal", k) for k in "abcd"])
+    assert found == {("deal", m.key): m for m in (seed[0], batch[1], seed[2], batch[3])}
+    assert await mapping_store.last_writes([("deal", "a"), ("deal", "c")]) == before
+    newer = [Mapping("deal", k, 7, 9, "active", 9) for k in "abcd"]
+    assert await mapping_store.record_many(newer) == [True] * 4  # all applied: the count alone says so
+    found = await mapping_store.get_many([("deal", k) for k in "abcd"])
+    assert found == {("deal", m.key): m for m in newer}
+
+
 async def test_stale_version_refused(mapping_store: MappingStore) -> None:
     assert await mapping_store.record_applied("deal", "k", bitrix_id=1, version=10, fence=1)
     assert not await mapping_store.record_applied("deal", "k", bitrix_id=2, version=9, fence=1)
