@@ -90,6 +90,28 @@ with tempfile.TemporaryDirectory() as tmp:
     out["store_sqlite"] = asyncio.run(store(f"sqlite:///{tmp}/micro.sqlite3"))
 if len(sys.argv) > 3:
     out["store_postgresql"] = asyncio.run(store(sys.argv[3]))
+
+def settled_batch():
+    # the batch as delivery.finish reports it (report_settled; before it, report per result), with the
+    # worker's subscribers and lean log records (tuning), restored afterwards
+    import logging
+    from bitrix_worker import reporting
+    from bitrix_worker.logs import lean_records
+    from bitrix_worker.stall import Progress
+    saved = (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
+    lean_records()
+    worker_events = EventFanout(Tally(RunSummary()), Progress(), PrometheusEvents())
+    now, oks = 1765000002000, [True] * len(results)
+    if hasattr(reporting, "report_settled"):
+        run = lambda: reporting.report_settled(results, oks, now, events=worker_events, log=log)
+    else:
+        run = lambda: [report(r, now, events=worker_events, log=log) for r in results]
+    try:
+        return best(run, 50)
+    finally:
+        logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing = saved
+
+out["report_settled"] = settled_batch()
 print(json.dumps(out))
 """
 LABELS = {
@@ -99,6 +121,7 @@ LABELS = {
     "report": "the `applied` log line and metrics (`reporting.report`)",
     "store_sqlite": "mapping store read + write, SQLite (worker CPU, all threads)",
     "store_postgresql": "mapping store read + write, PostgreSQL (worker CPU, not the server's)",
+    "report_settled": "a batch's lines and metrics, as the worker reports them (`report_settled`)",
 }
 
 

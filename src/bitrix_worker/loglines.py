@@ -54,7 +54,7 @@ class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """``Handler.handle`` and ``emit`` for one of our lines without its ``LogRecord``: the line ``format``
         would give (``LineFormatter.line``), written and flushed (or kept) under the handler's lock."""
         formatter = cast(LineFormatter, self.formatter)  # checked by ``_only_handler``
-        with self._lock():
+        with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
             try:
                 line = formatter.line(logger, name, event_dict) + self.terminator
                 if self._held is None:
@@ -249,8 +249,8 @@ def _direct(name: str, levelno: int) -> Callable[..., Any]:
         if not std.isEnabledFor(levelno):
             return None  # filter_by_level raises DropEvent, or Logger.<level> returns
         handler = _only_handler(std, levelno)
-        event_dict: Any = self._context.copy()
-        event_dict.update(kw)
+        context = self._context
+        event_dict: Any = {**context, **kw} if context else kw  # kw is this call's own dict
         if handler is None or "stack_info" in event_dict or "positional_args" in event_dict:
             return self._proxy_to_logger(name, event, *args, **kw)
         if event is not None:
