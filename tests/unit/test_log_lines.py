@@ -65,8 +65,8 @@ def _reference(stream: io.StringIO, secrets: list[str], fmt: str) -> None:
     """0ef761d's ``configure_logging``, of structlog's parts: what a line looked like before loglines.py."""
     redactor = logs._Redactor(secrets)
     renderer: Any
-    if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    if fmt in ("console", "auto"):  # auto: _printed's stream is a TTY
+        renderer = structlog.dev.ConsoleRenderer(colors=fmt == "auto")
     else:
         encoder = json.JSONEncoder(default=logs._json_fallback)
         renderer = structlog.processors.JSONRenderer(serializer=lambda obj, **_: encoder.encode(obj))
@@ -131,7 +131,7 @@ def _emit(calls: list[Call]) -> None:
 
 def _printed(setup: Callable[[io.StringIO, list[str], str], None], secrets: list[str], fmt: str,
              calls: list[Call], batched: bool) -> str:  # fmt: skip
-    stream = io.StringIO()
+    stream = _TTY() if fmt == "auto" else io.StringIO()
     root = logging.getLogger()
     with _alone():
         setup(stream, secrets, fmt)
@@ -142,6 +142,11 @@ def _printed(setup: Callable[[io.StringIO, list[str], str], None], secrets: list
             for handler in list(root.handlers):
                 root.removeHandler(handler)
     return stream.getvalue()
+
+
+class _TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
 
 def _stamps_apart(text: str) -> tuple[str, list[str]]:
@@ -222,7 +227,7 @@ def _case(draw: st.DrawFn) -> tuple[list[str], list[Call]]:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=_case(), fmt=st.sampled_from(["json", "console"]), batched=st.booleans())
+@given(case=_case(), fmt=st.sampled_from(["json", "console", "auto"]), batched=st.booleans())
 def test_lines_are_the_bytes_structlogs_way_printed(
     case: tuple[list[str], list[Call]], fmt: str, batched: bool
 ) -> None:
