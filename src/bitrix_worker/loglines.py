@@ -1,7 +1,7 @@
 """How one of our log lines reaches its stream: the handler, the formatter, and the direct way past
 ``logging`` that the worker's per-operation lines take (``logs.configure_logging`` puts them together).
 
-Why a direct way: the worker writes a line per operation (``reporting.report``), and structlog's way through
+Why a direct way: the worker writes a line per operation (``reporting``), and structlog's way through
 the stdlib (a ``LogRecord``, the logger tree, the handler, a copy of the event dict in the formatter, the
 redactor's pre-check, a JSON encoder built per line, ``redact`` of the rendered line) cost about 18 µs a
 line. Each shortcut here gives the same bytes as that way, and says why; the tests compare the two
