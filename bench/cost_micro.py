@@ -156,6 +156,28 @@ def plan_and_screen():
     raise AssertionError("screening suspended")
 
 out["plan_screen"] = best(plan_and_screen)
+
+def settled_batch():
+    # the batch as delivery.finish reports it (report_settled; before it, report per result), with the
+    # worker's subscribers and lean log records (tuning), restored afterwards
+    import logging
+    from bitrix_worker import reporting
+    from bitrix_worker.logs import lean_records
+    from bitrix_worker.stall import Progress
+    saved = (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
+    lean_records()
+    worker_events = EventFanout(Tally(RunSummary()), Progress(), PrometheusEvents())
+    now, oks = 1765000002000, [True] * len(results)
+    if hasattr(reporting, "report_settled"):
+        run = lambda: reporting.report_settled(results, oks, now, events=worker_events, log=log)
+    else:
+        run = lambda: [report(r, now, events=worker_events, log=log) for r in results]
+    try:
+        return best(run, 50)
+    finally:
+        logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing = saved
+
+out["report_settled"] = settled_batch()
 print(json.dumps(out))
 """
 LABELS = {
@@ -168,6 +190,7 @@ LABELS = {
     "claim_to_units": "claim reply -> entries -> units (`streams._entry`, `intake.build_units`)",
     "results_to_settle": "answer -> result -> mapping row + settle argument (`write_result`, `outcomes`)",
     "plan_screen": "planning, field screening and the command (`plan_unit`, `Screening.screen`)",
+    "report_settled": "a batch's lines and metrics, as the worker reports them (`report_settled`)",
 }
 
 

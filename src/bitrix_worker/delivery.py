@@ -39,7 +39,7 @@ from .redis.leases import Leases
 from .redis.limits import Limiter, MethodPauses
 from .redis.streams import OperationQueue
 from .refs import targets_of
-from .reporting import report
+from .reporting import report_settled
 from .retrying import until_written
 from .screening import Screened, Screening, carry_screening
 from .sending import NOT_RUN, Answered, Failed, Sender
@@ -167,13 +167,8 @@ class Delivery:
             settled = await until_written(
                 "settlement", lambda: self.queue.settle(settlements, also=also), self.log
             )
-            for r, ok in zip(results, settled, strict=True):
-                if ok:
-                    report(r, now, events=self.events, log=self.log, successes=self.settings.log_successes)
-                else:
-                    self.log.warning(
-                        "unit was reclaimed by another worker; its outcome is theirs", ident=r.unit.ident
-                    )
+            successes = self.settings.log_successes
+            report_settled(results, settled, now, events=self.events, log=self.log, successes=successes)
         finally:
             try:
                 await self.leases.release(delivered.leased, delivered.token)

@@ -11,6 +11,18 @@ from dataclasses import dataclass, field
 from .reasons import Reason
 from .taxonomy import ErrorClass
 
+OutcomeKey = tuple[str, Reason, str, ErrorClass | None]
+"""What ``WorkerEvents.outcome`` is told of one operation: outcome, reason, entity and error class."""
+
+
+@dataclass(slots=True)
+class Outcomes:
+    """A batch's operations that reached a final outcome (``reporting.report_settled``): how many had each
+    ``OutcomeKey``, and each one's enqueue-to-outcome latency, in order."""
+
+    counts: dict[OutcomeKey, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
 
 class WorkerEvents:
     """Subclass and override what you need. Calls are synchronous and must be cheap."""
@@ -26,6 +38,16 @@ class WorkerEvents:
 
     def latency(self, enqueued_to_done_s: float) -> None:
         """End-to-end latency of one operation (enqueued -> final outcome)."""
+
+    def outcomes(self, batch: Outcomes) -> None:
+        """A batch's final outcomes at once. By default an ``outcome`` call per operation and then a
+        ``latency`` call per operation; a subscriber that counts overrides it to add each count once (the
+        worker reports a batch this way: per operation, the calls cost more than the counting)."""
+        for (outcome, reason, entity, error_class), n in batch.counts.items():
+            for _ in range(n):
+                self.outcome(outcome, reason, entity, error_class)
+        for seconds in batch.latencies:
+            self.latency(seconds)
 
     def call(self, method: str, result: str, seconds: float) -> None:
         """One HTTP request to Bitrix24; ``result`` is ``ok`` or an error class."""
@@ -65,6 +87,10 @@ class EventFanout(WorkerEvents):
     def latency(self, enqueued_to_done_s: float) -> None:
         for s in self._subs:
             s.latency(enqueued_to_done_s)
+
+    def outcomes(self, batch: Outcomes) -> None:
+        for s in self._subs:
+            s.outcomes(batch)
 
     def call(self, method: str, result: str, seconds: float) -> None:
         for s in self._subs:
@@ -110,3 +136,8 @@ class Tally(WorkerEvents):
 
     def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
         self.summary.outcomes[outcome] += 1
+
+    def outcomes(self, batch: Outcomes) -> None:
+        tally = self.summary.outcomes
+        for (outcome, *_), n in batch.counts.items():
+            tally[outcome] += n

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .errors import BitrixWorkerError
-from .events import WorkerEvents
+from .events import Outcomes, WorkerEvents
 from .gate import PortalGate
 from .operations import ITEM_LABEL, PORTAL_ID_PATTERN, Entity, EntityName
 from .reasons import Reason
@@ -172,6 +172,9 @@ class PrometheusEvents(WorkerEvents):
     def latency(self, enqueued_to_done_s: float) -> None:
         self.end_to_end.observe(enqueued_to_done_s)
 
+    def outcomes(self, batch: Outcomes) -> None:
+        self._own.outcomes(batch)
+
     def call(self, method: str, result: str, seconds: float) -> None:
         self._own.call(method, result, seconds)
 
@@ -291,6 +294,12 @@ class _Labelled(WorkerEvents):
         return self._m.for_portal(portal)
 
     def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
+        for child in self._children(outcome, reason, entity, error_class):
+            child.inc()
+
+    def _children(
+        self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None
+    ) -> tuple[Counter, ...]:
         ent = entity if entity in _ENTITIES else _entity_label(entity)  # a word is its own label
         key = (outcome, reason, ent, error_class)
         children = self._outcomes.get(key)
@@ -300,11 +309,20 @@ class _Labelled(WorkerEvents):
             if outcome == "dead_lettered":
                 children += (self._m.dead_lettered.labels(*self._p, cls),)
             self._outcomes[key] = children
-        for child in children:
-            child.inc()
+        return children
 
     def latency(self, enqueued_to_done_s: float) -> None:
         self._m.latency(enqueued_to_done_s)
+
+    def outcomes(self, batch: Outcomes) -> None:
+        """One ``inc(n)`` per series a batch touches; each latency observed on its own (the histogram's sum
+        adds them one by one, as it always did, to the same float)."""
+        for key, n in batch.counts.items():
+            for child in self._children(*key):
+                child.inc(n)
+        observe = self._m.end_to_end.observe
+        for seconds in batch.latencies:
+            observe(seconds)
 
     def call(self, method: str, result: str, seconds: float) -> None:
         self._m.calls.labels(*self._p, method_label(method), result if result in _RESULTS else "other").inc()

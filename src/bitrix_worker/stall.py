@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .events import WorkerEvents
+from .events import Outcomes, WorkerEvents
 from .reasons import Reason
 from .taxonomy import ErrorClass
 
@@ -36,6 +36,9 @@ class Progress(WorkerEvents):
 
     def outcome(self, outcome: str, reason: Reason, entity: str, error_class: ErrorClass | None) -> None:
         self.touch()
+
+    def outcomes(self, batch: Outcomes) -> None:
+        self.touch()  # once for the batch, not once per operation
 
     def retry(self, error_class: ErrorClass, delay_s: float) -> None:
         self.touch()

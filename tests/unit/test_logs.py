@@ -165,7 +165,7 @@ def test_debug_level_and_reconfigure_does_not_duplicate() -> None:
     stream = _configure(level="DEBUG")
     get_logger().debug("d")
     assert [line["event"] for line in _json_lines(stream)] == ["d"]
-    root_handlers = [h for h in logging.getLogger().handlers if type(h).__name__ == "_RedactingHandler"]
+    root_handlers = [h for h in logging.getLogger().handlers if type(h).__name__ == "RedactingHandler"]
     assert len(root_handlers) == 1
 
 
