@@ -281,12 +281,12 @@ def classify_response(
     """Classify one HTTP answer; ``None`` means success (2xx JSON object without ``error``).
 
     ``decoded``: ``decode_answer(body)`` when the caller already has it."""
-    secrets = tuple(secrets)
-    retry_after = _retry_after(headers)
     ok, data = decoded if decoded is not None else decode_answer(body)
     is_object = ok and isinstance(data, dict)
     if 200 <= status <= 299 and is_object and data.get("error") is None and "error_description" not in data:
-        return None
+        return None  # before the headers are read: only a failure has a use for Retry-After
+    secrets = tuple(secrets)
+    retry_after = _retry_after(headers)
 
     code = description = ""
     rule: _Rule | None = None
