@@ -4,12 +4,14 @@ reached; every other failure is handed back at once."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from harness import Bench
 from redis.exceptions import NoScriptError
 
 from bitrix_worker.bitrix import BitrixClient
@@ -167,3 +169,21 @@ async def test_a_pause_check_that_holds_back_every_method_gives_the_slot_back(
     assert Limiter.reserved_from(NoScriptError("NOSCRIPT")) is None
     assert Limiter.reserved_from(b"-1500") is None  # booked too far ahead: nothing booked, ask again
     assert Limiter.reserved_from(b"250") == 0.25
+
+
+async def test_a_worker_holds_the_updates_of_a_paused_method_and_sends_nothing(bench: Bench) -> None:
+    """End to end through the delivery: the pause check that books the slot holds the update back (retry,
+    ``method_paused``), nothing reaches the portal, and the update goes once the pause is over."""
+    await bench.enqueue("create", "held-1", {"TITLE": "x"})
+    await bench.run()
+    settings = bench.settings
+    pauses = MethodPauses(bench.redis, settings.keys.method_pause(settings.portal_name), budget_s=1, safety=1)
+    await pauses.pause("crm.deal.update", time.time() + 2)
+    await bench.enqueue("update", "held-1", {"TITLE": "y"})
+    with contextlib.suppress(TimeoutError):  # the held update waits out the pause: the run need not end
+        await bench.run(timeout_s=1.0)
+    assert await bench.total_calls("crm.deal.update") == 0
+    assert (await bench.entities())[0]["TITLE"] == "x"
+    summary = await bench.run(timeout_s=20.0)
+    assert summary.outcomes["applied"] == 1
+    assert (await bench.entities())[0]["TITLE"] == "y"
