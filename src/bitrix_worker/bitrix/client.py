@@ -180,7 +180,7 @@ class BitrixClient:
                 "User-Agent": user_agent,
             },
         )
-        self._extensions = {"timeout": self._http.timeout.as_dict()}
+        self._timeouts = self._http.timeout.as_dict()
 
     @property
     def webhook(self) -> WebhookUrl | None:
@@ -328,13 +328,10 @@ class BitrixClient:
             await response.aclose()
 
     async def _open(self, url: httpx.URL, content: bytes) -> httpx.Response:
-        """Send the request; the answer's status and headers are read, its body not yet.
-
-        With a transport of its own (the worker's: ``marking_transport``) the request goes to it directly,
-        as ``AsyncClient.send`` would pass it: the client's headers, cookies and timeouts, no redirects. The
-        client's layers around that (auth and redirect flows, event hooks, the elapsed-time stream, a cookie
-        jar update for answers that set none) cost ~10% of a batch's HTTP work. Without one, httpx's client
-        sends it, so that it picks the transport (environment proxies) as it always did."""
+        """Send the request; the answer's status and headers are read, its body not yet. Given a transport
+        (the worker's ``marking_transport``), the request goes to it as ``AsyncClient.send`` would pass it
+        (the client's headers, cookies, timeouts; no redirects), without the client's auth/redirect/hook
+        layers: ~10% of a batch's HTTP work. Else httpx's client sends it (it picks environment proxies)."""
         http = self._http
         if self._transport is None:
             return await http.send(http.build_request("POST", url, content=content), stream=True)
@@ -342,7 +339,12 @@ class BitrixClient:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
         cookies = http.cookies
         request = httpx.Request(
-            "POST", url, headers=http.headers, cookies=cookies, content=content, extensions=self._extensions
+            "POST",
+            url,
+            headers=http.headers,
+            cookies=cookies,
+            content=content,
+            extensions={"timeout": self._timeouts},
         )
         response = await self._transport.handle_async_request(request)
         response.request = request
