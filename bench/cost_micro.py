@@ -163,10 +163,15 @@ LABELS = {
 }
 
 
-def probe(src: Path, postgres: str | None, env: dict[str, str]) -> dict[str, float]:
+def send_env(emulator: Emulator) -> dict[str, str]:
+    """What the probe needs for the ``send`` path: the emulator's webhook and the benchmark Redis."""
+    return {"BENCH_MICRO_WEBHOOK": emulator.webhook_url, "BENCH_MICRO_REDIS": redis_url()}
+
+
+def probe(src: Path, postgres: str | None, env: dict[str, str] | None = None) -> dict[str, float]:
     args = [sys.executable, "-c", _PROBE, str(src), str(BATCH), *([postgres] if postgres else [])]
     done = subprocess.run(
-        args, capture_output=True, text=True, check=True, env={**os.environ, **env, "PYTHONPATH": ""}
+        args, capture_output=True, text=True, check=True, env={**os.environ, **(env or {}), "PYTHONPATH": ""}
     )
     figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
@@ -188,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "current": cost.ROOT / "src",
         }
         emulator = asyncio.run(Emulator.start(Path(tmp), no_limits=True)) if args.send else None
-        env = (
-            {"BENCH_MICRO_WEBHOOK": emulator.webhook_url, "BENCH_MICRO_REDIS": redis_url()}
-            if emulator
-            else {}
-        )
+        env = send_env(emulator) if emulator else {}
         best: dict[str, dict[str, float]] = {v: {} for v in versions}
         try:
             for _ in range(args.rounds):
