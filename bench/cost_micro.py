@@ -3,6 +3,7 @@
     python -m bench.cost_micro                      # today's code beside bench.cost.PREVIOUS_COMMIT
     python -m bench.cost_micro --previous <commit>  # beside another commit
     python -m bench.cost_micro --postgres           # the store's read and write on PostgreSQL too
+    python -m bench.cost_micro --send               # one request of 50 updates to the emulator too
 
 Why: the worker's cost per update (``bench.cost``) moves with the machine's load by ±20%, and it cannot say
 which part of a change did what. Here each path runs alone on objects like the worker's (50 distinct
@@ -10,12 +11,15 @@ keys, one ``update`` each, a secret in the log configuration), timed by CPU time
 every thread of the process) as the best of 7 rounds. Each code version runs in a process of its own, the
 two alternating ``--rounds`` times; the table gives the lowest figure of each. Nothing here talks to Redis,
 HTTP or the portal; the store paths use a SQLite file in a temporary directory and, with ``--postgres``, a
-table created and dropped in the test database (``BITRIX_WORKER_TEST_POSTGRES_URL``).
+table created and dropped in the test database (``BITRIX_WORKER_TEST_POSTGRES_URL``). ``--send`` adds the
+path around one request: the method pauses and the limiter in Redis (``BENCH_REDIS_URL``), the batch built,
+sent over loopback to an emulator in a process of its own (its CPU is not counted) and its answer classified.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -24,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from . import cost
+from .common import Emulator, redis_url
 
 BATCH = 50
 _PROBE = r"""
@@ -178,6 +183,61 @@ def settled_batch():
         logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing = saved
 
 out["report_settled"] = settled_batch()
+
+async def send_path(webhook, redis_url, rounds=7, number=20):
+    # What the worker does around one request of N updates (delivery._send): the method pauses, the
+    # limiter's slot, the marking step, the batch built, POSTed to the emulator and its answer classified.
+    import random
+    import redis.asyncio as aioredis
+    from bitrix_worker.bitrix.client import BitrixClient
+    from bitrix_worker.bitrix.marking import before_first_request, marking_transport
+    from bitrix_worker.bitrix.methods import crm_add, crm_update
+    from bitrix_worker.events import WorkerEvents
+    from bitrix_worker.policy import RetryPolicy
+    from bitrix_worker.redaction import WebhookUrl
+    from bitrix_worker.redis.limits import Limiter, MethodPauses
+    from bitrix_worker.sending import Answered, Sender
+    prefix = "bench-micro-" + uuid.uuid4().hex[:8]
+    redis = aioredis.Redis.from_url(redis_url)
+    client = BitrixClient(WebhookUrl.parse(webhook), connect_timeout_s=5, read_timeout_s=30,
+                          max_connections=8, transport=marking_transport(8))
+    limiter = Limiter(redis, f"{{{prefix}}}:limiter", rate_per_s=1e9, burst=10**6)
+    pauses = MethodPauses(redis, f"{prefix}:pauses", budget_s=480, safety=0.9)
+    policy = RetryPolicy(budgets={}, not_found_create_budget=0, backoff_base_s=1, backoff_max_s=1,
+                         rate_limit_base_s=1)
+    sender = Sender(client, limiter=limiter, pauses=pauses, events=WorkerEvents(), policy=policy,
+                    rng=random.Random(1))
+    made = await client.batch({f"c{i}": crm_add("deal", {"TITLE": f"d{i}"}) for i in range(N)})
+    ids = [int(made.results[f"c{i}"]) for i in range(N)]
+    async def mark():
+        pass
+    async def one(v):
+        with before_first_request(mark):
+            commands = {f"c{i}": crm_update("deal", ids[i], {"STAGE_ID": "WON", "COMMENTS": f"v{v}-{i}"})
+                        for i in range(N)}
+            paused_for = getattr(sender, "paused_for", pauses.paused_for)  # with the slot, where it exists
+            if await paused_for(sorted({c.method for c in commands.values()})):
+                raise RuntimeError("paused")
+            answer = await sender.send(commands)
+            assert isinstance(answer, Answered) and len(answer.results) == N, answer
+            pauses.take_unwritten()
+    try:
+        for v in range(5):
+            await one(v)
+        best_s = float("inf")
+        for r in range(rounds):
+            t0 = time.process_time()
+            for v in range(number):
+                await one(v)
+            best_s = min(best_s, time.process_time() - t0)
+        return best_s / number / N * 1e6
+    finally:
+        await client.aclose()
+        await redis.delete(f"{{{prefix}}}:limiter", f"{prefix}:pauses")
+        await redis.aclose()
+
+if os.environ.get("BENCH_MICRO_WEBHOOK"):
+    out["send"] = asyncio.run(send_path(os.environ["BENCH_MICRO_WEBHOOK"], os.environ["BENCH_MICRO_REDIS"]))
 print(json.dumps(out))
 """
 LABELS = {
@@ -191,13 +251,19 @@ LABELS = {
     "results_to_settle": "answer -> result -> mapping row + settle argument (`write_result`, `outcomes`)",
     "plan_screen": "planning, field screening and the command (`plan_unit`, `Screening.screen`)",
     "report_settled": "a batch's lines and metrics, as the worker reports them (`report_settled`)",
+    "send": "one request of the updates to the emulator: pauses, limiter, HTTP, answer (`Sender.send`)",
 }
 
 
-def probe(src: Path, postgres: str | None) -> dict[str, float]:
+def send_env(emulator: Emulator) -> dict[str, str]:
+    """What the probe needs for the ``send`` path: the emulator's webhook and the benchmark Redis."""
+    return {"BENCH_MICRO_WEBHOOK": emulator.webhook_url, "BENCH_MICRO_REDIS": redis_url()}
+
+
+def probe(src: Path, postgres: str | None, env: dict[str, str] | None = None) -> dict[str, float]:
     args = [sys.executable, "-c", _PROBE, str(src), str(BATCH), *([postgres] if postgres else [])]
     done = subprocess.run(
-        args, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": ""}
+        args, capture_output=True, text=True, check=True, env={**os.environ, **(env or {}), "PYTHONPATH": ""}
     )
     figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
@@ -210,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=2, help="alternating runs of each version (%(default)s)"
     )
     parser.add_argument("--postgres", action="store_true", help="the store on PostgreSQL as well")
+    parser.add_argument("--send", action="store_true", help="one request to an emulator as well")
     args = parser.parse_args(argv)
     postgres = cost.postgres_admin_url() if args.postgres else None
     with tempfile.TemporaryDirectory(prefix="bitrix-cost-micro-") as tmp:
@@ -217,11 +284,17 @@ def main(argv: list[str] | None = None) -> int:
             args.previous: cost.extract_previous(Path(tmp), args.previous),
             "current": cost.ROOT / "src",
         }
+        emulator = asyncio.run(Emulator.start(Path(tmp), no_limits=True)) if args.send else None
+        env = send_env(emulator) if emulator else {}
         best: dict[str, dict[str, float]] = {v: {} for v in versions}
-        for _ in range(args.rounds):
-            for name, src in versions.items():
-                for key, value in probe(src, postgres).items():
-                    best[name][key] = min(value, best[name].get(key, value))
+        try:
+            for _ in range(args.rounds):
+                for name, src in versions.items():
+                    for key, value in probe(src, postgres, env).items():
+                        best[name][key] = min(value, best[name].get(key, value))
+        finally:
+            if emulator is not None:
+                emulator.stop()
     rows = [
         f"| path, µs CPU per operation (batches of {BATCH}) | {args.previous} | current |",
         "|---|---|---|",

@@ -216,7 +216,7 @@ class Delivery:
         for p in pending:
             p.command = command_for(p.plan, p.unit.head.entity.spec) if p.plan.call else None
         methods = sorted({p.command.method for p in pending if p.command is not None})
-        paused = await self.pauses.paused_for(methods)
+        paused = await self.sender.paused_for(methods)  # books the request's slot in the same round trip
         results: list[Result] = []
         if paused:
             waits = {p.unit.ident: int(paused[p.command.method] * 1000) for p in pending

@@ -268,11 +268,16 @@ def test_previous_worker_runs_the_extracted_tree(tmp_path: Path) -> None:
     assert cost.rounds_order(("baseline", "current"), 1) == ("current", "baseline")
 
 
-def test_cost_micro_probe_measures_every_path() -> None:
-    """The in-process probe runs against a source tree and reports every path it times."""
+def test_cost_micro_probe_measures_every_path(tmp_path: Path) -> None:
+    """The in-process probe runs against a source tree and reports every path it times (the ``send`` path
+    against an emulator of its own)."""
     from bench import cost_micro
 
-    got = cost_micro.probe(cost.ROOT / "src", None)
+    emulator = asyncio.run(Emulator.start(tmp_path, no_limits=True))
+    try:
+        got = cost_micro.probe(cost.ROOT / "src", None, cost_micro.send_env(emulator))
+    finally:
+        emulator.stop()
     assert set(got) == set(cost_micro.LABELS) - {"store_postgresql"}
     assert all(v > 0 for v in got.values())
 

@@ -20,6 +20,7 @@ from harness import Bench
 
 from bitrix_worker.bitrix import BitrixClient
 from bitrix_worker.bitrix import methods as m
+from bitrix_worker.bitrix.marking import marking_transport
 from bitrix_worker.emulator import EmulatorAdmin, EmulatorConfig, EmulatorServer, FaultConfig
 from bitrix_worker.errors import BitrixError, TransientBitrixError
 from bitrix_worker.redaction import WebhookUrl
@@ -37,14 +38,18 @@ def emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
-@pytest.fixture
-async def client(emulator: EmulatorServer, admin: EmulatorAdmin) -> AsyncIterator[BitrixClient]:
+@pytest.fixture(params=["httpx-client", "own-transport"])
+async def client(
+    emulator: EmulatorServer, admin: EmulatorAdmin, request: pytest.FixtureRequest
+) -> AsyncIterator[BitrixClient]:
+    """Both ways a request goes: through httpx's client, and straight to the worker's transport."""
     async with BitrixClient(
         WebhookUrl.parse(emulator.webhook_url),
         connect_timeout_s=2.0,
         read_timeout_s=5.0,  # each trickled byte comes well within this: only the deadline can end it
         request_deadline_s=1.0,
         max_response_bytes=CAP,
+        transport=marking_transport(4) if request.param == "own-transport" else None,
     ) as client:
         yield client
 

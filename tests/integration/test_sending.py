@@ -4,11 +4,15 @@ reached; every other failure is handed back at once."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from harness import Bench
+from redis.exceptions import NoScriptError
 
 from bitrix_worker.bitrix import BitrixClient
 from bitrix_worker.bitrix import methods as m
@@ -120,3 +124,66 @@ async def test_a_refused_connection_gives_its_limiter_slot_back(
     finally:
         await client.aclose()
     assert (await limiter.state()).next_free_s == 0
+
+
+async def test_the_pause_check_books_the_slot_its_request_then_uses(
+    sender: tuple[Sender, Calls], redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """``paused_for`` books the limiter's slot in its round trip; the ``send`` after it asks the limiter
+    nothing more (one slot per request, as before), and a ``send`` without it books its own."""
+    s, _ = sender
+    assert await s.paused_for(["crm.deal.add"]) == {}
+    booked = await redis_client.hget(f"{key_prefix}:limiter", "tat")
+    assert booked is not None
+    asked: list[str] = []
+    acquire = s.limiter.acquire
+
+    async def counting() -> float:
+        asked.append("acquire")
+        return await acquire()
+
+    s.limiter.acquire = counting  # type: ignore[method-assign]
+    assert isinstance(await s.send({"c0": m.Command("crm.deal.add", FIELDS)}), Answered)
+    assert asked == []
+    assert await redis_client.hget(f"{key_prefix}:limiter", "tat") == booked
+    assert isinstance(await s.send({"c0": m.Command("crm.deal.add", FIELDS)}), Answered)
+    assert asked == ["acquire"]  # the booking was taken once
+
+
+async def test_a_pause_check_that_holds_back_every_method_gives_the_slot_back(
+    sender: tuple[Sender, Calls], redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    s, _ = sender
+    slow = Limiter(redis_client, f"{key_prefix}:limiter", rate_per_s=1, burst=1)
+    s.limiter = slow
+    await s.pauses.pause("crm.deal.add", time.time() + 60)
+    paused = await s.paused_for(["crm.deal.add", "crm.deal.update"])
+    assert list(paused) == ["crm.deal.add"]
+    assert 59 < paused["crm.deal.add"] <= 60
+    assert (await slow.state()).next_free_s > 0.5  # crm.deal.update will be sent: its slot is booked
+    assert isinstance(await s.send({"c0": m.Command("crm.deal.update", {"id": 1, **FIELDS})}), Answered)
+    await redis_client.delete(f"{key_prefix}:limiter")
+    assert list(await s.paused_for(["crm.deal.add"])) == ["crm.deal.add"]
+    assert (await slow.state()).next_free_s == 0  # nothing will be sent: given back
+    # a script Redis does not know (NOSCRIPT in the pipeline) books nothing: ``send`` asks the limiter
+    assert Limiter.reserved_from(NoScriptError("NOSCRIPT")) is None
+    assert Limiter.reserved_from(b"-1500") is None  # booked too far ahead: nothing booked, ask again
+    assert Limiter.reserved_from(b"250") == 0.25
+
+
+async def test_a_worker_holds_the_updates_of_a_paused_method_and_sends_nothing(bench: Bench) -> None:
+    """End to end through the delivery: the pause check that books the slot holds the update back (retry,
+    ``method_paused``), nothing reaches the portal, and the update goes once the pause is over."""
+    await bench.enqueue("create", "held-1", {"TITLE": "x"})
+    await bench.run()
+    settings = bench.settings
+    pauses = MethodPauses(bench.redis, settings.keys.method_pause(settings.portal_name), budget_s=1, safety=1)
+    await pauses.pause("crm.deal.update", time.time() + 2)
+    await bench.enqueue("update", "held-1", {"TITLE": "y"})
+    with contextlib.suppress(TimeoutError):  # the held update waits out the pause: the run need not end
+        await bench.run(timeout_s=1.0)
+    assert await bench.total_calls("crm.deal.update") == 0
+    assert (await bench.entities())[0]["TITLE"] == "x"
+    summary = await bench.run(timeout_s=20.0)
+    assert summary.outcomes["applied"] == 1
+    assert (await bench.entities())[0]["TITLE"] == "y"

@@ -399,6 +399,8 @@ def _json_answer(body: bytes) -> tuple[bool, object]:
     [
         b'{"result": {"c0": true}, "time": {"start": 1.5}}',
         b'{"a": 9223372036854775807, "b": -9223372036854775809, "c": 18446744073709551616}',
+        b'{"a": [123456789012345678901], "b": 0.00020575523376464844, "c": 1.5e-0000000000000000000007}',
+        b'{"d": 0.00020599365234375, "processing": 4.9553000053492724e-05, "n": 1234567890123456789012}',
         b'{"a": 1e400}',
         b'{"a": NaN}',
         b'{"a": "\\ud800"}',
@@ -425,5 +427,33 @@ def test_an_answer_decodes_as_json_decodes_it(body: bytes) -> None:
 )
 def test_any_json_answer_decodes_as_json_decodes_it(value: object) -> None:
     body = json.dumps(value).encode()
+    ok, decoded = decode_answer(body)
+    assert (ok, _typed(decoded)) == _json_answer(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "long_integer"),
+    [
+        (b'{"duration": 0.00020599365234375, "processing": 0.00020575523376464844}', False),
+        (b'{"a": 1.000000000000000000000000000000000000000001}', False),
+        (b'{"a": "1234567890123456789"}', True),  # inside a string: json merely decides, same values
+        (b'{"a": 1234567890123456789}', True),
+        (b'{"a": -1234567890123456789}', True),
+        (b"12345678901234567890", True),
+        (b'{"a": 0.5, "b": [1.0000000000000000000000000000000000000001, 12345678901234567890]}', True),
+        (b'{"a": 123456789012345678}', False),
+    ],
+)
+def test_only_long_integers_leave_the_fast_path(body: bytes, long_integer: bool) -> None:
+    """A batch answer's ``time`` floats must not send it to ``json`` (5x slower); a long integer must."""
+    from bitrix_worker.classify import _long_integer
+
+    assert _long_integer(body) is long_integer
+
+
+@given(st.lists(st.integers(min_value=-(10**25), max_value=10**25) | st.floats(allow_nan=False), max_size=8))
+def test_numbers_decode_as_json_decodes_them(numbers: list[float]) -> None:
+    """Integers of any length beside floats of any precision (the fast path's edge)."""
+    body = json.dumps({"time": numbers, "result": numbers}).encode()
     ok, decoded = decode_answer(body)
     assert (ok, _typed(decoded)) == _json_answer(body)

@@ -164,6 +164,7 @@ class BitrixClient:
         self._deadline_s = request_deadline_s
         self._max_bytes = max_response_bytes
         self._urls: dict[str, httpx.URL] = {}  # parsed once: httpx parses a str URL anew for every request
+        self._transport = transport  # given: requests go to it directly (``_open``)
         self._http = httpx.AsyncClient(
             http1=True,
             http2=False,
@@ -179,6 +180,7 @@ class BitrixClient:
                 "User-Agent": user_agent,
             },
         )
+        self._timeouts = self._http.timeout.as_dict()
 
     @property
     def webhook(self) -> WebhookUrl | None:
@@ -301,15 +303,16 @@ class BitrixClient:
     async def _exchange(self, url: str, content: bytes) -> tuple[int, httpx.Headers, bytes]:
         """POST and read the answer, streamed: at most ``max_response_bytes`` are ever held.
 
-        Leaving the ``stream`` block early (cap passed, deadline cancelled) closes the response, and httpcore
-        drops a connection whose answer was not read to the end, so the rest is never received.
+        Leaving early (cap passed, deadline cancelled) closes the response, and httpcore drops a connection
+        whose answer was not read to the end, so the rest is never received.
         """
         parsed = self._urls.get(url)
         if parsed is None:
             if len(self._urls) >= MAX_PARSED_URLS:
                 self._urls.clear()
             parsed = self._urls[url] = httpx.URL(url)
-        async with self._http.stream("POST", parsed, content=content) as response:
+        response = await self._open(parsed, content)
+        try:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self._max_bytes:
                 raise _TooLarge(response.status_code, response.headers, int(declared), declared=True)
@@ -321,6 +324,33 @@ class BitrixClient:
                     raise _TooLarge(response.status_code, response.headers, self._max_bytes, declared=False)
                 chunks.append(chunk)
             return response.status_code, response.headers, b"".join(chunks)
+        finally:
+            await response.aclose()
+
+    async def _open(self, url: httpx.URL, content: bytes) -> httpx.Response:
+        """Send the request; the answer's status and headers are read, its body not yet. Given a transport
+        (the worker's ``marking_transport``), the request goes to it as ``AsyncClient.send`` would pass it
+        (the client's headers, cookies, timeouts; no redirects), without the client's auth/redirect/hook
+        layers: ~10% of a batch's HTTP work. Else httpx's client sends it (it picks environment proxies)."""
+        http = self._http
+        if self._transport is None:
+            return await http.send(http.build_request("POST", url, content=content), stream=True)
+        if http.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        cookies = http.cookies
+        request = httpx.Request(
+            "POST",
+            url,
+            headers=http.headers,
+            cookies=cookies,
+            content=content,
+            extensions={"timeout": self._timeouts},
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        if "set-cookie" in response.headers:
+            cookies.extract_cookies(response)
+        return response
 
     async def _run(self, command: Command, parse: Callable[[CallResult], _T]) -> _T:
         result = await self.call(command.method, command.params)

@@ -9,7 +9,7 @@ Nothing here does I/O: builders return a ``Command`` (method + params) that the 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -67,7 +67,7 @@ class BatchResult:
     results: dict[str, Any]
     errors: dict[str, Classification]
     not_run: set[str]
-    times: dict[str, TimeInfo]
+    times: Mapping[str, TimeInfo]  # each command's own ``time`` block (``result_time``), read on first use
     totals: dict[str, int]
     nexts: dict[str, int]
     time: TimeInfo | None = None
@@ -158,7 +158,7 @@ def encode_command(command: Command) -> str:
     """``"method?query"`` as a batch ``cmd`` value (just ``method`` when there are no params)."""
     if not command.method or "?" in command.method:
         raise ValueError(f"invalid method name {command.method!r}")
-    query = encode_query(dict(command.params))
+    query = encode_query(command.params)
     return f"{command.method}?{query}" if query else command.method
 
 
@@ -178,11 +178,43 @@ def build_batch(commands: Mapping[str, Command], *, halt: bool = False) -> Comma
     return Command("batch", {"halt": 1 if halt else 0, "cmd": cmd})
 
 
+class _CommandTimes(Mapping[str, TimeInfo]):
+    """The commands' ``time`` blocks, parsed when first read: the worker reads only the whole request's
+    ``time`` (``Sender``), and parsing 50 blocks into ``TimeInfo`` cost ~1.5 µs per command for nothing."""
+
+    __slots__ = ("_names", "_parsed", "_raw")
+
+    def __init__(self, raw: Mapping[str, Any], names: Sequence[str]) -> None:
+        self._raw, self._names = raw, names
+        self._parsed: dict[str, TimeInfo] | None = None
+
+    def _all(self) -> dict[str, TimeInfo]:
+        if self._parsed is None:
+            raw = self._raw
+            self._parsed = {n: i for n in self._names if (i := parse_time(raw.get(n))) is not None}
+            self._raw, self._names = {}, ()
+        return self._parsed
+
+    def __getitem__(self, name: str) -> TimeInfo:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 def _section(value: Any, name: str) -> dict[str, Any]:
     """A batch section keyed by command name. PHP sends an empty one as ``[]``, and a section whose keys
-    are 0..n-1 as a JSON list."""
+    are 0..n-1 as a JSON list. A decoded JSON object is used as it is (its keys are strings)."""
     if value is None:
         return {}
+    if type(value) is dict and all(type(k) is str for k in value):
+        return value
     if isinstance(value, Mapping):
         return {str(k): v for k, v in value.items()}
     if isinstance(value, list):
@@ -224,9 +256,7 @@ def parse_batch(
     results: dict[str, Any] = {}
     errors: dict[str, Classification] = {}
     not_run: set[str] = set()
-    times: dict[str, TimeInfo] = {}
-    totals: dict[str, int] = {}
-    nexts: dict[str, int] = {}
+    ran: list[str] = []
     for name in names:
         if name in failed:
             errors[name] = classify_command_error(failed[name], secrets=secrets)
@@ -235,16 +265,18 @@ def parse_batch(
         else:
             not_run.add(name)
             continue
-        info = parse_time(timing.get(name))
-        if info is not None:
-            times[name] = info
-        total = int_or_none(totals_raw.get(name))
-        if total is not None:
-            totals[name] = total
-        nxt = int_or_none(nexts_raw.get(name))
-        if nxt is not None:
-            nexts[name] = nxt
+        ran.append(name)
+    times = _CommandTimes(timing, ran)
+    totals = _counts(totals_raw, ran)
+    nexts = _counts(nexts_raw, ran)
     return BatchResult(results, errors, not_run, times, totals, nexts, time)
+
+
+def _counts(section: dict[str, Any], names: list[str]) -> dict[str, int]:
+    """``result_total`` / ``result_next`` of the commands that ran (only list commands have them)."""
+    if not section:
+        return {}
+    return {n: c for n in names if (c := int_or_none(section.get(n))) is not None}
 
 
 def parse_id(result: Any) -> int:

@@ -98,6 +98,19 @@ class Limiter:
         round trip. ``state_from`` runs the script itself if Redis did not know it."""
         pipe.evalsha(self._script.sha, 1, self._key, *self._args("state"))
 
+    def queue_reserve(self, pipe: Any) -> None:
+        """``reserve`` queued on a pipeline, by EVALSHA alone as in ``queue_state`` (``paused_with``)."""
+        pipe.evalsha(self._script.sha, 1, self._key, *self._args("acquire"))
+
+    @staticmethod
+    def reserved_from(answer: Any) -> float | None:
+        """Seconds until the slot ``queue_reserve`` booked; None when it booked none (the wait was longer than
+        ``max_reserve_s``, or Redis did not know the script): ``acquire`` then asks again, as it would."""
+        if isinstance(answer, Exception):
+            return None
+        wait = int(answer) / 1000
+        return wait if wait >= 0 else None
+
     async def state_from(self, answer: Any) -> LimiterState:
         """The state ``queue_state`` read, or read again when the pipeline could not run it (NOSCRIPT)."""
         if isinstance(answer, Exception):
@@ -153,6 +166,27 @@ class MethodPauses:
             return {}
         with translated("method pause"):
             values = await self._client.hmget(self._key, [f"pause:{m}" for m in methods])
+        return self._remaining(methods, values)
+
+    async def paused_with(
+        self, methods: list[str], limiter: Limiter
+    ) -> tuple[dict[str, float], float | None]:
+        """``paused_for`` and ``limiter``'s booking of the next slot (``Limiter.reserved_from``), in one round
+        trip: the request that follows the check is booked with it (``Sender.paused_for``).
+
+        Neither depends on the other's answer, so a pipeline without MULTI is enough; on a Cluster, redis-py
+        sends each node its part, at the same time."""
+        fields = [f"pause:{m}" for m in methods]
+        with translated("method pause"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hmget(self._key, fields)
+                limiter.queue_reserve(pipe)
+                values, booked = await pipe.execute(raise_on_error=False)
+            if isinstance(values, Exception):
+                raise values
+        return self._remaining(methods, values), limiter.reserved_from(booked)
+
+    def _remaining(self, methods: list[str], values: list[Any]) -> dict[str, float]:
         now = self._clock()
         return {m: float(v) - now for m, v in zip(methods, values, strict=True) if v and float(v) > now}
 
