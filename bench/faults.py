@@ -159,6 +159,43 @@ def minimum(ops: int, delta: dict[str, Any], *, invalid: int = 0, batch: int = 5
     }
 
 
+def describe(delta: dict[str, Any]) -> str:
+    """What the portal received between two looks at its statistics, e.g. ``batch 50, batch 7 (reads)``."""
+    sizes = {int(k): v for k, v in delta.get("batch_sizes", {}).items()}
+    reads = int(delta.get("read_batches", 0))
+    parts = [f"batch {k}" for k, v in sorted(sizes.items(), reverse=True) for _ in range(v)]
+    if reads:
+        parts.append(f"({reads} of them reads only)")
+    refused = {code: front_door_refusals(delta, code) for code in FRONT_DOOR}
+    parts += [f"{n} {code}" for code, n in refused.items() if n]
+    other = delta["requests"] - sum(sizes.values()) - sum(refused.values())
+    if other:  # plain calls: a lone update, or a read (the start check, the probe after a pause)
+        plain = {m: sum(per.values()) for m, per in delta["calls"].items() if m != "batch"}
+        parts.append(f"{other} plain call(s) {'' if sizes else plain}".rstrip())
+    return ", ".join(parts)
+
+
+async def request_timeline(admin: Admin, done: asyncio.Event, every_s: float = 0.05) -> list[str]:
+    """Every change of the portal's statistics while the worker runs, with its time since the start: each
+    request but those sent within ``every_s`` of another, so the tail's requests show one by one."""
+    seen: list[str] = []
+    started, last = time.monotonic(), await admin.stats()
+    while not done.is_set():
+        await asyncio.sleep(every_s)
+        now = await admin.stats()
+        if any(now[k] != last[k] for k in ("requests", "calls", "batch_sizes")):
+            delta = diff_stats(now, last)
+            seen.append(f"{time.monotonic() - started:7.2f}s +{delta['requests']}: {describe(delta)}")
+            last = now
+    return seen
+
+
+def unusual(timeline: list[str]) -> list[str]:
+    """The timeline without its full batches of 50 (the steady state): what is left says where the requests
+    above the fewest went (reads, refusals, partial batches, lone calls)."""
+    return [t for t in timeline if not t.endswith(": batch 50") and not t.endswith(": batch 50, batch 50")]
+
+
 async def _mixed_portal(
     emu: Emulator, admin: Admin, n: int, database_url: str, limits: tuple[int, float]
 ) -> dict[str, int]:
@@ -200,8 +237,12 @@ async def run_ours(
             webhook_url=emu.webhook_url, ns=ns, database_url=database_url, consumer="w0", **(settings or {})
         )
         proc = spawn_worker(workdir, env, "faults-ours")
+        done = asyncio.Event()
+        watching = asyncio.create_task(request_timeline(admin, done))
         (code,) = await wait_all([proc], timeout_s)
         elapsed = time.monotonic() - started
+        done.set()
+        timeline = await watching
         stop_all([proc])
         after = await admin.stats()
         await admin.faults(rules=[], auth_outage=None)
@@ -216,6 +257,7 @@ async def run_ours(
             "wall_s": round(elapsed, 2),
             "accounting": _accounting(n, outcomes, dead, counters),
             "portal": delta,
+            "requests_but_full_batches": unusual(timeline),  # when and what, in order
         }
         return refresh(result, naive=False)
     finally:
