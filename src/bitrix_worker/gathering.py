@@ -28,7 +28,7 @@ nothing more is expected, or after ``tail_linger_s`` (the bound on the latency t
 worker's timer does every ``PROMOTE_INTERVAL_S``. A due time was once forgotten as soon as it passed, so a
 look in the gap between the two (a retry due, not yet promoted, not claimable) saw nothing more expected and
 sent the held entries without it; the retry went alone a moment later (about one tail in four in
-``test_retries_at_the_tail_travel_in_one_request``, and the fault mix's occasional 229th request). So a due
+``test_retries_at_the_tail_travel_in_one_request``; likely the fault mix's occasional 229th request). So a due
 time is forgotten only by ``fell_due``, which the worker asks right before each claim and, when a remembered
 retry has fallen due since, promotes first: the claim that follows sees every retry whose time has passed
 (Redis' due time is never later than the one remembered here: it was taken before the settlement returned).
