@@ -168,32 +168,45 @@ def describe(delta: dict[str, Any]) -> str:
         parts.append(f"({reads} of them reads only)")
     refused = {code: front_door_refusals(delta, code) for code in FRONT_DOOR}
     parts += [f"{n} {code}" for code, n in refused.items() if n]
-    other = delta["requests"] - sum(sizes.values()) - sum(refused.values())
+    other = plain_calls(delta)
     if other:  # plain calls: a lone update, or a read (the start check, the probe after a pause)
         plain = {m: sum(per.values()) for m, per in delta["calls"].items() if m != "batch"}
         parts.append(f"{other} plain call(s) {'' if sizes else plain}".rstrip())
     return ", ".join(parts)
 
 
+def plain_calls(delta: dict[str, Any]) -> int:
+    """Requests that were neither a batch the portal ran nor refused at the front door (negative when a
+    batch counted here arrived before the look that counted the ones before)."""
+    refused = sum(front_door_refusals(delta, code) for code in FRONT_DOOR)
+    return int(delta["requests"] - sum(delta.get("batch_sizes", {}).values()) - refused)
+
+
 async def request_timeline(admin: Admin, done: asyncio.Event, every_s: float = 0.05) -> list[str]:
     """Every change of the portal's statistics while the worker runs, with its time since the start: each
-    request but those sent within ``every_s`` of another, so the tail's requests show one by one."""
-    seen: list[str] = []
+    request but those sent within ``every_s`` of another, so the tail's requests show one by one. A batch is
+    counted when it has run, its request on arrival: a change that shows a batch whose request the look
+    before counted is merged into the one before it (while many go at once, a batch may still show one look
+    late, as "1 plain call" then "-1 plain call"; the tail's requests, one at a time, show as they went)."""
+    marks: list[tuple[float, dict[str, Any], dict[str, Any]]] = []  # (seconds, stats before, stats after)
     started, last = time.monotonic(), await admin.stats()
     while not done.is_set():
         await asyncio.sleep(every_s)
         now = await admin.stats()
         if any(now[k] != last[k] for k in ("requests", "calls", "batch_sizes")):
-            delta = diff_stats(now, last)
-            seen.append(f"{time.monotonic() - started:7.2f}s +{delta['requests']}: {describe(delta)}")
+            if marks and plain_calls(diff_stats(now, last)) < 0:
+                marks[-1] = (marks[-1][0], marks[-1][1], now)
+            else:
+                marks.append((time.monotonic() - started, last, now))
             last = now
-    return seen
+    deltas = [(t, diff_stats(after, before)) for t, before, after in marks]
+    return [f"{t:7.2f}s +{d['requests']}: {describe(d)}" for t, d in deltas]
 
 
 def unusual(timeline: list[str]) -> list[str]:
     """The timeline without its full batches of 50 (the steady state): what is left says where the requests
     above the fewest went (reads, refusals, partial batches, lone calls)."""
-    return [t for t in timeline if not t.endswith(": batch 50") and not t.endswith(": batch 50, batch 50")]
+    return [t for t in timeline if set(t.split(": ", 1)[1].split(", ")) != {"batch 50"}]
 
 
 async def _mixed_portal(
