@@ -159,6 +159,56 @@ def minimum(ops: int, delta: dict[str, Any], *, invalid: int = 0, batch: int = 5
     }
 
 
+def describe(delta: dict[str, Any]) -> str:
+    """What the portal received between two looks at its statistics, e.g. ``batch 50, batch 7 (reads)``."""
+    sizes = {int(k): v for k, v in delta.get("batch_sizes", {}).items()}
+    reads = int(delta.get("read_batches", 0))
+    parts = [f"batch {k}" for k, v in sorted(sizes.items(), reverse=True) for _ in range(v)]
+    if reads:
+        parts.append(f"({reads} of them reads only)")
+    refused = {code: front_door_refusals(delta, code) for code in FRONT_DOOR}
+    parts += [f"{n} {code}" for code, n in refused.items() if n]
+    other = plain_calls(delta)
+    if other:  # plain calls: a lone update, or a read (the start check, the probe after a pause)
+        plain = {m: sum(per.values()) for m, per in delta["calls"].items() if m != "batch"}
+        parts.append(f"{other} plain call(s) {'' if sizes else plain}".rstrip())
+    return ", ".join(parts)
+
+
+def plain_calls(delta: dict[str, Any]) -> int:
+    """Requests that were neither a batch the portal ran nor refused at the front door (negative when a
+    batch counted here arrived before the look that counted the ones before)."""
+    refused = sum(front_door_refusals(delta, code) for code in FRONT_DOOR)
+    return int(delta["requests"] - sum(delta.get("batch_sizes", {}).values()) - refused)
+
+
+async def request_timeline(admin: Admin, done: asyncio.Event, every_s: float = 0.05) -> list[str]:
+    """Every change of the portal's statistics while the worker runs, with its time since the start: each
+    request but those sent within ``every_s`` of another, so the tail's requests show one by one. A batch is
+    counted when it has run, its request on arrival: a change that shows a batch whose request the look
+    before counted is merged into the one before it (while many go at once, a batch may still show one look
+    late, as "1 plain call" then "-1 plain call"; the tail's requests, one at a time, show as they went)."""
+    marks: list[tuple[float, dict[str, Any], dict[str, Any]]] = []  # (seconds, stats before, stats after)
+    started, last = time.monotonic(), await admin.stats()
+    while not done.is_set():
+        await asyncio.sleep(every_s)
+        now = await admin.stats()
+        if any(now[k] != last[k] for k in ("requests", "calls", "batch_sizes")):
+            if marks and plain_calls(diff_stats(now, last)) < 0:
+                marks[-1] = (marks[-1][0], marks[-1][1], now)
+            else:
+                marks.append((time.monotonic() - started, last, now))
+            last = now
+    deltas = [(t, diff_stats(after, before)) for t, before, after in marks]
+    return [f"{t:7.2f}s +{d['requests']}: {describe(d)}" for t, d in deltas]
+
+
+def unusual(timeline: list[str]) -> list[str]:
+    """The timeline without its full batches of 50 (the steady state): what is left says where the requests
+    above the fewest went (reads, refusals, partial batches, lone calls)."""
+    return [t for t in timeline if set(t.split(": ", 1)[1].split(", ")) != {"batch 50"}]
+
+
 async def _mixed_portal(
     emu: Emulator, admin: Admin, n: int, database_url: str, limits: tuple[int, float]
 ) -> dict[str, int]:
@@ -200,8 +250,12 @@ async def run_ours(
             webhook_url=emu.webhook_url, ns=ns, database_url=database_url, consumer="w0", **(settings or {})
         )
         proc = spawn_worker(workdir, env, "faults-ours")
+        done = asyncio.Event()
+        watching = asyncio.create_task(request_timeline(admin, done))
         (code,) = await wait_all([proc], timeout_s)
         elapsed = time.monotonic() - started
+        done.set()
+        timeline = await watching
         stop_all([proc])
         after = await admin.stats()
         await admin.faults(rules=[], auth_outage=None)
@@ -216,6 +270,7 @@ async def run_ours(
             "wall_s": round(elapsed, 2),
             "accounting": _accounting(n, outcomes, dead, counters),
             "portal": delta,
+            "requests_but_full_batches": unusual(timeline),  # when and what, in order
         }
         return refresh(result, naive=False)
     finally:

@@ -143,11 +143,10 @@ class Worker:
         self._store_id, self.delivery.vouched = await check_store(
             self.store, self.stores, self.registry, self.settings, now_ms=ms(self.clock), log=self.log
         )
-        idle_s = self.settings.claim_idle_ms / 1000
         background = [
             asyncio.create_task(self._every(PROMOTE_INTERVAL_S, self._promote)),
             asyncio.create_task(self._every(RESCUE_INTERVAL_S, self._rescue)),
-            asyncio.create_task(self._every(max(0.05, idle_s / 4), self._reclaim)),
+            asyncio.create_task(self._every(max(0.05, self.settings.claim_idle_ms / 4000), self._reclaim)),
             asyncio.create_task(self._every(self.settings.heartbeat_interval_s, self._heartbeat)),
         ]
         self.log.info("worker started", stream=self.settings.stream, concurrency=self.settings.concurrency)
@@ -188,6 +187,8 @@ class Worker:
             self._batches.give_slot()
             return True
         try:
+            if self.gathering.fell_due(self.clock()):  # a retry it scheduled is due: promote it, then claim
+                await self.queue.promote_due(500)  # (not after the timer's next tick: ``gathering``)
             entries, last = await self.queue.claim(self.gathering.room())
             if entries:
                 self.progress.touch()
@@ -218,8 +219,7 @@ class Worker:
         stopper = asyncio.create_task(self._stopping.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
-        if not waiter.done():
-            # Not a blocking XREADGROUP: cancelling a plain XREAD loses nothing. Drop the connection.
+        if not waiter.done():  # not a blocking XREADGROUP: cancelling a plain XREAD loses nothing
             waiter.cancel()
         with contextlib.suppress(asyncio.CancelledError, StoreError):
             await waiter
