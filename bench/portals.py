@@ -219,6 +219,7 @@ async def scenario(
     warmup_s: float,
     window_s: float,
     extra_env: dict[str, str],
+    processes: int = 2,
 ) -> Run:
     r = aioredis.Redis.from_url(redis_url())
     ns = Namespace(r)
@@ -244,7 +245,7 @@ async def scenario(
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
             )
-            for k in range(2)
+            for k in range(processes)
         ]
         started = time.monotonic()
         producer = asyncio.create_task(
@@ -276,7 +277,9 @@ async def scenario(
         top = sorted(calls.items(), key=lambda kv: -kv[1])[:8]
         memory["top_commands_s"] = {k.removeprefix("cmdstat_"): round(v / window_s, 1) for k, v in top}
         stop_all(procs)
-        memory["portals_per_process_at_end"] = [len(served(workdir / f"{name}-w{k}.log")) for k in range(2)]
+        memory["portals_per_process_at_end"] = [
+            len(served(workdir / f"{name}-w{k}.log")) for k in range(processes)
+        ]
         rates: dict[str, float] = {}
         thirds: dict[str, list[float]] = {}
         latencies: list[int] = []
@@ -336,7 +339,13 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         }
         ids = [pid(i) for i in range(args.portals)]
         hot, others = ids[0], ids[1:]
-        common = {"workdir": workdir, "env": env, "warmup_s": args.warmup_s, "window_s": args.window_s}
+        common = {
+            "workdir": workdir,
+            "env": env,
+            "warmup_s": args.warmup_s,
+            "window_s": args.window_s,
+            "processes": args.processes,
+        }
         results: list[dict[str, Any]] = []
         busy = ids[: args.backlog_portals]
         # enough for the initial bucket (50 requests of 50) and the limit over warm-up and window, +10%
@@ -385,6 +394,9 @@ if __name__ == "__main__":
     parser.add_argument("--scenarios", default="idle,trickle,hot,hot-shared,backlog,nineteen,broken")
     parser.add_argument("--repeat", type=int, default=1, help="run the scenarios this many rounds")
     parser.add_argument("--workdir", default="/tmp/bench-portals")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="worker processes (1: one loop serves every portal)"
+    )
     parsed = parser.parse_args()
     if parsed.serve:
         serve(parsed.serve, 0)

@@ -35,6 +35,7 @@ from .errors import StoreError
 from .events import WorkerEvents
 from .intake import Poison
 from .mapping import DEFAULT_TABLE, MappingStore
+from .pacing import PROMOTE_INTERVAL_S, SCHEDULE_POLL_S, Stopping, quiet_block_ms
 from .portal_layout import Backlog, assigned, portal_dead_stream, portal_stream, portal_table
 from .portals.clients import client_options, open_default_client, open_portal_client
 from .portals.model import PortalRecord
@@ -44,10 +45,6 @@ from .redis.connection import RedisClient
 from .redis.producing import portal_ids
 from .redis.workers import BusyBoard, WorkerRegistry
 from .values import Entry
-
-SCHEDULE_POLL_TICKS = 10
-"""A portal loop whose retry schedule had nothing due polls it every 10th tick (1 s instead of 0.1 s): the
-0.1 s poll was three quarters of an idle portal's Redis commands (docs/scaling.md, "Many portals")."""
 
 UNKNOWN_WEBHOOK = "https://unknown-portal.invalid/rest/1/none/"
 """The client of a loop that only dead-letters (an unknown portal's stream): it never sends a request."""
@@ -248,16 +245,37 @@ def _pauser(holder: list[Any]) -> Any:
 
 
 def _paced(base: type[Any]) -> type[Any]:
-    """A ``Worker`` that polls an idle retry schedule once a second, and every tick while retries fall due:
-    a due retry waits at most 1 s more; an idle portal costs a quarter of the Redis commands. It also keeps
-    its portal's ``backlog`` (busy or quiet, for placement) from what its claims bring back."""
+    """A ``Worker`` that keeps time cheaply (``pacing``): sleeps without tasks, its retry schedule polled
+    once a second while nothing falls due, long blocking reads while quiet, no second claim after a short
+    one. It also keeps its portal's ``backlog`` (busy or quiet, for placement) from what its claims bring
+    back."""
 
     class Paced(base):  # type: ignore[misc]
-        _quiet_ticks = 0
-
         def __init__(self, settings: Settings, **kwargs: Any) -> None:
             super().__init__(settings, **kwargs)
+            self._stopping = Stopping()
             self.backlog = Backlog(settings.portal_busy_after_s, settings.portal_quiet_after_s)
+            self._until_idle = False
+            self._drained_at: str | None = None  # the last claim came back short: the stream's last id
+            claim = self.queue.claim
+
+            async def claim_noting(count: int) -> tuple[list[Entry], str]:
+                entries, last = await claim(count)
+                self._drained_at = last if 0 < len(entries) < count else None
+                return entries, last
+
+            self.queue.claim = claim_noting
+
+        async def run(self, *, until_idle: bool = False) -> Any:
+            self._until_idle = until_idle
+            return await super().run(until_idle=until_idle)
+
+        async def _step(self, until_idle: bool) -> bool:
+            drained, self._drained_at = self._drained_at, None
+            if drained is not None and not until_idle and not self.gathering.held:
+                await self._wait_for_work(drained)  # at once if anything was added since the claim
+                return True
+            return bool(await super()._step(until_idle))
 
         async def _handle(self, entries: list[Entry]) -> None:
             self.backlog.claimed(len(entries) >= self.settings.batch_size, time.monotonic())
@@ -265,16 +283,31 @@ def _paced(base: type[Any]) -> type[Any]:
 
         async def _wait_for_work(self, last: str, within_s: float | None = None) -> None:
             self.backlog.claimed(False, time.monotonic())  # a claim came back empty or short: no backlog
-            await super()._wait_for_work(last, within_s)
+            block_ms = self.settings.block_ms
+            if not self._until_idle:
+                block_ms = quiet_block_ms(block_ms, within_s)
+            elif within_s is not None:
+                block_ms = max(1, int(within_s * 1000))
+            await self._stopping.until_done(asyncio.ensure_future(self.queue.wait_for_new(last, block_ms)))
+
+        async def _sleep(self, seconds: float) -> None:
+            await self._stopping.sleep(seconds)
+
+        async def _every(self, interval_s: float, duty: Any) -> None:
+            await super()._every(SCHEDULE_POLL_S if duty == self._promote else interval_s, duty)
 
         async def _promote(self) -> None:
-            self._quiet_ticks += 1
-            if self._quiet_ticks < SCHEDULE_POLL_TICKS:
-                return
-            moved = await self.queue.promote_due(500)
+            """Move what is due; while retries fall due, look again every 0.1 s."""
+            while await self._promote_due() and not self._stopping.is_set():
+                await self._sleep(PROMOTE_INTERVAL_S)
+
+        async def _promote_due(self) -> bool:
+            moved: int = await self.queue.promote_due(500)
+            total = moved
             while moved >= 500:
                 moved = await self.queue.promote_due(500)
-            self._quiet_ticks = SCHEDULE_POLL_TICKS if moved else 0
+                total += moved
+            return total > 0
 
     return Paced
 

@@ -27,6 +27,7 @@ from harness import FAST, WORKER_CMD
 
 from bitrix_worker.config import Settings, env_name, load_settings
 from bitrix_worker.emulator import EmulatorConfig
+from bitrix_worker.emulator.admin import EmulatorAdmin
 from bitrix_worker.emulator.multi import MultiPortalServer
 from bitrix_worker.fleet import PortalFleet, portal_settings
 from bitrix_worker.mapping import MappingStore
@@ -413,3 +414,32 @@ async def test_a_lone_operation_on_a_running_fleet_is_applied_at_once(fleet: Fle
         fl.stop()
         await asyncio.wait_for(task, 30)
         await store.close()
+
+
+async def test_a_quiet_fleet_loop_still_retries_on_time_and_stops_at_once(fleet: Fleet) -> None:
+    """A quiet portal's loop blocks up to 10 s for new entries and polls its retry schedule once a second
+    (``pacing``): a retry that falls due must still be applied within about a second, and a stop must end
+    the long waits at once instead of after them."""
+    f = fleet
+    s = f.settings.model_copy(update={"heartbeat_interval_s": 30.0, "block_ms": 100})
+    store = await MappingStore.connect(s.database_url)
+    fl = PortalFleet(s, f.redis, store, f.registry)
+    admin = EmulatorAdmin(f.server.base_url(HOSTS["p-b"]))
+    await admin.set_faults(rules=[{"method": "crm.deal.add", "sequence": ["500"]}])
+    task = asyncio.create_task(fl.run())
+    try:
+        await asyncio.sleep(1.5)  # every loop has claimed nothing and waits for work
+        started = time.monotonic()
+        await f.enqueue("p-b", ["retried"])
+        while not f.deals("p-b"):
+            assert time.monotonic() - started < 2.5, "a retried operation not applied in 2.5 s"
+            await asyncio.sleep(0.02)
+        assert (await admin.stats())["faults_injected"]  # it was retried, not applied at first
+        await asyncio.sleep(0.5)  # back in its long wait
+    finally:
+        stopping = time.monotonic()
+        fl.stop()
+        await asyncio.wait_for(task, 30)
+        await store.close()
+        await admin.aclose()
+    assert time.monotonic() - stopping < 3.0, "stopping waited for the loops' blocking reads"
