@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bitrix_worker import reporting
+from bitrix_worker.events import Outcomes
 from bitrix_worker.operations import Entity, Operation, OpKind, encode_operation
 from bitrix_worker.outcomes import Outcome, Result, _applied_alone, _settled, settlement
 from bitrix_worker.plan import Call
@@ -73,3 +75,23 @@ def test_mapping_rows_hash_and_compare_by_value_as_frozen_ones_did() -> None:
 def test_an_entry_is_still_unhashable() -> None:
     with pytest.raises(TypeError):
         hash(Entry("1-0", "deal:k", {"payload": b"{}"}))
+
+
+def lines(into: list[tuple[str, dict[str, Any]]]) -> Any:
+    return lambda event, **kw: into.append((event, kw))
+
+
+@given(case=CASES)
+def test_an_applied_unit_of_one_is_reported_as_the_general_path_reports_it(case: dict[str, Any]) -> None:
+    r = applied(**case)
+    fast: list[tuple[str, dict[str, Any]]] = []
+    general: list[tuple[str, dict[str, Any]]] = []
+    fast_batch, general_batch = Outcomes(), Outcomes()
+    reporting._applied_alone(r, AT + 1500, lines(fast), fast_batch)
+    reporting._members(r, AT + 1500, lines(general), lines(general), general_batch)
+    assert fast == general
+    assert list(fast[0][1]) == list(general[0][1])  # the line's keys in the same order
+    assert fast_batch == general_batch
+    assert [type(part) for part in next(iter(fast_batch.counts))] == [
+        type(part) for part in next(iter(general_batch.counts))
+    ]
