@@ -134,6 +134,14 @@ def settlement(r: Result, at_ms: int) -> Settlement:
             unit=u.to_json(),
             counters={"retries": 1},
         )
+    if r.outcome is Outcome.APPLIED and len(u.members) == 1 and not r.stale and not r.refused:
+        return _applied_alone(r, at_ms)
+    return _settled(r, at_ms)
+
+
+def _settled(r: Result, at_ms: int) -> Settlement:
+    """The final settlement of any result: every member's record, counters and dead letter."""
+    u = r.unit
     counters: dict[str, int] = {}
     dead: list[list[str]] = []
     records: list[list[str]] = []
@@ -170,6 +178,35 @@ def settlement(r: Result, at_ms: int) -> Settlement:
         outcomes=records,
         counters=counters,
     )
+
+
+def _applied_alone(r: Result, at_ms: int) -> Settlement:
+    """``settlement`` of an applied unit of one operation, none of it stale or refused: nearly every unit.
+
+    Why: the general loop builds a ``MemberOutcome``, looks the member's classification up and counts into
+    a dict, ~1 µs per operation for what here is one record and one counter (tests/unit/test_outcomes.py
+    compares the two paths). Enum members' ``_value_`` is their ``value`` without the property's cost."""
+    u = r.unit
+    member = u.members[0]
+    c = r.classification
+    record = outcome_record(
+        stream_id=member.origin,
+        ident=u.ident,
+        op=member.operation.op._value_,
+        outcome="applied",
+        reason=r.detail or r.reason.sentence,
+        code=r.reason._value_,
+        attempts=u.attempts,
+        at_ms=at_ms,
+        error_class=c.error_class._value_ if c else _dead_class(r.reason),
+        bitrix_id=r.bitrix_id,
+    )
+    return Settlement(
+        ids=list(u.stream_ids), ident=u.ident, action="done", outcomes=[record], counters={_APPLIED: 1}
+    )
+
+
+_APPLIED = _COUNTED[Outcome.APPLIED]
 
 
 def _dead_letter(r: Result, text: str, origin: str, c: Classification | None, at_ms: int) -> str:

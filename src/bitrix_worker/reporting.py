@@ -75,6 +75,44 @@ def _retry_line(r: Result, log: Any) -> None:
 
 
 def _final(r: Result, now_ms: int, success: Any, failure: Any, batch: Outcomes) -> None:
+    if r.outcome is Outcome.APPLIED and len(r.unit.members) == 1 and not r.stale and not r.refused:
+        _applied_alone(r, now_ms, success, batch)
+    else:
+        _members(r, now_ms, success, failure, batch)
+
+
+def _applied_alone(r: Result, now_ms: int, success: Any, batch: Outcomes) -> None:
+    """``_members`` of an applied unit of one operation, none of it stale or refused: nearly every unit.
+
+    Why: no ``MemberOutcome`` to build and no per-member lookups, ~1 µs per operation; the line, count and
+    latency are the same (tests/unit/test_cost_fast_paths.py compares the two). An enum member's ``_value_``
+    is its ``value`` without the property's cost."""
+    m = r.unit.members[0]
+    operation = m.operation
+    entity = operation.entity.value
+    c = r.classification
+    error_class = c.error_class if c else None
+    key = (_APPLIED, r.reason, entity, error_class)
+    counts = batch.counts
+    counts[key] = counts.get(key, 0) + 1
+    batch.latencies.append(max(0.0, (now_ms - stream_ms(m.origin)) / 1000))
+    success(
+        "applied",
+        reason=r.detail or r.reason.sentence,
+        bitrix_id=r.bitrix_id,
+        op=operation.op._value_,
+        entity=entity,
+        key=operation.key,
+        stream_id=m.origin,
+        attempts=r.unit.attempts,
+        error_class=error_class._value_ if error_class else None,
+    )
+
+
+_APPLIED = Outcome.APPLIED.value
+
+
+def _members(r: Result, now_ms: int, success: Any, failure: Any, batch: Outcomes) -> None:
     """Each operation's line (``success``: applied and skipped, ``failure``: dead-lettered), its count and
     its latency into ``batch``. The line's keys are passed as such (a dict of them merged in costs more)."""
     members = r.unit.members

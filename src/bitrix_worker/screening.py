@@ -222,6 +222,9 @@ class Screening:
         kept: list[P] = []
         batch: dict[str, EntitySchema] = {}  # entity -> its schema, asked once per batch (``_schema``)
         for p in pending:
+            if self._clean(p, batch):
+                kept.append(p)
+                continue
             rejected = await self._screen_one(p, batch)
             if rejected is None:
                 kept.append(p)
@@ -244,6 +247,19 @@ class Screening:
         if not findings:
             return CLEAN
         return decide(respell(findings, spec, producer_names(unit, live)), self.actions)
+
+    def _clean(self, p: Planned, batch: dict[str, EntitySchema]) -> bool:
+        """``_screen_one`` would keep ``p`` as it is: its entity's schema already asked in this batch, no
+        refresh wanted, and its fields clean. Why: most units of a batch end here, and without the two
+        coroutines of ``_screen_one`` and ``_schema`` (~1 µs per unit). Anything else goes that way."""
+        call, unit = p.plan.call, p.unit
+        if call is not Call.UPDATE and call is not Call.CREATE:
+            return False
+        head = unit.head
+        schema = batch.get(head.entity.value)
+        if schema is None or portal_refused(unit):
+            return False
+        return self.check(head.entity.spec, call, p.plan.fields, schema, unit) is CLEAN
 
     async def _screen_one(self, p: Planned, batch: dict[str, EntitySchema] | None = None) -> Result | None:
         call, entity = p.plan.call, p.unit.head.entity.value

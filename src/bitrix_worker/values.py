@@ -36,9 +36,14 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Mapping:
-    """One row of the mapping store: (entity, key) -> Bitrix24 id, last applied version, state, fence."""
+    """One row of the mapping store: (entity, key) -> Bitrix24 id, last applied version, state, fence.
+
+    Not frozen, though nothing changes one once built (mypy would have refused an assignment while it was):
+    ~100 are built per batch (read from the store, written back), and a frozen dataclass's ``__init__``
+    (``object.__setattr__`` per field) cost three times a plain one's. ``unsafe_hash`` keeps the hash a
+    frozen one had (its fields'), so it may still be a set member or a dict key."""
 
     entity: str
     key: str
@@ -57,9 +62,10 @@ class LastWrite:
     at_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    """One stream entry as read by this consumer.
+    """One stream entry as read by this consumer (not frozen, like ``Mapping``, for the cost of building one
+    per entry read; nothing changes one, and its ``fields`` dict never let it be hashed).
 
     ``ident`` is the key's turn Redis holds for it, exactly as the scripts derived it ("" for none); the
     worker never derives it again. ``whose`` says who wrote the entry, as Redis recorded it: "" a producer

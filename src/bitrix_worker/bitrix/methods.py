@@ -43,9 +43,12 @@ ENTITIES: Final = frozenset(e.value for e in Entity)
 MAX_BATCH_COMMANDS: Final = 50
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Command:
-    """One REST call: ``method`` (e.g. ``crm.deal.add``) and its JSON-serialisable params."""
+    """One REST call: ``method`` (e.g. ``crm.deal.add``) and its JSON-serialisable params.
+
+    Not frozen, though nothing changes one (one is built per operation sent, and a frozen dataclass's
+    ``__init__`` costs about twice a plain one's); its params dict never let it be hashed anyway."""
 
     method: str
     params: Mapping[str, Any] = field(default_factory=dict)

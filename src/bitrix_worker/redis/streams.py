@@ -36,7 +36,10 @@ def _entry(
         fields = {as_text(flat[0]): bytes(flat[1])}
     else:
         fields = {as_text(flat[i]): bytes(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
-    return Entry(as_text(raw_id), _ident(ident), fields, deliveries, as_text(whose), sent)
+    # ``as_text`` inline for the stream id and ``whose``, as redis-py gives them (bytes): called per entry
+    text_id = raw_id.decode("utf-8", "replace") if type(raw_id) is bytes else as_text(raw_id)
+    by = "" if whose == b"" else as_text(whose)
+    return Entry(text_id, _ident(ident), fields, deliveries, by, sent)
 
 
 def _ident(raw: Any) -> str:
