@@ -223,6 +223,20 @@ async def _arm_faults(admin: Admin, mix: FaultMix) -> None:
     await admin.faults(rules=mix.rules(), auth_outage=mix.outage())
 
 
+async def _outage_after_first_request(admin: Admin, mix: FaultMix, before: int) -> None:
+    """Arm the auth outage ``outage_start_s`` after the worker's first request (its start check) instead of
+    after the rules: a worker that starts quickly would otherwise meet the outage in its start check, where
+    refused credentials are a bad setting and it exits (as it should) instead of running the mix."""
+    outage = mix.outage()
+    if outage is None:
+        return
+    while True:  # polled: the emulator has no way to notify a request
+        if int((await admin.stats())["requests"]) > before:
+            break
+        await asyncio.sleep(0.01)
+    await admin.faults(auth_outage=outage)
+
+
 async def run_ours(
     emu: Emulator,
     workdir: Path,
@@ -244,7 +258,7 @@ async def run_ours(
             client, ns.stream, (update_payload(key_of(i), fields_for(i)) for i in range(n))
         )
         before = await admin.stats()
-        await _arm_faults(admin, mix)
+        await admin.faults(rules=mix.rules(), auth_outage=None)
         started = time.monotonic()
         env = worker_env(
             webhook_url=emu.webhook_url, ns=ns, database_url=database_url, consumer="w0", **(settings or {})
@@ -252,7 +266,9 @@ async def run_ours(
         proc = spawn_worker(workdir, env, "faults-ours")
         done = asyncio.Event()
         watching = asyncio.create_task(request_timeline(admin, done))
+        arming = asyncio.create_task(_outage_after_first_request(admin, mix, int(before["requests"])))
         (code,) = await wait_all([proc], timeout_s)
+        arming.cancel()
         elapsed = time.monotonic() - started
         done.set()
         timeline = await watching

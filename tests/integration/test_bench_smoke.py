@@ -148,6 +148,7 @@ async def test_fault_mix_smoke_accounts_for_every_operation(tmp_path: Path) -> N
     assert went["requests_with_operations"] >= max(30, went["fewest_for_those_commands"])  # batches of 10
     assert went["reads_without_operations"] >= 1  # the start check at least
     assert went["limit_refusals"] == 2
+    assert went["auth_refusals"] >= 1  # the outage, armed after the start check, met the run
     assert (
         went["requests_with_operations"]
         + went["reads_without_operations"]
